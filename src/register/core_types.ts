@@ -1,0 +1,65 @@
+// Events into and effects out of the register core (sans-IO, SPEC §2). The core never touches a
+// socket, a file or a clock: drivers (src/net + src/storage for real, src/sim for simulation)
+// feed it events and carry out the effects it returns, in order.
+import type { SystemMessage } from "../protocol/messages.js";
+import type { SectorState } from "../storage/sector_state.js";
+
+/** A driver-chosen handle for one client operation; echoed in its `complete` effect. */
+export type ClientOpToken = number;
+/** A core-chosen handle for one persist; the driver answers with `persisted` once durable. */
+export type PersistToken = number;
+
+export type CoreEvent =
+  /** A client command (sector index already validated against the volume size by the driver). */
+  | { kind: "clientRead"; token: ClientOpToken; sectorIndex: number }
+  | { kind: "clientWrite"; token: ClientOpToken; sectorIndex: number; data: Buffer }
+  /** A system message from any rank, this replica's own included (delivered without the network). */
+  | { kind: "message"; message: SystemMessage }
+  /** The persist with this token is durable. */
+  | { kind: "persisted"; token: PersistToken }
+  /** Answer to a `load` effect; `state === null` means the stored record is corrupt. */
+  | { kind: "loaded"; sectorIndex: number; state: SectorState | null }
+  /** Time passes; drives retransmission. `nowMs` never decreases. */
+  | { kind: "tick"; nowMs: number };
+
+export type CoreEffect =
+  /**
+   * Send a system message to rank `to` (possibly this replica's own rank: deliver it back as a
+   * `message` event later, never re-entrantly, without network or HMAC).
+   */
+  | { kind: "send"; to: number; message: SystemMessage }
+  /** Store this state durably, then report `persisted(token)`. Persists of one sector keep order. */
+  | { kind: "persist"; token: PersistToken; sectorIndex: number; state: SectorState }
+  /** Read the sector's stored state and report it with a `loaded` event. */
+  | { kind: "load"; sectorIndex: number }
+  /** The client operation finished; for reads `data` is the value read. */
+  | { kind: "complete"; token: ClientOpToken; data?: Buffer };
+
+/**
+ * Deliberately broken variants, for proving that the simulator catches bugs. Test-only: the CLI
+ * and the replica process never set these.
+ */
+export interface CoreFaults {
+  /** READ returns right after the query phase without writing back. */
+  skipReadWriteBack?: boolean;
+  /** ACK a WRITE_PROC before its persist is durable. */
+  ackBeforeDurable?: boolean;
+  /** Quorum of floor(N/2) instead of floor(N/2)+1. */
+  quorumTooSmall?: boolean;
+  /** Count every reply, duplicates from one rank included. */
+  countDuplicateReplies?: boolean;
+}
+
+export interface RegisterCoreOptions {
+  /** This replica's rank, 1..replicaCount. */
+  rank: number;
+  replicaCount: number;
+  /** Fresh 16-byte operation ids (random UUIDs in production, seeded in simulation). */
+  newOpId: () => Buffer;
+  /** First retransmission delay of an unfinished phase; doubles up to retransmitMaxMs. */
+  retransmitInitialMs?: number;
+  retransmitMaxMs?: number;
+  /** Idle sectors kept in memory before least-recently-used ones are dropped. */
+  cacheCapacitySectors?: number;
+  faults?: CoreFaults;
+}

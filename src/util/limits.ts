@@ -1,0 +1,69 @@
+// Every limit of the system in one place, each with the reason for its value.
+
+/** Size of one register. Fixed by the atdd wire format (SPEC §1). */
+export const SECTOR_SIZE_BYTES = 4096;
+
+/** Largest number of replicas: ranks are a u8 and rank 0 means "never written" (SPEC §2). */
+export const MAX_REPLICAS = 254;
+
+/** Largest atdd message (VALUE / WRITE_PROC); decoders never buffer more than this per message. */
+export const MAX_ATDD_MESSAGE_BYTES = 4176;
+
+/** Largest volume: sector indexes travel as u64 but are handled as JS numbers (safe up to 2^53). */
+export const MAX_SECTORS = 2 ** 40;
+
+/**
+ * Retransmission of an unfinished phase (stubborn links, SPEC §2). Short enough that a lost message
+ * costs little, long enough that a loaded replica is not flooded with copies; doubled each time.
+ */
+export const RETRANSMIT_INITIAL_MS = 250;
+export const RETRANSMIT_MAX_MS = 4_000;
+
+/** How often a replica driver ticks its register core (drives retransmission). */
+export const CORE_TICK_MS = 50;
+
+/** Reconnect backoff for peer and gateway links. */
+export const RECONNECT_INITIAL_MS = 50;
+export const RECONNECT_MAX_MS = 2_000;
+
+/**
+ * Register-core cache of sector contents. Beyond this many idle sectors the least recently used
+ * are evicted (their state stays on disk), so memory follows the sectors in flight, not the volume.
+ */
+export const CORE_CACHE_SECTORS = 8_192;
+
+/**
+ * Bytes queued on one socket before we stop reading from its peer (back-pressure). A peer that
+ * does not drain its replies cannot make us buffer without bound.
+ */
+export const SOCKET_HIGH_WATER_BYTES = 8 * 1024 * 1024;
+
+/** Client commands one connection may have in flight at a replica before we pause reading it. */
+export const MAX_CLIENT_INFLIGHT_PER_CONNECTION = 1_024;
+
+/** Storage group commit: a batch closes at this many records or bytes, whichever comes first. */
+export const GROUP_COMMIT_MAX_RECORDS = 512;
+
+/**
+ * Journal size before a checkpoint (data files fsynced, journal reset). Bounds recovery replay
+ * work and the constant space overhead of the journal.
+ */
+export const JOURNAL_CHECKPOINT_BYTES = 64 * 1024 * 1024;
+
+/** NBD: largest READ/WRITE payload accepted (the kernel's max_hw_sectors is 32 MiB). */
+export const NBD_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+
+/** NBD: handshake options one client may send before we close (as nbdkit's MAX_NR_OPTIONS). */
+export const NBD_MAX_OPTIONS = 32;
+
+/** NBD: longest option payload; export names and meta-context queries are tiny. */
+export const NBD_MAX_OPTION_BYTES = 64 * 1024;
+
+/**
+ * NBD: a request that has not completed in this time fails with EIO. Below the kernel's default
+ * 30 s nbd-client timeout so the gateway answers before the kernel tears the socket down.
+ */
+export const NBD_REQUEST_TIMEOUT_MS = 25_000;
+
+/** NBD: per-sector commands one gateway keeps in flight to the replicas. */
+export const GATEWAY_MAX_INFLIGHT_SECTORS = 512;

@@ -1,0 +1,26 @@
+// One pino root logger; every component takes a child. Lifecycle at info, per-request at debug.
+// Never log keys or sector payloads.
+import { type Logger, pino } from "pino";
+
+let root: Logger | undefined;
+
+export function rootLogger(): Logger {
+  if (root === undefined) {
+    root = pino({
+      level: process.env.ATOMIC_DISK_LOG_LEVEL ?? "info",
+      base: { pid: process.pid },
+      redact: { paths: ["clientKey", "systemKey", "*.clientKey", "*.systemKey", "data"], remove: true },
+    });
+  }
+  return root;
+}
+
+export function setRootLogger(logger: Logger): void {
+  root = logger;
+}
+
+export function componentLogger(component: string, bindings: Record<string, unknown> = {}): Logger {
+  return rootLogger().child({ component, ...bindings });
+}
+
+export type { Logger };
