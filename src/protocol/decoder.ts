@@ -1,0 +1,306 @@
+// Streaming decoder of atdd messages with the resync rules of SPEC §1.4. Push chunks as they come
+// off a socket; get back the events they complete. Bad input never throws: it becomes a
+// `rejected` (client command the replica must answer) or a `dropped` event.
+//
+// Buffering: whole messages are parsed straight from the chunk. Only a message cut by a chunk
+// boundary is copied, once, into a buffer of its exact size (known from its first 8 bytes), so
+// feeding a stream one byte at a time costs O(n), and nothing is ever sized from a wire length.
+import { assert } from "../util/assert.js";
+import { MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { verifyMessageTag } from "./hmac.js";
+import {
+  atddMessageSize,
+  CLIENT_WRITE_DATA_OFFSET,
+  clientCommandHeaderLayout,
+  READ_RESPONSE_DATA_OFFSET,
+  responseHeaderLayout,
+  SYSTEM_BODY_OFFSET,
+  sectorStateBodyLayout,
+  systemHeaderLayout,
+  TYPE_OFFSET,
+  TYPE_PREFIX_BYTES,
+} from "./layouts.js";
+import {
+  type AtddMessage,
+  CLIENT_KEY_BYTES,
+  type ClientResponse,
+  MAGIC,
+  MessageSize,
+  MessageType,
+  ResponseStatus,
+  type ResponseStatusCode,
+  SYSTEM_KEY_BYTES,
+  type SystemMessage,
+} from "./messages.js";
+
+export type DropReason = "garbage" | "unknownType" | "badTag" | "invalidSector" | "invalidSender";
+
+export type DecodeEvent =
+  | { kind: "message"; message: AtddMessage }
+  | { kind: "rejected"; command: "read" | "write"; requestNumber: bigint; status: ResponseStatusCode }
+  | { kind: "dropped"; reason: DropReason; bytes: number };
+
+export interface AtddDecoderOptions {
+  /** "replica" accepts client commands and system messages; "client" accepts responses only. */
+  role: "replica" | "client";
+  clientKey: Buffer;
+  /** Without it a replica-role decoder treats system message types as unknown. */
+  systemKey?: Buffer;
+  /** Volume size; sector indexes must be below it. Default: any index a JS number holds exactly. */
+  sectors?: number;
+  /** Valid sender ranks are 1..replicaCount. Default: MAX_REPLICAS. */
+  replicaCount?: number;
+}
+
+const MAGIC_BYTES = MAGIC.length;
+const SAFE_INDEX_LIMIT = BigInt(Number.MAX_SAFE_INTEGER) + 1n;
+
+export class AtddDecoder {
+  private readonly role: "replica" | "client";
+  private readonly clientKey: Buffer;
+  private readonly systemKey: Buffer | undefined;
+  /** Exclusive upper bound of valid sector indexes. */
+  private readonly sectorLimit: bigint;
+  private readonly replicaCount: number;
+
+  /** First bytes of a message whose size is not known yet: a magic prefix, then up to the type. */
+  private readonly head = Buffer.alloc(TYPE_PREFIX_BYTES);
+  private headLength = 0;
+  /** A message of known size cut by a chunk boundary, being filled. */
+  private partial: Buffer | null = null;
+  private partialLength = 0;
+
+  constructor(options: AtddDecoderOptions) {
+    assert(options.clientKey.length === CLIENT_KEY_BYTES, "client key must be 32 bytes");
+    if (options.systemKey !== undefined) {
+      assert(options.role === "replica", "only a replica decodes system messages");
+      assert(options.systemKey.length === SYSTEM_KEY_BYTES, "system key must be 64 bytes");
+    }
+    const sectors = options.sectors;
+    if (sectors !== undefined) assert(Number.isSafeInteger(sectors) && sectors >= 1, "bad sector count");
+    const replicaCount = options.replicaCount ?? MAX_REPLICAS;
+    assert(Number.isInteger(replicaCount) && replicaCount >= 1 && replicaCount <= MAX_REPLICAS, "bad N");
+    this.role = options.role;
+    this.clientKey = options.clientKey;
+    this.systemKey = options.systemKey;
+    this.sectorLimit = sectors === undefined ? SAFE_INDEX_LIMIT : BigInt(sectors);
+    this.replicaCount = replicaCount;
+  }
+
+  /** Bytes held back waiting for the rest of a message. Never more than one message. */
+  bufferedBytes(): number {
+    return this.headLength + this.partialLength;
+  }
+
+  push(chunk: Buffer): DecodeEvent[] {
+    const events: DecodeEvent[] = [];
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.partial !== null) offset = this.fillPartial(chunk, offset, events);
+      else if (this.headLength > 0) offset = this.fillHead(chunk, offset, events);
+      else offset = this.scan(chunk, offset, events);
+    }
+    assert(this.bufferedBytes() < MessageSize.Value, "decoder buffers less than one message");
+    return events;
+  }
+
+  /** Nothing buffered: parse whole messages in place; keep only a cut-off tail. */
+  private scan(chunk: Buffer, offset: number, events: DecodeEvent[]): number {
+    const magicAt = chunk.indexOf(MAGIC, offset);
+    if (magicAt < 0) {
+      // The last bytes may begin a magic that the next chunk completes.
+      const keep = magicPrefixLengthAtEnd(chunk, offset);
+      dropGarbage(events, chunk.length - keep - offset);
+      chunk.copy(this.head, 0, chunk.length - keep);
+      this.headLength = keep;
+      return chunk.length;
+    }
+    dropGarbage(events, magicAt - offset);
+    const available = chunk.length - magicAt;
+    if (available < TYPE_PREFIX_BYTES) {
+      chunk.copy(this.head, 0, magicAt);
+      this.headLength = available;
+      return chunk.length;
+    }
+    const size = this.acceptedSize(chunk, magicAt);
+    if (size === undefined) {
+      drop(events, "unknownType", TYPE_PREFIX_BYTES);
+      return magicAt + TYPE_PREFIX_BYTES;
+    }
+    if (available >= size) {
+      this.decodeWhole(chunk, magicAt, size, events);
+      return magicAt + size;
+    }
+    this.partial = Buffer.allocUnsafe(size);
+    this.partialLength = chunk.copy(this.partial, 0, magicAt);
+    return chunk.length;
+  }
+
+  /** Byte by byte until the first 8 bytes of a message are known (or the magic fails). */
+  private fillHead(chunk: Buffer, offset: number, events: DecodeEvent[]): number {
+    const byte = chunk[offset]!;
+    if (this.headLength < MAGIC_BYTES && byte !== MAGIC[this.headLength]) {
+      // "atdd" has no proper suffix that is also a prefix of it, so the held bytes can start no
+      // message: drop them all and look at this byte afresh.
+      dropGarbage(events, this.headLength);
+      this.headLength = 0;
+      return offset;
+    }
+    this.head[this.headLength++] = byte;
+    if (this.headLength < TYPE_PREFIX_BYTES) return offset + 1;
+    this.headLength = 0;
+    const size = this.acceptedSize(this.head, 0);
+    if (size === undefined) {
+      drop(events, "unknownType", TYPE_PREFIX_BYTES);
+    } else {
+      this.partial = Buffer.allocUnsafe(size);
+      this.partialLength = this.head.copy(this.partial, 0);
+    }
+    return offset + 1;
+  }
+
+  private fillPartial(chunk: Buffer, offset: number, events: DecodeEvent[]): number {
+    const partial = this.partial!;
+    const copied = chunk.copy(partial, this.partialLength, offset);
+    this.partialLength += copied;
+    if (this.partialLength === partial.length) {
+      this.partial = null;
+      this.partialLength = 0;
+      this.decodeWhole(partial, 0, partial.length, events);
+    }
+    return offset + copied;
+  }
+
+  /** Size of the message at `buf[offset..]` if its type is one this role accepts. */
+  private acceptedSize(buf: Buffer, offset: number): number | undefined {
+    const type = buf[offset + TYPE_OFFSET]!;
+    if (this.role === "client") {
+      if (type !== MessageType.ReadResponse && type !== MessageType.WriteResponse) return undefined;
+    } else if (type === MessageType.ReadResponse || type === MessageType.WriteResponse) {
+      return undefined;
+    } else if (type !== MessageType.Read && type !== MessageType.Write && this.systemKey === undefined) {
+      return undefined;
+    }
+    return atddMessageSize(buf, offset);
+  }
+
+  private decodeWhole(buf: Buffer, offset: number, size: number, events: DecodeEvent[]): void {
+    const type = buf[offset + TYPE_OFFSET]!;
+    if (type === MessageType.Read || type === MessageType.Write) {
+      events.push(this.decodeClientCommand(buf, offset, size));
+    } else if (type === MessageType.ReadResponse || type === MessageType.WriteResponse) {
+      events.push(this.decodeResponse(buf, offset, size));
+    } else {
+      events.push(this.decodeSystemMessage(buf, offset, size));
+    }
+  }
+
+  private decodeClientCommand(buf: Buffer, offset: number, size: number): DecodeEvent {
+    const header = clientCommandHeaderLayout.decode(buf, offset);
+    const command = header.type === MessageType.Read ? "read" : "write";
+    // A forged command is answered, not executed (SPEC §1.2); its request number is all we echo.
+    if (!verifyMessageTag(buf, offset, size, this.clientKey)) {
+      return rejected(command, header.requestNumber, ResponseStatus.AuthFailure);
+    }
+    if (header.sectorIndex >= this.sectorLimit) {
+      return rejected(command, header.requestNumber, ResponseStatus.InvalidSectorIndex);
+    }
+    const sectorIndex = Number(header.sectorIndex);
+    if (command === "read") {
+      return {
+        kind: "message",
+        message: { kind: "clientRead", requestNumber: header.requestNumber, sectorIndex },
+      };
+    }
+    const data = copySector(buf, offset + CLIENT_WRITE_DATA_OFFSET);
+    return {
+      kind: "message",
+      message: { kind: "clientWrite", requestNumber: header.requestNumber, sectorIndex, data },
+    };
+  }
+
+  private decodeResponse(buf: Buffer, offset: number, size: number): DecodeEvent {
+    if (!verifyMessageTag(buf, offset, size, this.clientKey)) return dropped("badTag", size);
+    const header = responseHeaderLayout.decode(buf, offset);
+    const command = header.type === MessageType.ReadResponse ? "read" : "write";
+    // atddMessageSize only admitted the three statuses of SPEC §1.2.
+    const status = header.status as ResponseStatusCode;
+    const message: ClientResponse = {
+      kind: "clientResponse",
+      command,
+      status,
+      requestNumber: header.requestNumber,
+    };
+    if (size === MessageSize.ReadResponseOk)
+      message.data = copySector(buf, offset + READ_RESPONSE_DATA_OFFSET);
+    return { kind: "message", message };
+  }
+
+  private decodeSystemMessage(buf: Buffer, offset: number, size: number): DecodeEvent {
+    assert(this.systemKey !== undefined, "system types are accepted only with a system key");
+    // Forged or misconfigured peers are dropped silently (SPEC §1.4); the caller counts drops.
+    if (!verifyMessageTag(buf, offset, size, this.systemKey)) return dropped("badTag", size);
+    const header = systemHeaderLayout.decode(buf, offset);
+    if (header.sender < 1 || header.sender > this.replicaCount) return dropped("invalidSender", size);
+    if (header.sectorIndex >= this.sectorLimit) return dropped("invalidSector", size);
+    const base = {
+      sender: header.sender,
+      opId: Buffer.from(header.opId),
+      sectorIndex: Number(header.sectorIndex),
+    };
+    let message: SystemMessage;
+    switch (header.type) {
+      case MessageType.ReadProc:
+        message = { kind: "readProc", ...base };
+        break;
+      case MessageType.Ack:
+        message = { kind: "ack", ...base };
+        break;
+      default: {
+        const body = sectorStateBodyLayout.decode(buf, offset + SYSTEM_BODY_OFFSET);
+        const data = copySector(body.data, 0);
+        const kind = header.type === MessageType.Value ? "value" : "writeProc";
+        message = { kind, ...base, ts: body.ts, wr: body.wr, data };
+      }
+    }
+    return { kind: "message", message };
+  }
+}
+
+/**
+ * Sector data is copied out rather than viewed: a view would pin the whole socket chunk (often
+ * 64 KiB) for as long as a cache holds the sector.
+ */
+function copySector(buf: Buffer, offset: number): Buffer {
+  const data = Buffer.allocUnsafeSlow(SECTOR_SIZE_BYTES);
+  buf.copy(data, 0, offset, offset + SECTOR_SIZE_BYTES);
+  return data;
+}
+
+/** Length of the longest proper magic prefix that ends `chunk` (after `from`). */
+function magicPrefixLengthAtEnd(chunk: Buffer, from: number): number {
+  for (let length = Math.min(MAGIC_BYTES - 1, chunk.length - from); length > 0; length--) {
+    if (chunk.compare(MAGIC, 0, length, chunk.length - length) === 0) return length;
+  }
+  return 0;
+}
+
+function rejected(command: "read" | "write", requestNumber: bigint, status: ResponseStatusCode): DecodeEvent {
+  return { kind: "rejected", command, requestNumber, status };
+}
+
+function dropped(reason: DropReason, bytes: number): DecodeEvent {
+  return { kind: "dropped", reason, bytes };
+}
+
+function drop(events: DecodeEvent[], reason: DropReason, bytes: number): void {
+  events.push(dropped(reason, bytes));
+}
+
+/** Consecutive garbage is reported as one event, so a noisy peer costs one event per chunk. */
+function dropGarbage(events: DecodeEvent[], bytes: number): void {
+  if (bytes === 0) return;
+  const last = events[events.length - 1];
+  if (last !== undefined && last.kind === "dropped" && last.reason === "garbage") last.bytes += bytes;
+  else events.push(dropped("garbage", bytes));
+}
