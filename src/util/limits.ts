@@ -67,3 +67,6 @@ export const NBD_REQUEST_TIMEOUT_MS = 25_000;
 
 /** NBD: per-sector commands one gateway keeps in flight to the replicas. */
 export const GATEWAY_MAX_INFLIGHT_SECTORS = 512;
+
+/** Client connect to a replica: a dead host must fail fast enough to try another replica. */
+export const REPLICA_CONNECT_TIMEOUT_MS = 5_000;
