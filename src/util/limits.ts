@@ -70,3 +70,9 @@ export const GATEWAY_MAX_INFLIGHT_SECTORS = 512;
 
 /** Client connect to a replica: a dead host must fail fast enough to try another replica. */
 export const REPLICA_CONNECT_TIMEOUT_MS = 5_000;
+
+/** Bad input from the network (bad tags, garbage) is counted always but logged at most this often. */
+export const BAD_INPUT_LOG_INTERVAL_MS = 10_000;
+
+/** TCP keepalive on peer links: notices a peer host that vanished without a reset. */
+export const PEER_KEEPALIVE_DELAY_MS = 1_000;
