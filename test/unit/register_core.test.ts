@@ -1,0 +1,218 @@
+// Unit tests of the sans-IO register core (SPEC §2), driven step by step through CoreHarness so
+// each test controls exactly which messages arrive and which persists are durable.
+import { describe, expect, it } from "vitest";
+import { quorumSize, RegisterCore } from "../../src/register/register_core.js";
+import { CoreHarness, sectorOf } from "../helpers/core_harness.js";
+
+describe("register core", () => {
+  it("quorum is more than half of the replicas", () => {
+    expect([1, 2, 3, 4, 5, 254].map(quorumSize)).toEqual([1, 2, 2, 3, 3, 128]);
+  });
+
+  it("a write completes with a majority while one replica of three is down", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 7, 5, sectorOf(0xaa));
+    h.settle(new Set([3]));
+    expect(h.completed.has(7)).toBe(true);
+    h.read(2, 8, 5);
+    h.settle(new Set([3]));
+    expect(h.completed.get(8)).toEqual(sectorOf(0xaa));
+  });
+
+  it("nothing completes without a majority and the coordinator stores nothing before its query has one", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(1));
+    h.settle(new Set([2, 3]));
+    expect(h.completed.size).toBe(0);
+    expect(h.persists.length + h.disks[0]!.size).toBe(0);
+    expect(h.log.some((e) => e.effect.kind === "persist")).toBe(false);
+    // A replica returns: the stubborn link resends the query on the next tick and the write finishes.
+    h.step(1, { kind: "tick", nowMs: 10_000 });
+    h.settle(new Set([3]));
+    expect(h.completed.has(1)).toBe(true);
+  });
+
+  it("a write stores its value locally and durably before any WRITE_PROC leaves", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(9));
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    h.deliver();
+    expect(h.persists).toHaveLength(1);
+    expect(h.persists[0]).toMatchObject({ rank: 1, sectorIndex: 0 });
+    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
+    h.syncPersists();
+    expect(h.network.filter((m) => m.message.kind === "writeProc")).toHaveLength(3);
+  });
+
+  it("a replica ACKs a WRITE_PROC only after its persist is durable, duplicates included", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(3));
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    h.deliver();
+    h.syncPersists(1);
+    const toTwo = h.network.find((m) => m.to === 2 && m.message.kind === "writeProc")!;
+    h.deliver((m) => m === toTwo);
+    // Same WRITE_PROC again while the first copy is still being persisted.
+    h.step(2, { kind: "message", message: toTwo.message });
+    expect(h.network.some((m) => m.from === 2 && m.message.kind === "ack")).toBe(false);
+    expect(h.persists.filter((p) => p.rank === 2)).toHaveLength(1);
+    h.syncPersists(2);
+    expect(h.network.filter((m) => m.from === 2 && m.message.kind === "ack")).toHaveLength(2);
+  });
+
+  it("duplicate replies from one rank count once", () => {
+    const h = new CoreHarness(3);
+    h.read(1, 1, 0);
+    h.serveLoads();
+    // Deliver READ_PROC only to replica 2 and duplicate its VALUE three times.
+    h.deliver((m) => m.to === 2);
+    h.serveLoads();
+    const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
+    for (let i = 0; i < 3; i++) h.step(1, { kind: "message", message: value.message });
+    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
+  });
+
+  it("with the duplicate-counting fault the same duplicates wrongly complete the query", () => {
+    const h = new CoreHarness(3, { faults: { countDuplicateReplies: true } });
+    h.read(1, 1, 0);
+    h.deliver((m) => m.to === 2);
+    h.serveLoads();
+    const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
+    for (let i = 0; i < 2; i++) h.step(1, { kind: "message", message: value.message });
+    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(true);
+  });
+
+  it("a VALUE never counts as an ACK and replies to another operation are ignored", () => {
+    const h = new CoreHarness(3);
+    h.read(1, 1, 0);
+    h.settle(new Set([3]));
+    expect(h.completed.has(1)).toBe(true);
+    const oldValue = h.log.find((e) => e.rank === 2 && e.effect.kind === "send")!;
+    h.write(1, 2, 0, sectorOf(4));
+    // Stale reply of the previous operation: must not count for the new one.
+    if (oldValue.effect.kind === "send") h.step(1, { kind: "message", message: oldValue.effect.message });
+    expect(h.persists).toHaveLength(0);
+  });
+
+  it("16 concurrent writes to one sector through different coordinators all complete with one whole value", () => {
+    const h = new CoreHarness(3);
+    const values = Array.from({ length: 16 }, (_, i) => sectorOf(i + 1));
+    for (const [i, v] of values.entries()) h.write((i % 3) + 1, 100 + i, 42, v);
+    // Interleave deliveries in a scrambled but deterministic order.
+    for (let round = 0; round < 10_000 && h.completed.size < 16; round++) {
+      h.serveLoads();
+      if (round % 3 === 0) h.syncPersists();
+      const k = h.network.length;
+      if (k > 0) {
+        const pick = h.network[(round * 7919) % k]!;
+        h.deliver((m) => m === pick);
+      }
+    }
+    h.settle();
+    for (let i = 0; i < 16; i++) expect(h.completed.has(100 + i)).toBe(true);
+    const reads: Buffer[] = [];
+    for (let rank = 1; rank <= 3; rank++) {
+      h.read(rank, 200 + rank, 42);
+      h.settle();
+      reads.push(h.completed.get(200 + rank)!);
+    }
+    expect(reads[0]).toEqual(reads[1]);
+    expect(reads[1]).toEqual(reads[2]);
+    expect(values.some((v) => v.equals(reads[0]!))).toBe(true);
+  });
+
+  it("operations on one sector at one replica run one at a time in FIFO order", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(1));
+    h.write(1, 2, 0, sectorOf(2));
+    h.read(1, 3, 0);
+    const completionOrder: number[] = [];
+    for (let round = 0; round < 100 && completionOrder.length < 3; round++) {
+      h.settle();
+      for (const t of [1, 2, 3])
+        if (h.completed.has(t) && !completionOrder.includes(t)) completionOrder.push(t);
+    }
+    expect(completionOrder).toEqual([1, 2, 3]);
+    expect(h.completed.get(3)).toEqual(sectorOf(2));
+  });
+
+  it("retransmits an unfinished phase only to ranks that have not answered, and stops once it completes", () => {
+    const h = new CoreHarness(3);
+    h.read(1, 1, 0);
+    h.network = h.network.filter((m) => m.to === 1); // lose the READ_PROCs to 2 and 3
+    h.settle();
+    expect(h.completed.size).toBe(0);
+    h.step(1, { kind: "tick", nowMs: 300 });
+    const resent = h.network.map((m) => m.to).sort();
+    expect(resent).toEqual([2, 3]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
+    h.network = [];
+    h.step(1, { kind: "tick", nowMs: 100_000 });
+    expect(h.network).toHaveLength(0);
+  });
+
+  it("a corrupt local sector is never served, and a WRITE_PROC heals it", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(5));
+    h.settle();
+    // Replica 3 restarts with a corrupt record for sector 0.
+    h.cores[2] = new RegisterCore({ rank: 3, replicaCount: 3, newOpId: () => Buffer.alloc(16, 3) });
+    h.read(2, 2, 0);
+    h.deliver((m) => m.to === 3);
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
+    h.loads = [];
+    h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
+    expect(h.network.some((m) => m.from === 3)).toBe(false);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(sectorOf(5));
+    // The read's write-back reached replica 3 and healed it.
+    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(5));
+  });
+
+  it("memory follows the sectors in use, not the volume: idle sectors are evicted", () => {
+    const h = new CoreHarness(3, { cacheCapacitySectors: 16 });
+    for (let i = 0; i < 200; i++) {
+      h.write((i % 3) + 1, i, i * 1000, sectorOf(i % 250));
+      h.settle();
+    }
+    for (const core of h.cores) expect(core.residentSectorCount()).toBeLessThanOrEqual(16);
+    h.read(2, 9999, 199 * 1000);
+    h.settle();
+    expect(h.completed.get(9999)).toEqual(sectorOf(199 % 250));
+  });
+
+  it("a restarted coordinator never reuses a tag it issued before the crash (N=5)", () => {
+    // Replica 1 writes A; its WRITE_PROC reaches only replica 3, then replica 1 crashes and restarts.
+    const h = new CoreHarness(5);
+    h.write(1, 1, 0, sectorOf(0xa));
+    h.settle(new Set([2, 3, 4, 5]));
+    h.step(1, { kind: "tick", nowMs: 0 });
+    h.deliver((m) => m.to !== 1 && m.message.kind === "readProc");
+    h.serveLoads();
+    h.deliver((m) => m.message.kind === "value");
+    h.syncPersists(1);
+    h.network = h.network.filter((m) => m.to === 3 && m.message.kind === "writeProc");
+    h.deliver();
+    h.serveLoads();
+    h.syncPersists(3);
+    h.network = [];
+    h.cores[0] = new RegisterCore({ rank: 1, replicaCount: 5, newOpId: () => Buffer.alloc(16, 0xee) });
+    // After the restart replica 1 writes B; replicas 2, 4 and 5 (none holds A) answer first.
+    h.write(1, 2, 0, sectorOf(0xb));
+    h.deliver((m) => m.to === 2 || m.to === 4 || m.to === 5);
+    h.serveLoads();
+    h.deliver((m) => m.message.kind === "value");
+    h.settle(new Set([3]));
+    expect(h.completed.has(2)).toBe(true);
+    const stateA = h.disks[2]!.get(0)!;
+    const stateB = h.disks[1]!.get(0)!;
+    expect(stateA.data).toEqual(sectorOf(0xa));
+    expect(stateB.data).toEqual(sectorOf(0xb));
+    expect(stateB.ts > stateA.ts).toBe(true);
+  });
+});
