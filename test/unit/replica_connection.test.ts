@@ -1,0 +1,263 @@
+// ReplicaConnection against a tiny in-test replica: a TCP server on 127.0.0.1 that decodes
+// commands with AtddDecoder and answers with encodeClientResponse, under the test's control.
+import net from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { ReplicaConnection } from "../../src/client/replica_connection.js";
+import { encodeClientResponse } from "../../src/protocol/codec.js";
+import { AtddDecoder, type DecodeEvent } from "../../src/protocol/decoder.js";
+import { type ClientResponse, ResponseStatus, type ResponseStatusCode } from "../../src/protocol/messages.js";
+import { AtomicDiskError } from "../../src/util/errors.js";
+
+// Keep the per-connection lifecycle logs out of the test output.
+process.env.ATOMIC_DISK_LOG_LEVEL ??= "warn";
+
+const clientKey = Buffer.alloc(32, 7);
+const SECTORS = 1024;
+
+function sectorOf(seed: number): Buffer {
+  const data = Buffer.alloc(4096);
+  for (let i = 0; i < data.length; i++) data[i] = (seed * 31 + i) & 0xff;
+  return data;
+}
+
+interface Received {
+  event: DecodeEvent;
+  socket: net.Socket;
+}
+
+/** A fake replica: collects decoded commands; the test decides when and how to answer. */
+class FakeReplica {
+  readonly received: Received[] = [];
+  readonly sockets = new Set<net.Socket>();
+  private waiters: { count: number; resolve: () => void }[] = [];
+  private constructor(
+    readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(): Promise<FakeReplica> {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const replica = new FakeReplica(server, port);
+    server.on("connection", (socket) => replica.accept(socket));
+    return replica;
+  }
+
+  private accept(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.on("close", () => this.sockets.delete(socket));
+    socket.on("error", () => {});
+    const decoder = new AtddDecoder({ role: "replica", clientKey, sectors: SECTORS });
+    socket.on("data", (chunk: Buffer) => {
+      for (const event of decoder.push(chunk)) this.received.push({ event, socket });
+      this.waiters = this.waiters.filter((w) => {
+        if (this.received.length < w.count) return true;
+        w.resolve();
+        return false;
+      });
+    });
+  }
+
+  /** Resolves once `count` commands have arrived (bounded by the vitest timeout). */
+  waitFor(count: number): Promise<void> {
+    if (this.received.length >= count) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ count, resolve }));
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** The answer a real replica would give, with `store` as the disk. */
+function answer(event: DecodeEvent, store: Map<number, Buffer>): ClientResponse {
+  if (event.kind === "rejected") {
+    return {
+      kind: "clientResponse",
+      command: event.command,
+      status: event.status,
+      requestNumber: event.requestNumber,
+    };
+  }
+  if (event.kind !== "message") throw new Error(`unexpected ${event.kind}`);
+  const m = event.message;
+  if (m.kind === "clientWrite") {
+    store.set(m.sectorIndex, m.data);
+    return {
+      kind: "clientResponse",
+      command: "write",
+      status: ResponseStatus.Ok,
+      requestNumber: m.requestNumber,
+    };
+  }
+  if (m.kind === "clientRead") {
+    return {
+      kind: "clientResponse",
+      command: "read",
+      status: ResponseStatus.Ok,
+      requestNumber: m.requestNumber,
+      data: store.get(m.sectorIndex) ?? Buffer.alloc(4096),
+    };
+  }
+  throw new Error(`unexpected message ${m.kind}`);
+}
+
+let replica: FakeReplica | undefined;
+const connections: ReplicaConnection[] = [];
+
+async function connect(): Promise<ReplicaConnection> {
+  replica = await FakeReplica.start();
+  const conn = await ReplicaConnection.connect({ host: "127.0.0.1", port: replica.port, clientKey });
+  connections.push(conn);
+  return conn;
+}
+
+afterEach(async () => {
+  for (const conn of connections.splice(0)) conn.close();
+  await replica?.stop();
+  replica = undefined;
+});
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<AtomicDiskError> {
+  const err = await promise.then(
+    () => {
+      throw new Error("expected a rejection");
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(AtomicDiskError);
+  expect((err as AtomicDiskError).code).toBe(code);
+  return err as AtomicDiskError;
+}
+
+describe("ReplicaConnection", () => {
+  it("matches 64 pipelined writes then 64 reads by request number when answered in reverse order", async () => {
+    const conn = await connect();
+    const server = replica!;
+    const store = new Map<number, Buffer>();
+
+    const writes = Array.from({ length: 64 }, (_, i) => conn.write(i, sectorOf(i)));
+    expect(conn.inflight()).toBe(64);
+    await server.waitFor(64);
+    for (const { event, socket } of [...server.received].reverse()) {
+      socket.write(encodeClientResponse(answer(event, store), clientKey));
+    }
+    await Promise.all(writes);
+    expect(conn.inflight()).toBe(0);
+
+    // Reads target the sectors in a shuffled order so a positional mix-up cannot pass.
+    const order = Array.from({ length: 64 }, (_, i) => (i * 37) % 64);
+    const reads = order.map((sector) => conn.read(sector));
+    await server.waitFor(128);
+    for (const { event, socket } of server.received.slice(64).reverse()) {
+      socket.write(encodeClientResponse(answer(event, store), clientKey));
+    }
+    const values = await Promise.all(reads);
+    for (const [i, value] of values.entries()) expect(value.equals(sectorOf(order[i]!))).toBe(true);
+
+    const numbers = server.received.map(({ event }) => (event.kind === "message" ? event.message : null));
+    const requestNumbers = new Set(
+      numbers.map((m) => (m !== null && "requestNumber" in m ? m.requestNumber : -1n)),
+    );
+    expect(requestNumbers.size).toBe(128);
+  });
+
+  it.each([
+    [ResponseStatus.AuthFailure, "AUTH_FAILED"],
+    [ResponseStatus.InvalidSectorIndex, "INVALID_SECTOR_INDEX"],
+  ] as [ResponseStatusCode, string][])(
+    "rejects a command answered with status %i as %s",
+    async (status, code) => {
+      const conn = await connect();
+      const read = conn.read(5);
+      const write = conn.write(6, sectorOf(1));
+      await replica!.waitFor(2);
+      for (const { event, socket } of replica!.received) {
+        if (
+          event.kind !== "message" ||
+          event.message.kind === "clientResponse" ||
+          !("requestNumber" in event.message)
+        )
+          throw new Error("expected a command");
+        const command = event.message.kind === "clientRead" ? "read" : "write";
+        const res: ClientResponse = {
+          kind: "clientResponse",
+          command,
+          status,
+          requestNumber: event.message.requestNumber,
+        };
+        socket.write(encodeClientResponse(res, clientKey));
+      }
+      await expectCode(read, code);
+      await expectCode(write, code);
+      expect(conn.inflight()).toBe(0);
+    },
+  );
+
+  it("reports a sector beyond the volume as INVALID_SECTOR_INDEX end to end", async () => {
+    const conn = await connect();
+    const read = conn.read(SECTORS);
+    await replica!.waitFor(1);
+    const { event, socket } = replica!.received[0]!;
+    expect(event).toMatchObject({ kind: "rejected", status: ResponseStatus.InvalidSectorIndex });
+    socket.write(encodeClientResponse(answer(event, new Map()), clientKey));
+    await expectCode(read, "INVALID_SECTOR_INDEX");
+  });
+
+  it("rejects every outstanding command with REPLICA_UNAVAILABLE when the replica closes the socket", async () => {
+    const conn = await connect();
+    let closedWith: Error | undefined | "not called" = "not called";
+    conn.onClose((err) => {
+      closedWith = err;
+    });
+    const pending = [conn.read(1), conn.write(2, sectorOf(2)), conn.read(3)];
+    await replica!.waitFor(3);
+    replica!.received[0]!.socket.destroy();
+    for (const p of pending) await expectCode(p, "REPLICA_UNAVAILABLE");
+    expect(conn.inflight()).toBe(0);
+    await waitUntil(() => closedWith !== "not called");
+    await expectCode(conn.read(1), "REPLICA_UNAVAILABLE");
+  });
+
+  it("rejects outstanding commands when the caller closes the connection", async () => {
+    const conn = await connect();
+    const pending = conn.write(9, sectorOf(9));
+    conn.close();
+    await expectCode(pending, "REPLICA_UNAVAILABLE");
+  });
+
+  it("survives garbage and forged responses from the replica and still completes the real answer", async () => {
+    const conn = await connect();
+    const read = conn.read(4);
+    await replica!.waitFor(1);
+    const { event, socket } = replica!.received[0]!;
+    const genuine = encodeClientResponse(answer(event, new Map([[4, sectorOf(4)]])), clientKey);
+    const forged = Buffer.from(genuine);
+    forged[100]! ^= 1;
+    socket.write(Buffer.concat([Buffer.from("garbage atd atdd\x00\x00\x00\x99"), forged, genuine]));
+    expect((await read).equals(sectorOf(4))).toBe(true);
+  });
+
+  it("fails connect() with REPLICA_UNAVAILABLE caused by ECONNREFUSED when nothing listens", async () => {
+    const server = await FakeReplica.start();
+    const port = server.port;
+    await server.stop();
+    const err = await expectCode(
+      ReplicaConnection.connect({ host: "127.0.0.1", port, clientKey }),
+      "REPLICA_UNAVAILABLE",
+    );
+    expect((err.cause as NodeJS.ErrnoException).code).toBe("ECONNREFUSED");
+    expect(err.message).toContain(`127.0.0.1:${port}`);
+  });
+});
+
+/** Polls a condition every 5 ms, at most 400 times (2 s), failing if it never holds. */
+async function waitUntil(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error("condition never held");
+}
