@@ -16,9 +16,11 @@
 //    coordinator's own VALUE. So any tag (t, r) that exists anywhere is durable at r (or r holds a
 //    larger tag), r's next query sees ts >= t, and the next tag is larger.
 //
-// 3. VALUE may report a state that is not yet durable (a WRITE_PROC being persisted). That state
-//    came from a coordinator that holds it durably (rule 2), and a READ only returns after writing
-//    the value back to a majority that ACKed durably (rule 1), so a crash losing it is harmless.
+// 3. VALUE reports the replica's *durable* state only (never a persist still in flight). A durable
+//    tag never decreases, and every ACK was sent for a durable tag, so this is as good as the
+//    latest state for the algorithm. It buys a safe fast path (SPEC §2 "optimizations"): when the
+//    quorum of VALUEs of a READ all carry the highest tag, that value is already durable on a
+//    majority and any later query intersects that majority, so the write-back can be skipped.
 //
 // 4. Corrupt local state (storage checksum failure) is never served: READ_PROC gets no answer (as
 //    if this replica were down for that sector) and a WRITE_PROC heals the sector by storing the
@@ -82,6 +84,8 @@ interface ActiveOp {
   phase: Phase | null;
   /** Highest-tagged VALUE of the query phase. */
   best: SectorState | null;
+  /** How many distinct ranks reported exactly `best`'s tag. */
+  bestCount: number;
   /** The state a write stores and then imposes (set once the query phase completes). */
   written: SectorState | null;
 }
@@ -94,7 +98,7 @@ interface AckWaiter {
 
 interface SectorEntry {
   sectorIndex: number;
-  /** The state shown to READ_PROC; null until loaded. */
+  /** The durable state, shown to READ_PROC (rule 3); null until loaded. */
   state: SectorState | null;
   loading: boolean;
   corrupt: boolean;
@@ -338,7 +342,6 @@ export class RegisterCore {
     if (entry.corrupt || compareTags(incoming, entry.issuedTag) > 0) {
       const state: SectorState = { ts: message.ts, wr: message.wr, data: message.data };
       entry.corrupt = false;
-      entry.state = state;
       this.#persist(entry, state, null);
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming };
@@ -370,12 +373,10 @@ export class RegisterCore {
     entry.pendingPersists--;
     const tag = tagOf(record.state);
     entry.durableTag = maxTag(entry.durableTag, tag);
-    if (record.ownWrite !== null) {
-      // Rule 2: the own store becomes visible only now that it is durable.
-      if (entry.state !== null && compareTags(tag, tagOf(entry.state)) > 0) entry.state = record.state;
-      if (entry.state === null) entry.state = record.state;
-      this.#startUpdatePhase(entry, record.ownWrite);
-    }
+    // Rules 2 and 3: a state becomes visible to READ_PROC only once durable. Persists of a sector
+    // may be reported out of order, so the shown state only moves forward.
+    if (entry.state === null || compareTags(tag, tagOf(entry.state)) > 0) entry.state = record.state;
+    if (record.ownWrite !== null) this.#startUpdatePhase(entry, record.ownWrite);
     if (entry.ackWaiters.length > 0) {
       const waiting = entry.ackWaiters;
       entry.ackWaiters = [];
@@ -400,7 +401,7 @@ export class RegisterCore {
     if (client === undefined) return;
     const opId = this.#newOpId();
     assert(opId.length === 16, "operation ids are 16 bytes");
-    const op: ActiveOp = { client, opId, phase: null, best: null, written: null };
+    const op: ActiveOp = { client, opId, phase: null, best: null, bestCount: 0, written: null };
     entry.active = op;
     this.#startPhase(entry, op, "query", {
       kind: "readProc",
@@ -451,8 +452,12 @@ export class RegisterCore {
     const [entry, op] = current;
     const phase = op.phase!;
     if (!this.#recordReply(phase, message.sender)) return;
-    if (op.best === null || compareTags(message, op.best) > 0) {
+    const order = op.best === null ? 1 : compareTags(message, op.best);
+    if (order > 0) {
       op.best = { ts: message.ts, wr: message.wr, data: message.data };
+      op.bestCount = 1;
+    } else if (order === 0) {
+      op.bestCount++;
     }
     if (phase.replyCount < this.#quorum) return;
     // Rule 2: a write's query must include this replica's own state.
@@ -466,7 +471,8 @@ export class RegisterCore {
     op.phase = null;
     this.#activeSectors.delete(entry.sectorIndex);
     if (op.client.kind === "read") {
-      if (this.#faults.skipReadWriteBack) {
+      // Rule 3 fast path: a majority already holds the highest tag durably.
+      if (this.#faults.skipReadWriteBack || op.bestCount >= this.#quorum) {
         this.#complete(entry, op, best.data);
         return;
       }

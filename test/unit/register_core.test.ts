@@ -74,6 +74,7 @@ describe("register core", () => {
     const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
     for (let i = 0; i < 3; i++) h.step(1, { kind: "message", message: value.message });
     expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
+    expect(h.completed.has(1)).toBe(false);
   });
 
   it("with the duplicate-counting fault the same duplicates wrongly complete the query", () => {
@@ -83,7 +84,8 @@ describe("register core", () => {
     h.serveLoads();
     const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
     for (let i = 0; i < 2; i++) h.step(1, { kind: "message", message: value.message });
-    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(true);
+    // Two copies of one VALUE look like a quorum holding the same tag: the read returns at once.
+    expect(h.completed.has(1)).toBe(true);
   });
 
   it("a VALUE never counts as an ACK and replies to another operation are ignored", () => {
@@ -123,6 +125,56 @@ describe("register core", () => {
     expect(reads[0]).toEqual(reads[1]);
     expect(reads[1]).toEqual(reads[2]);
     expect(values.some((v) => v.equals(reads[0]!))).toBe(true);
+  });
+
+  it("a read whose quorum already agrees on the highest tag skips the write-back", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(8));
+    h.settle();
+    const before = h.log.length;
+    h.read(2, 2, 0);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(sectorOf(8));
+    const sent = h.log.slice(before).filter((e) => e.effect.kind === "send");
+    expect(sent.some((e) => e.effect.kind === "send" && e.effect.message.kind === "writeProc")).toBe(false);
+  });
+
+  it("a read that sees differing tags writes the newest value back before returning", () => {
+    const h = new CoreHarness(3);
+    // A write that reached only replicas 1 and 2; replica 3 still holds the initial state.
+    h.write(1, 1, 0, sectorOf(6));
+    h.settle(new Set([3]));
+    h.network = [];
+    // Read through replica 3, answered by 3 and 2: tags differ, so a write-back must happen.
+    h.read(3, 2, 0);
+    h.deliver((m) => m.to === 3 || m.to === 2);
+    h.serveLoads();
+    h.deliver((m) => m.to === 3 || m.to === 2);
+    h.serveLoads();
+    expect(h.network.some((m) => m.from === 3 && m.message.kind === "writeProc")).toBe(true);
+    expect(h.completed.has(2)).toBe(false);
+    h.settle(new Set([1]));
+    expect(h.completed.get(2)).toEqual(sectorOf(6));
+    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(6));
+  });
+
+  it("VALUE reports only durable state, never a persist still in flight", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(1));
+    h.settle();
+    h.write(1, 2, 0, sectorOf(2));
+    h.settle(new Set([3]));
+    // Replica 3 receives the WRITE_PROC of value 2 but its disk has not synced it.
+    h.network = h.network.filter((m) => m.to === 3);
+    h.step(1, { kind: "tick", nowMs: 1_000 });
+    h.deliver((m) => m.to === 3 && m.message.kind === "writeProc");
+    expect(h.persists.filter((p) => p.rank === 3)).toHaveLength(1);
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 2, opId: Buffer.alloc(16, 7), sectorIndex: 0 },
+    });
+    const value = h.network.find((m) => m.from === 3 && m.message.kind === "value")!;
+    expect(value.message.kind === "value" && value.message.data).toEqual(sectorOf(1));
   });
 
   it("operations on one sector at one replica run one at a time in FIFO order", () => {
