@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_MODULES_STAMP := node_modules/.install-stamp
 DEB_PACKAGES := libnbd-bin python3-libnbd qemu-utils nbdkit fuse3 fio nbd-client e2fsprogs
 # Commands that prove each Debian package above is present (same order).
-DEB_PROBES := /usr/bin/nbdinfo /usr/lib/python3/dist-packages/nbd.py /usr/bin/qemu-io /usr/sbin/nbdkit /usr/bin/fusermount3 /usr/bin/fio /usr/sbin/nbd-client /usr/sbin/mkfs.ext4
+DEB_PROBES := /usr/bin/nbdinfo /usr/lib/python3/dist-packages/nbd.py /usr/bin/qemu-io /usr/bin/nbdkit /usr/bin/fusermount3 /usr/bin/fio /usr/sbin/nbd-client /usr/sbin/mkfs.ext4
 DATA ?= .data
 SEED ?= 1
 STEPS ?= 4000
