@@ -76,3 +76,12 @@ export const BAD_INPUT_LOG_INTERVAL_MS = 10_000;
 
 /** TCP keepalive on peer links: notices a peer host that vanished without a reset. */
 export const PEER_KEEPALIVE_DELAY_MS = 1_000;
+
+/** NBD: WRITE payloads above this are not even skipped: the stream is treated as garbage and closed. */
+export const NBD_ABSURD_PAYLOAD_BYTES = 64 * 1024 * 1024;
+
+/** NBD: requests one connection may have in flight before we stop reading it (kernel queues hold 128). */
+export const NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION = 256;
+
+/** NBD: request payload and read-reply bytes one connection may hold before we stop reading it. */
+export const NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION = 128 * 1024 * 1024;

@@ -1,0 +1,289 @@
+// Connections from the gateway to every replica (several per replica), implementing SectorBackend.
+// Commands go to the least-loaded live connection of any replica; each replica coordinates the
+// register operation itself, so any replica can serve any sector.
+//
+// Failover without zombie writes (SPEC §4). A WRITE that reached a replica may still be running
+// there even after our connection to it broke: the replica keeps coordinating it. If we resent the
+// same write to another replica and later wrote something newer to that sector, the first copy could
+// still finish afterwards and overwrite the newer value. So a WRITE whose connection failed is only
+// resent where it cannot race itself:
+//   - reconnect to the same replica; if that succeeds, resend there: the replica runs commands on
+//     one sector in FIFO order, so the resent copy runs after the first one, never before;
+//   - if the reconnect is refused (ECONNREFUSED), no process listens there: the old process is dead,
+//     and a dead (or later restarted) process completes nothing, so the write may go elsewhere;
+//   - if the reconnect hangs or fails otherwise, we cannot tell, so the write keeps waiting (the NBD
+//     request times out with EIO; the gateway's per-sector lock keeps later writes of that sector
+//     behind it until it settles).
+// A slow write is never resent anywhere. READs have no side effect that matters, so they are
+// retried at once on any live connection.
+import type { ClusterConfig } from "../cli/config.js";
+import { ReplicaConnection } from "../client/replica_connection.js";
+import { assert } from "../util/assert.js";
+import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
+import { RECONNECT_INITIAL_MS, RECONNECT_MAX_MS, REPLICA_CONNECT_TIMEOUT_MS } from "../util/limits.js";
+import { componentLogger, type Logger } from "../util/log.js";
+import type { SectorBackend } from "./sector_backend.js";
+
+/** The part of ReplicaConnection the pool uses (tests substitute fakes). */
+export interface ReplicaLink {
+  read(sectorIndex: number): Promise<Buffer>;
+  write(sectorIndex: number, data: Buffer): Promise<void>;
+  inflight(): number;
+  close(): void;
+  onClose(listener: (err?: Error) => void): void;
+}
+
+/** Connects to replica `rank` (1-based); rejects with REPLICA_UNAVAILABLE (cause.code = errno). */
+export type ConnectReplica = (rank: number) => Promise<ReplicaLink>;
+
+export interface ReplicaPoolOptions {
+  sectors: number;
+  replicas: number;
+  connectionsPerReplica: number;
+  connect: ConnectReplica;
+  log?: Logger;
+}
+
+type Outcome = "up" | "refused";
+
+class Replica {
+  readonly links: Array<ReplicaLink | undefined>;
+  private waiters: Array<(outcome: Outcome) => void> = [];
+
+  constructor(
+    readonly rank: number,
+    slots: number,
+  ) {
+    this.links = new Array<ReplicaLink | undefined>(slots).fill(undefined);
+  }
+
+  isUp(): boolean {
+    return this.links.some((l) => l !== undefined);
+  }
+
+  bestLink(): ReplicaLink | undefined {
+    let best: ReplicaLink | undefined;
+    for (const link of this.links) {
+      if (link !== undefined && (best === undefined || link.inflight() < best.inflight())) best = link;
+    }
+    return best;
+  }
+
+  /** Next thing learned about this replica: a live connection ("up" at once if there is one) or a refusal. */
+  nextOutcome(): Promise<Outcome> {
+    if (this.isUp()) return Promise.resolve("up");
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  notify(outcome: Outcome): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w(outcome);
+  }
+}
+
+function isRefused(err: unknown): boolean {
+  if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE")) return false;
+  const cause = err.cause as NodeJS.ErrnoException | undefined;
+  return cause?.code === "ECONNREFUSED";
+}
+
+export class ReplicaPool implements SectorBackend {
+  readonly sectors: number;
+  private readonly replicas: Replica[];
+  private readonly log: Logger;
+  private anyUpWaiters: Array<() => void> = [];
+  private closed = false;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(private readonly options: ReplicaPoolOptions) {
+    assert(
+      options.replicas >= 1 && options.connectionsPerReplica >= 1,
+      "pool needs replicas and connections",
+    );
+    this.sectors = options.sectors;
+    this.log = options.log ?? componentLogger("nbd", { part: "replica_pool" });
+    this.replicas = Array.from(
+      { length: options.replicas },
+      (_, i) => new Replica(i + 1, options.connectionsPerReplica),
+    );
+  }
+
+  /** A pool over the cluster's replicas using real ReplicaConnections. */
+  static forCluster(config: ClusterConfig, connectionsPerReplica: number): ReplicaPool {
+    return new ReplicaPool({
+      sectors: config.sectors,
+      replicas: config.replicas.length,
+      connectionsPerReplica,
+      connect: (rank) => {
+        const address = config.replicas[rank - 1]!;
+        return ReplicaConnection.connect({
+          host: address.host,
+          port: address.port,
+          clientKey: config.clientKey,
+          connectTimeoutMs: REPLICA_CONNECT_TIMEOUT_MS,
+        });
+      },
+    });
+  }
+
+  /** Starts connecting every slot; resolves after each slot's first attempt settled. */
+  async start(): Promise<void> {
+    const first: Promise<void>[] = [];
+    for (const replica of this.replicas) {
+      for (let slot = 0; slot < replica.links.length; slot++)
+        first.push(this.connectSlot(replica, slot, RECONNECT_INITIAL_MS));
+    }
+    await Promise.all(first);
+    const up = this.replicas.filter((r) => r.isUp()).map((r) => r.rank);
+    this.log.info({ up, replicas: this.replicas.length }, "replica pool started");
+  }
+
+  /** Ranks with at least one live connection. */
+  upRanks(): number[] {
+    return this.replicas.filter((r) => r.isUp()).map((r) => r.rank);
+  }
+
+  async readSector(index: number): Promise<Buffer> {
+    for (;;) {
+      const link = await this.anyLink();
+      try {
+        return await link.read(index);
+      } catch (err) {
+        if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE") || this.closed) throw err;
+        // Reads are safe to retry anywhere.
+        await this.forget(link);
+      }
+    }
+  }
+
+  async writeSector(index: number, data: Buffer): Promise<void> {
+    let replica = await this.anyReplica();
+    for (;;) {
+      const link = replica.bestLink();
+      if (link !== undefined) {
+        try {
+          await link.write(index, data);
+          return;
+        } catch (err) {
+          if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE") || this.closed) throw err;
+          await this.forget(link);
+        }
+      }
+      // The write may still be running at this replica: see the comment at the top of the file.
+      const outcome = await replica.nextOutcome();
+      if (this.closed) throw shuttingDown();
+      if (outcome === "refused") {
+        this.log.info({ rank: replica.rank, sector: index }, "replica refused reconnect; rerouting write");
+        replica = await this.anyReplica(replica);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const replica of this.replicas) {
+      for (const link of replica.links) link?.close();
+      replica.notify("refused");
+    }
+    const waiters = this.anyUpWaiters;
+    this.anyUpWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /**
+   * Stops choosing a connection that failed before its close event arrived (which reconnects it),
+   * and lets that event run: otherwise a retry loop could pick the same dead link forever.
+   */
+  private async forget(link: ReplicaLink): Promise<void> {
+    for (const replica of this.replicas) {
+      const slot = replica.links.indexOf(link);
+      if (slot >= 0) replica.links[slot] = undefined;
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  /** The least-loaded live connection of any replica, waiting until one exists. */
+  private async anyLink(): Promise<ReplicaLink> {
+    for (;;) {
+      if (this.closed) throw shuttingDown();
+      let best: ReplicaLink | undefined;
+      for (const replica of this.replicas) {
+        const link = replica.bestLink();
+        if (link !== undefined && (best === undefined || link.inflight() < best.inflight())) best = link;
+      }
+      if (best !== undefined) return best;
+      await new Promise<void>((resolve) => this.anyUpWaiters.push(resolve));
+    }
+  }
+
+  /** The live replica with the least load, preferring any but `avoid`; waits until one is up. */
+  private async anyReplica(avoid?: Replica): Promise<Replica> {
+    for (;;) {
+      if (this.closed) throw shuttingDown();
+      let best: Replica | undefined;
+      let bestLoad = Number.POSITIVE_INFINITY;
+      for (const replica of this.replicas) {
+        const link = replica.bestLink();
+        if (link === undefined) continue;
+        const load = link.inflight() + (replica === avoid ? 1e9 : 0);
+        if (load < bestLoad) {
+          best = replica;
+          bestLoad = load;
+        }
+      }
+      if (best !== undefined) return best;
+      await new Promise<void>((resolve) => this.anyUpWaiters.push(resolve));
+    }
+  }
+
+  private async connectSlot(replica: Replica, slot: number, backoffMs: number): Promise<void> {
+    if (this.closed) return;
+    let link: ReplicaLink;
+    try {
+      link = await this.options.connect(replica.rank);
+    } catch (err) {
+      if (this.closed) return;
+      if (isRefused(err)) replica.notify("refused");
+      this.log.debug({ rank: replica.rank, slot, err: (err as Error).message }, "replica connect failed");
+      this.schedule(
+        () => void this.connectSlot(replica, slot, Math.min(backoffMs * 2, RECONNECT_MAX_MS)),
+        backoffMs,
+      );
+      return;
+    }
+    if (this.closed) {
+      link.close();
+      return;
+    }
+    assert(replica.links[slot] === undefined, "slot connected twice");
+    replica.links[slot] = link;
+    const wasUp = replica.links.filter((l) => l !== undefined).length > 1;
+    if (!wasUp) this.log.info({ rank: replica.rank }, "replica up");
+    link.onClose(() => {
+      if (replica.links[slot] === link) replica.links[slot] = undefined;
+      if (this.closed) return;
+      if (!replica.isUp()) this.log.warn({ rank: replica.rank }, "replica down; reconnecting");
+      this.schedule(() => void this.connectSlot(replica, slot, RECONNECT_INITIAL_MS), RECONNECT_INITIAL_MS);
+    });
+    replica.notify("up");
+    const waiters = this.anyUpWaiters;
+    this.anyUpWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private schedule(fn: () => void, delayMs: number): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, delayMs);
+    this.timers.add(timer);
+  }
+}
+
+function shuttingDown(): AtomicDiskError {
+  return new AtomicDiskError("SHUTTING_DOWN", "gateway is shutting down");
+}
