@@ -240,6 +240,30 @@ describe("ReplicaConnection", () => {
     expect((await read).equals(sectorOf(4))).toBe(true);
   });
 
+  it("ignores a response to no outstanding command and rejects one of the wrong kind as PROTOCOL_VIOLATION", async () => {
+    const conn = await connect();
+    const read = conn.read(4);
+    await replica!.waitFor(1);
+    const { event, socket } = replica!.received[0]!;
+    if (event.kind !== "message" || event.message.kind !== "clientRead") throw new Error("expected a READ");
+    const requestNumber = event.message.requestNumber;
+    const stray = {
+      kind: "clientResponse",
+      command: "read",
+      status: ResponseStatus.Ok,
+      data: sectorOf(0),
+    } as const;
+    socket.write(encodeClientResponse({ ...stray, requestNumber: requestNumber + 1000n }, clientKey));
+    socket.write(
+      encodeClientResponse(
+        { kind: "clientResponse", command: "write", status: ResponseStatus.Ok, requestNumber },
+        clientKey,
+      ),
+    );
+    await expectCode(read, "PROTOCOL_VIOLATION");
+    expect(conn.inflight()).toBe(0);
+  });
+
   it("fails connect() with REPLICA_UNAVAILABLE caused by ECONNREFUSED when nothing listens", async () => {
     const server = await FakeReplica.start();
     const port = server.port;
