@@ -13,7 +13,7 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,6 +23,8 @@ import {
   newClusterConfigJson,
   parseClusterConfig,
 } from "../../src/cli/config.js";
+import { AtddDecoder } from "../../src/protocol/decoder.js";
+import type { ClientResponse } from "../../src/protocol/messages.js";
 import { freePorts } from "./ports.js";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -206,4 +208,69 @@ export async function startCluster(options: StartClusterOptions): Promise<TestCl
     start,
     stop,
   };
+}
+
+/**
+ * A bare client socket for tests that must send bytes no well-behaved client would (bad tags,
+ * garbage, out-of-range sectors) and see each response as it arrives.
+ */
+export class RawClient {
+  private readonly responses: ClientResponse[] = [];
+  private waiter: (() => void) | null = null;
+  private readonly decoder: AtddDecoder;
+
+  private constructor(
+    readonly socket: Socket,
+    clientKey: Buffer,
+  ) {
+    this.decoder = new AtddDecoder({ role: "client", clientKey });
+    socket.on("data", (chunk: Buffer) => {
+      for (const event of this.decoder.push(chunk)) {
+        if (event.kind === "message" && event.message.kind === "clientResponse")
+          this.responses.push(event.message);
+      }
+      this.waiter?.();
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => this.waiter?.());
+  }
+
+  static connect(address: HostPort, clientKey: Buffer): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: address.host, port: address.port });
+      socket.once("connect", () => resolve(new RawClient(socket, clientKey)));
+      socket.once("error", reject);
+    });
+  }
+
+  send(bytes: Buffer): void {
+    this.socket.write(bytes);
+  }
+
+  isClosed(): boolean {
+    return this.socket.destroyed || this.socket.readableEnded;
+  }
+
+  /** The next response, or an error after timeoutMs. */
+  async next(timeoutMs = 5_000): Promise<ClientResponse> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.responses.length === 0) {
+      if (this.isClosed()) throw new Error("connection closed while waiting for a response");
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no response within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.waiter = null;
+    }
+    return this.responses.shift()!;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
 }

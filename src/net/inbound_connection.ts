@@ -1,0 +1,172 @@
+// One accepted TCP connection: a client (gateway, tool) or a peer's outbound link; the message
+// types tell them apart. Each connection has its own decoder, so a slow or hostile sender only
+// ever stalls itself.
+import type { Socket } from "node:net";
+import { encodeClientResponse } from "../protocol/codec.js";
+import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
+import type { ClientCommand, ClientResponse, SystemMessage } from "../protocol/messages.js";
+import { MAX_CLIENT_INFLIGHT_PER_CONNECTION, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
+import type { Logger } from "../util/log.js";
+import { CoalescingWriter } from "./coalescing_writer.js";
+import type { RateLimitedLog } from "./rate_limited_log.js";
+
+export interface InboundHandler {
+  clientCommand(connection: InboundConnection, command: ClientCommand): void;
+  systemMessage(message: SystemMessage): void;
+}
+
+export interface InboundCounters {
+  droppedMessages: number;
+  droppedBytes: number;
+  badTags: number;
+  rejectedCommands: number;
+}
+
+export interface InboundConnectionOptions {
+  socket: Socket;
+  clientKey: Buffer;
+  systemKey: Buffer;
+  sectors: number;
+  replicaCount: number;
+  handler: InboundHandler;
+  counters: InboundCounters;
+  badInputLog: RateLimitedLog;
+  logger: Logger;
+}
+
+export class InboundConnection {
+  private readonly socket: Socket;
+  private readonly writer: CoalescingWriter;
+  private readonly decoder: AtddDecoder;
+  private readonly clientKey: Buffer;
+  private readonly options: InboundConnectionOptions;
+  /** Client commands handed to the register core and not yet answered. */
+  private inflight = 0;
+  private paused = false;
+  private open = true;
+  private readonly closeCallbacks: Array<() => void> = [];
+  readonly remote: string;
+
+  constructor(options: InboundConnectionOptions) {
+    this.options = options;
+    this.socket = options.socket;
+    this.clientKey = options.clientKey;
+    this.remote = `${this.socket.remoteAddress}:${this.socket.remotePort}`;
+    this.writer = new CoalescingWriter(this.socket);
+    this.decoder = new AtddDecoder({
+      role: "replica",
+      clientKey: options.clientKey,
+      systemKey: options.systemKey,
+      sectors: options.sectors,
+      replicaCount: options.replicaCount,
+    });
+    this.socket.setNoDelay(true);
+    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.socket.on("drain", () => this.maybeResume());
+    this.socket.on("error", (err) =>
+      options.logger.debug({ remote: this.remote, err: err.message }, "socket error"),
+    );
+    this.socket.once("close", () => {
+      this.open = false;
+      for (const cb of this.closeCallbacks) cb();
+    });
+  }
+
+  isOpen(): boolean {
+    return this.open;
+  }
+
+  onClose(cb: () => void): void {
+    this.closeCallbacks.push(cb);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** Answers a command that reached the register core (it counted as in flight). */
+  completeCommand(response: ClientResponse): void {
+    this.inflight--;
+    this.sendResponse(response);
+    this.maybeResume();
+  }
+
+  private sendResponse(response: ClientResponse): void {
+    if (!this.open) return;
+    this.writer.write(encodeClientResponse(response, this.clientKey));
+  }
+
+  private onData(chunk: Buffer): void {
+    let events: DecodeEvent[];
+    try {
+      events = this.decoder.push(chunk);
+    } catch (err) {
+      // A decoder bug must not take the whole replica down with it: its state is per connection,
+      // so dropping this connection discards everything it could have corrupted.
+      this.options.logger.error({ remote: this.remote, err }, "decoder failed; closing connection");
+      this.socket.destroy();
+      return;
+    }
+    for (const event of events) {
+      if (!this.open) return;
+      switch (event.kind) {
+        case "message": {
+          const message = event.message;
+          if (message.kind === "clientRead" || message.kind === "clientWrite") {
+            this.inflight++;
+            this.options.handler.clientCommand(this, message);
+          } else if (message.kind !== "clientResponse") {
+            this.options.handler.systemMessage(message);
+          }
+          break;
+        }
+        case "rejected":
+          // Not executed (bad tag or sector index): answered at once, with no content (SPEC §1.2).
+          this.options.counters.rejectedCommands++;
+          this.sendResponse({
+            kind: "clientResponse",
+            command: event.command,
+            status: event.status,
+            requestNumber: event.requestNumber,
+          });
+          break;
+        case "dropped": {
+          const counters = this.options.counters;
+          counters.droppedMessages++;
+          counters.droppedBytes += event.bytes;
+          if (event.reason === "badTag") counters.badTags++;
+          this.options.badInputLog.warn(
+            { remote: this.remote, reason: event.reason, bytes: event.bytes, badTags: counters.badTags },
+            "dropped bad input",
+          );
+          break;
+        }
+      }
+    }
+    this.maybePause();
+  }
+
+  /** Stop reading a sender that has too much in flight or does not drain its replies. */
+  private maybePause(): void {
+    if (this.paused || !this.open) return;
+    if (
+      this.inflight >= MAX_CLIENT_INFLIGHT_PER_CONNECTION ||
+      this.writer.queuedBytes() > SOCKET_HIGH_WATER_BYTES
+    ) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || !this.open) return;
+    // Hysteresis: resume at half the limits so a connection at the edge does not flap.
+    if (
+      this.inflight < MAX_CLIENT_INFLIGHT_PER_CONNECTION / 2 &&
+      this.writer.queuedBytes() <= SOCKET_HIGH_WATER_BYTES / 2
+    ) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+}

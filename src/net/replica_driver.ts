@@ -1,0 +1,218 @@
+// Drives one RegisterCore with real I/O (core_types.ts): client commands and peer messages in,
+// effects carried out in order. Sends to peers go through their links; sends to this replica's own
+// rank come back as `message` events from a microtask (never re-entrantly, no network, no HMAC).
+import { v4 as uuidv4 } from "uuid";
+import { encodeSystemMessage } from "../protocol/codec.js";
+import { type ClientCommand, OP_ID_BYTES, ResponseStatus, type SystemMessage } from "../protocol/messages.js";
+import type { CoreEffect, CoreEvent } from "../register/core_types.js";
+import { RegisterCore } from "../register/register_core.js";
+import type { SectorStore } from "../storage/sector_store.js";
+import { assert, unreachable } from "../util/assert.js";
+import { isAtomicDiskError } from "../util/errors.js";
+import { CORE_TICK_MS } from "../util/limits.js";
+import type { Logger } from "../util/log.js";
+import type { InboundConnection } from "./inbound_connection.js";
+import type { PeerLink } from "./peer_link.js";
+
+interface PendingClientOp {
+  connection: InboundConnection;
+  requestNumber: bigint;
+  command: "read" | "write";
+}
+
+export interface ReplicaDriverOptions {
+  rank: number;
+  replicaCount: number;
+  systemKey: Buffer;
+  store: SectorStore;
+  /** Links indexed by rank; the entry of this replica's own rank is unused. */
+  peers: Map<number, PeerLink>;
+  logger: Logger;
+  /** A storage failure: the in-memory state can no longer be trusted to match the disk. */
+  onFatal: (err: unknown) => void;
+}
+
+export interface ReplicaDriverStats {
+  clientOps: number;
+  completedOps: number;
+  selfMessages: number;
+  peerMessagesIn: number;
+  spoofedSelfMessages: number;
+}
+
+export class ReplicaDriver {
+  private readonly core: RegisterCore;
+  private readonly pending = new Map<number, PendingClientOp>();
+  private nextToken = 1;
+  private selfQueue: SystemMessage[] = [];
+  private selfDrainScheduled = false;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  /** Broadcasts repeat one message object per rank: encode (and HMAC) it once. */
+  private lastEncoded: SystemMessage | null = null;
+  private lastFrame: Buffer | null = null;
+  readonly stats: ReplicaDriverStats = {
+    clientOps: 0,
+    completedOps: 0,
+    selfMessages: 0,
+    peerMessagesIn: 0,
+    spoofedSelfMessages: 0,
+  };
+
+  constructor(private readonly options: ReplicaDriverOptions) {
+    this.core = new RegisterCore({
+      rank: options.rank,
+      replicaCount: options.replicaCount,
+      newOpId: () => uuidv4(undefined, Buffer.alloc(OP_ID_BYTES)),
+    });
+  }
+
+  start(): void {
+    this.run({ kind: "tick", nowMs: performance.now() });
+    this.tickTimer = setInterval(() => this.run({ kind: "tick", nowMs: performance.now() }), CORE_TICK_MS);
+  }
+
+  /** Stops ticking and ignores every later completion; in-flight client ops get no answer. */
+  stop(): void {
+    this.stopped = true;
+    if (this.tickTimer !== null) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    this.pending.clear();
+    this.selfQueue = [];
+  }
+
+  inflightOps(): number {
+    return this.pending.size;
+  }
+
+  clientCommand(connection: InboundConnection, command: ClientCommand): void {
+    if (this.stopped) return;
+    const token = this.nextToken++;
+    const kind = command.kind === "clientRead" ? "read" : "write";
+    this.pending.set(token, { connection, requestNumber: command.requestNumber, command: kind });
+    this.stats.clientOps++;
+    if (command.kind === "clientRead") {
+      this.run({ kind: "clientRead", token, sectorIndex: command.sectorIndex });
+    } else {
+      this.run({ kind: "clientWrite", token, sectorIndex: command.sectorIndex, data: command.data });
+    }
+  }
+
+  peerMessage(message: SystemMessage): void {
+    if (this.stopped) return;
+    // Only this process speaks for its rank; a copy from the network is a misconfigured twin.
+    if (message.sender === this.options.rank) {
+      this.stats.spoofedSelfMessages++;
+      return;
+    }
+    this.stats.peerMessagesIn++;
+    this.options.peers.get(message.sender)?.kick();
+    this.run({ kind: "message", message });
+  }
+
+  private run(event: CoreEvent): void {
+    if (this.stopped) return;
+    const effects = this.core.step(event);
+    try {
+      for (const effect of effects) this.apply(effect);
+    } finally {
+      // The encoding cache only spans one step, so a message object the core reuses later is
+      // never sent with stale bytes.
+      this.lastEncoded = null;
+      this.lastFrame = null;
+    }
+  }
+
+  private apply(effect: CoreEffect): void {
+    switch (effect.kind) {
+      case "send":
+        this.send(effect.to, effect.message);
+        return;
+      case "persist": {
+        const token = effect.token;
+        this.options.store.persist(effect.sectorIndex, effect.state).then(
+          () => this.run({ kind: "persisted", token }),
+          (err) => this.fatal(err),
+        );
+        return;
+      }
+      case "load": {
+        const sectorIndex = effect.sectorIndex;
+        this.options.store.load(sectorIndex).then(
+          (state) => this.run({ kind: "loaded", sectorIndex, state }),
+          (err) => {
+            if (isAtomicDiskError(err, "STORAGE_CORRUPT")) {
+              this.options.logger.error(
+                { sectorIndex, err: (err as Error).message },
+                "corrupt sector record",
+              );
+              this.run({ kind: "loaded", sectorIndex, state: null });
+            } else {
+              this.fatal(err);
+            }
+          },
+        );
+        return;
+      }
+      case "complete":
+        this.complete(effect.token, effect.data);
+        return;
+      default:
+        unreachable(effect);
+    }
+  }
+
+  private send(to: number, message: SystemMessage): void {
+    if (to === this.options.rank) {
+      this.stats.selfMessages++;
+      this.selfQueue.push(message);
+      if (!this.selfDrainScheduled) {
+        this.selfDrainScheduled = true;
+        queueMicrotask(this.drainSelf);
+      }
+      return;
+    }
+    const link = this.options.peers.get(to);
+    assert(link !== undefined, `no link to rank ${to}`);
+    if (!link.canSend()) {
+      // Dropped before paying for the HMAC; the core retransmits the unfinished phase later.
+      link.stats.droppedFrames++;
+      return;
+    }
+    if (this.lastEncoded !== message) {
+      this.lastEncoded = message;
+      this.lastFrame = encodeSystemMessage(message, this.options.systemKey);
+    }
+    link.send(this.lastFrame!);
+  }
+
+  private readonly drainSelf = (): void => {
+    this.selfDrainScheduled = false;
+    const batch = this.selfQueue;
+    this.selfQueue = [];
+    for (const message of batch) this.run({ kind: "message", message });
+  };
+
+  private complete(token: number, data: Buffer | undefined): void {
+    const op = this.pending.get(token);
+    if (op === undefined) return;
+    this.pending.delete(token);
+    this.stats.completedOps++;
+    if (op.command === "read") assert(data !== undefined, "a completed read carries its value");
+    // A client that went away simply loses its reply.
+    if (!op.connection.isOpen()) return;
+    op.connection.completeCommand({
+      kind: "clientResponse",
+      command: op.command,
+      status: ResponseStatus.Ok,
+      requestNumber: op.requestNumber,
+      ...(op.command === "read" ? { data } : {}),
+    });
+  }
+
+  private fatal(err: unknown): void {
+    if (this.stopped) return;
+    this.stop();
+    this.options.onFatal(err);
+  }
+}

@@ -1,0 +1,209 @@
+// In-process replicas (real sockets, real decoder/codec/core; an in-memory store stands in for the
+// disk) prove the network layer: routing of client and peer traffic, bad input handling, quorum.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { type ClusterConfig, newClusterConfigJson, parseClusterConfig } from "../../src/cli/config.js";
+import { ReplicaConnection } from "../../src/client/replica_connection.js";
+import { type RunningReplica, startReplica } from "../../src/net/replica_server.js";
+import { encodeClientCommand } from "../../src/protocol/codec.js";
+import { MAGIC, ResponseStatus } from "../../src/protocol/messages.js";
+import { initialSectorState, type SectorState } from "../../src/storage/sector_state.js";
+import type { SectorStore } from "../../src/storage/sector_store.js";
+import { isAtomicDiskError } from "../../src/util/errors.js";
+import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { setRootLogger } from "../../src/util/log.js";
+import { RawClient } from "../helpers/cluster.js";
+import { freePorts } from "../helpers/ports.js";
+
+/** Throwaway store for these tests only: durable means "in this map", which outlives a replica. */
+class MemoryStore implements SectorStore {
+  readonly sectors = new Map<number, SectorState>();
+  async load(sectorIndex: number): Promise<SectorState> {
+    return this.sectors.get(sectorIndex) ?? initialSectorState();
+  }
+  async persist(sectorIndex: number, state: SectorState): Promise<void> {
+    this.sectors.set(sectorIndex, state);
+    await new Promise((r) => setImmediate(r));
+  }
+  writtenSectorCount(): number {
+    return this.sectors.size;
+  }
+  async close(): Promise<void> {}
+}
+
+const SECTORS = 1024;
+const silent = pino({ level: "silent" });
+setRootLogger(silent);
+
+interface InProcessCluster {
+  config: ClusterConfig;
+  replicas: Map<number, RunningReplica>;
+  start(rank: number): Promise<void>;
+  stop(rank: number): Promise<void>;
+  connect(rank: number): Promise<ReplicaConnection>;
+  closeAll(): Promise<void>;
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function startInProcess(replicaCount: number): Promise<InProcessCluster> {
+  const ports = await freePorts(replicaCount);
+  const config = parseClusterConfig(
+    newClusterConfigJson({ replicas: ports.map((p) => `127.0.0.1:${p}`), sectors: SECTORS }),
+  );
+  const dir = mkdtempSync(join(tmpdir(), "atomic-disk-net-"));
+  const stores = new Map<number, MemoryStore>();
+  const replicas = new Map<number, RunningReplica>();
+  const connections: ReplicaConnection[] = [];
+  const start = async (rank: number) => {
+    const store = stores.get(rank) ?? new MemoryStore();
+    stores.set(rank, store);
+    const replica = await startReplica({
+      config,
+      rank,
+      dataDir: join(dir, `r${rank}`),
+      logger: silent,
+      openStore: async () => store,
+      onFatal: (err) => {
+        throw err;
+      },
+    });
+    replicas.set(rank, replica);
+  };
+  const stop = async (rank: number) => {
+    await replicas.get(rank)?.close();
+    replicas.delete(rank);
+  };
+  const closeAll = async () => {
+    for (const c of connections) c.close();
+    for (const rank of [...replicas.keys()]) await stop(rank);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  for (let rank = 1; rank <= replicaCount; rank++) await start(rank);
+  const cluster: InProcessCluster = {
+    config,
+    replicas,
+    start,
+    stop,
+    connect: async (rank) => {
+      const address = config.replicas[rank - 1]!;
+      const c = await ReplicaConnection.connect({
+        host: address.host,
+        port: address.port,
+        clientKey: config.clientKey,
+      });
+      connections.push(c);
+      return c;
+    },
+    closeAll,
+  };
+  cleanups.push(closeAll);
+  return cluster;
+}
+
+function sector(fill: number): Buffer {
+  return Buffer.alloc(SECTOR_SIZE_BYTES, fill);
+}
+
+describe("replica server (in-process)", () => {
+  it("a write through one replica is read back through another", async () => {
+    const cluster = await startInProcess(3);
+    const c1 = await cluster.connect(1);
+    const c2 = await cluster.connect(2);
+    await c1.write(7, sector(0xab));
+    expect((await c2.read(7)).equals(sector(0xab))).toBe(true);
+    expect((await c2.read(8)).equals(sector(0))).toBe(true);
+  });
+
+  it("answers 64 pipelined writes and 64 pipelined reads on one connection", async () => {
+    const cluster = await startInProcess(3);
+    const c = await cluster.connect(3);
+    await Promise.all(Array.from({ length: 64 }, (_, i) => c.write(i, sector(i + 1))));
+    const reads = await Promise.all(Array.from({ length: 64 }, (_, i) => c.read(i)));
+    expect(reads.map((data, i) => data.equals(sector(i + 1)))).toEqual(Array(64).fill(true));
+  });
+
+  it("answers a command with a bad HMAC with AuthFailure and keeps the connection usable", async () => {
+    const cluster = await startInProcess(3);
+    const raw = await RawClient.connect(cluster.config.replicas[0]!, cluster.config.clientKey);
+    cleanups.push(async () => raw.close());
+    const wrongKey = Buffer.alloc(32, 1);
+    raw.send(
+      encodeClientCommand(
+        { kind: "clientWrite", requestNumber: 5n, sectorIndex: 1, data: sector(9) },
+        wrongKey,
+      ),
+    );
+    const rejected = await raw.next();
+    expect(rejected).toMatchObject({
+      command: "write",
+      status: ResponseStatus.AuthFailure,
+      requestNumber: 5n,
+    });
+    raw.send(
+      encodeClientCommand(
+        { kind: "clientRead", requestNumber: 6n, sectorIndex: 1 },
+        cluster.config.clientKey,
+      ),
+    );
+    const ok = await raw.next();
+    expect(ok).toMatchObject({ command: "read", status: ResponseStatus.Ok, requestNumber: 6n });
+    // The forged write was not executed.
+    expect(ok.data!.equals(sector(0))).toBe(true);
+  });
+
+  it("answers a sector index beyond the volume with InvalidSectorIndex", async () => {
+    const cluster = await startInProcess(3);
+    const c = await cluster.connect(1);
+    const err = await c.read(SECTORS).catch((e: unknown) => e);
+    expect(isAtomicDiskError(err, "INVALID_SECTOR_INDEX")).toBe(true);
+    const err2 = await c.write(2 ** 40, sector(1)).catch((e: unknown) => e);
+    expect(isAtomicDiskError(err2, "INVALID_SECTOR_INDEX")).toBe(true);
+    await c.write(SECTORS - 1, sector(3));
+  });
+
+  it("skips garbage bytes, truncated magics and unknown types, then serves the next command", async () => {
+    const cluster = await startInProcess(3);
+    const raw = await RawClient.connect(cluster.config.replicas[1]!, cluster.config.clientKey);
+    cleanups.push(async () => raw.close());
+    const unknownType = Buffer.concat([MAGIC, Buffer.from([0, 0, 0, 0x7f])]);
+    raw.send(Buffer.concat([Buffer.from("hello\x00atd garbage"), unknownType, Buffer.alloc(10_000, 0x61)]));
+    // A system message signed with the wrong key is dropped silently.
+    raw.send(Buffer.concat([MAGIC, Buffer.from([0, 0, 2, 0x03]), Buffer.alloc(56, 0)]));
+    raw.send(
+      encodeClientCommand(
+        { kind: "clientRead", requestNumber: 42n, sectorIndex: 3 },
+        cluster.config.clientKey,
+      ),
+    );
+    expect(await raw.next()).toMatchObject({ status: ResponseStatus.Ok, requestNumber: 42n });
+    const stats = cluster.replicas.get(2)!.stats();
+    expect(stats.inbound.badTags).toBe(1);
+    expect(stats.inbound.droppedBytes).toBeGreaterThan(10_000);
+  });
+
+  it("a write waits while only a minority is up and completes when a majority returns", async () => {
+    const cluster = await startInProcess(3);
+    const c = await cluster.connect(1);
+    await c.write(1, sector(1));
+    await cluster.stop(2);
+    await c.write(2, sector(2)); // a majority (1 and 3) is still up
+    await cluster.stop(3);
+    let done = false;
+    const pending = c.write(3, sector(3)).then(() => {
+      done = true;
+    });
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(done).toBe(false);
+    await cluster.start(2);
+    await pending;
+    expect((await c.read(3)).equals(sector(3))).toBe(true);
+    expect((await c.read(2)).equals(sector(2))).toBe(true);
+  });
+});
