@@ -20,6 +20,7 @@ export class Session {
   private readonly queue = new ByteQueue();
   private transmission: Transmission | undefined;
   private closed = false;
+  private corked = false;
   readonly finished: Promise<void>;
 
   constructor(
@@ -53,7 +54,17 @@ export class Session {
   private async run(): Promise<void> {
     const { log } = this.options;
     const send = (data: Buffer) => {
-      if (!this.closed && data.length > 0) this.socket.write(data);
+      if (this.closed || data.length === 0) return;
+      // Replies finished in one tick leave in one writev instead of one syscall each.
+      if (!this.corked) {
+        this.corked = true;
+        this.socket.cork();
+        process.nextTick(() => {
+          this.corked = false;
+          this.socket.uncork();
+        });
+      }
+      this.socket.write(data);
     };
     try {
       const outcome = await negotiate({ queue: this.queue, send, log }, this.options.exportInfo);
