@@ -1,0 +1,107 @@
+// Child processes of this same CLI (dev cluster, benchmark): spawning, waiting for a listener,
+// and stopping exactly the pids we started.
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { connect, createServer, type Server } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { AtomicDiskError } from "../util/errors.js";
+import type { HostPort } from "./config.js";
+
+/** Poll interval while waiting for a child to accept connections. */
+const LISTEN_POLL_MS = 20;
+/** A stopped child that ignores SIGTERM this long gets SIGKILL. */
+const STOP_GRACE_MS = 5_000;
+
+export const CLI_MAIN_PATH = join(dirname(fileURLToPath(import.meta.url)), "main.js");
+
+/** Starts `node [nodeArgs] main.js <args>` with stdout and stderr appended to logPath (or inherited). */
+export function spawnCli(args: string[], logPath?: string, nodeArgs: string[] = []): ChildProcess {
+  const argv = [...nodeArgs, CLI_MAIN_PATH, ...args];
+  if (logPath === undefined)
+    return spawn(process.execPath, argv, { stdio: ["ignore", "inherit", "inherit"] });
+  const fd = openSync(logPath, "a");
+  try {
+    return spawn(process.execPath, argv, { stdio: ["ignore", fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function hasExited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+export function waitExit(child: ChildProcess): Promise<void> {
+  if (hasExited(child)) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+/** SIGTERM, then SIGKILL after a grace period; resolves once the child is gone. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (hasExited(child)) return;
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => {
+    if (!hasExited(child)) child.kill("SIGKILL");
+  }, STOP_GRACE_MS);
+  await waitExit(child);
+  clearTimeout(timer);
+}
+
+function tryConnect(address: HostPort): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: address.host, port: address.port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** Resolves once address accepts connections; fails if the child exits or timeoutMs passes. */
+export async function waitListening(
+  address: HostPort,
+  child: ChildProcess,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await tryConnect(address)) return;
+    if (hasExited(child)) {
+      throw new AtomicDiskError(
+        "REPLICA_UNAVAILABLE",
+        `child for ${address.host}:${address.port} exited early`,
+      );
+    }
+    if (performance.now() > deadline) {
+      throw new AtomicDiskError(
+        "REPLICA_UNAVAILABLE",
+        `nothing listening at ${address.host}:${address.port}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, LISTEN_POLL_MS));
+  }
+}
+
+/** `count` distinct loopback ports that were free a moment ago (all held open while choosing). */
+export async function freeLoopbackPorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      servers.push(
+        await new Promise<Server>((resolve, reject) => {
+          const server = createServer();
+          server.once("error", reject);
+          server.listen({ host: "127.0.0.1", port: 0, exclusive: true }, () => resolve(server));
+        }),
+      );
+    }
+    return servers.map((s) => {
+      const address = s.address();
+      return typeof address === "object" && address !== null ? address.port : 0;
+    });
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+}

@@ -1,0 +1,228 @@
+// `atomic-disk bench-replicas`: starts N replica processes on this machine (data in a temp dir on
+// the real disk, so fsync costs what it costs) and drives them over pipelined client connections:
+// durable 4 KiB writes per second, reads per second, p50/p99 latency, and each replica's CPU use.
+
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { CommandModule } from "yargs";
+import { ReplicaConnection } from "../client/replica_connection.js";
+import { AtomicDiskError } from "../util/errors.js";
+import { SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { freeLoopbackPorts, spawnCli, stopChild, waitListening } from "./child_processes.js";
+import { guarded } from "./cli_errors.js";
+import { type ClusterConfig, loadClusterConfig, newClusterConfigJson } from "./config.js";
+
+/** How long a benchmark replica may take to start. */
+const BENCH_START_TIMEOUT_MS = 15_000;
+/** Sectors touched: large enough that concurrent ops rarely queue on one sector. */
+const BENCH_WORKING_SET_SECTORS = 65_536;
+
+interface BenchArgs {
+  seconds: number;
+  connections: number;
+  depth: number;
+  replicas: number;
+  dir?: string;
+  "cpu-prof": boolean;
+  keep: boolean;
+}
+
+export interface PhaseResult {
+  phase: "write" | "read";
+  ops: number;
+  errors: number;
+  seconds: number;
+  opsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** CPU seconds per replica process during the phase (user + system). */
+  replicaCpuSeconds: number[];
+}
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** User + system CPU seconds of a pid, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime are fields 14 and 15 of stat(5); index 11 and 12 after the comm field.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+async function runPhase(
+  phase: "write" | "read",
+  connections: ReplicaConnection[],
+  depth: number,
+  durationMs: number,
+  sectors: number,
+  pids: Array<number | undefined>,
+): Promise<PhaseResult> {
+  const latencies: number[] = [];
+  let errors = 0;
+  const payload = randomBytes(SECTOR_SIZE_BYTES);
+  const workingSet = Math.min(sectors, BENCH_WORKING_SET_SECTORS);
+  const cpuBefore = pids.map(cpuSeconds);
+  const start = performance.now();
+  const deadline = start + durationMs;
+  const worker = async (connection: ReplicaConnection) => {
+    while (performance.now() < deadline) {
+      const sector = Math.floor(Math.random() * workingSet);
+      const t0 = performance.now();
+      try {
+        if (phase === "write") await connection.write(sector, payload);
+        else await connection.read(sector);
+        latencies.push(performance.now() - t0);
+      } catch {
+        errors++;
+        if (errors > 1_000) throw new AtomicDiskError("REPLICA_UNAVAILABLE", `too many ${phase} errors`);
+      }
+    }
+  };
+  await Promise.all(connections.flatMap((c) => Array.from({ length: depth }, () => worker(c))));
+  const seconds = (performance.now() - start) / 1000;
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    phase,
+    ops: latencies.length,
+    errors,
+    seconds,
+    opsPerSecond: latencies.length / seconds,
+    p50Ms: percentile(sorted, 0.5),
+    p99Ms: percentile(sorted, 0.99),
+    replicaCpuSeconds: pids.map((pid, i) => cpuSeconds(pid) - cpuBefore[i]!),
+  };
+}
+
+function formatTable(results: PhaseResult[], replicas: number): string {
+  const header = [
+    "phase",
+    "ops",
+    "errors",
+    "ops/s",
+    "p50 ms",
+    "p99 ms",
+    ...Array.from({ length: replicas }, (_, i) => `cpu r${i + 1}`),
+  ];
+  const rows = results.map((r) => [
+    r.phase,
+    String(r.ops),
+    String(r.errors),
+    r.opsPerSecond.toFixed(0),
+    r.p50Ms.toFixed(2),
+    r.p99Ms.toFixed(2),
+    ...r.replicaCpuSeconds.map((s) => `${((s / r.seconds) * 100).toFixed(0)}%`),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
+  command: "bench-replicas",
+  describe: "Benchmark a local replica cluster: durable writes/s, reads/s, latency",
+  builder: (y) =>
+    y
+      .option("seconds", {
+        type: "number",
+        default: 10,
+        describe: "total run time (half writes, half reads)",
+      })
+      .option("connections", {
+        type: "number",
+        default: 4,
+        describe: "client connections (spread over replicas)",
+      })
+      .option("depth", { type: "number", default: 32, describe: "commands in flight per connection" })
+      .option("replicas", { type: "number", default: 3, describe: "replica processes" })
+      .option("dir", { type: "string", describe: "parent directory for data (default: the OS temp dir)" })
+      .option("cpu-prof", {
+        type: "boolean",
+        default: false,
+        describe: "write V8 CPU profiles of the replicas",
+      })
+      .option("keep", { type: "boolean", default: false, describe: "keep the data dir afterwards" }),
+  handler: guarded(async (args: BenchArgs) => {
+    for (const [name, value] of [
+      ["seconds", args.seconds],
+      ["connections", args.connections],
+      ["depth", args.depth],
+      ["replicas", args.replicas],
+    ] as const) {
+      if (!(value > 0) || !Number.isFinite(value))
+        throw new AtomicDiskError("CONFIG_INVALID", `--${name} must be > 0`);
+    }
+    const dir = mkdtempSync(join(args.dir ?? tmpdir(), "atomic-disk-bench-"));
+    const ports = await freeLoopbackPorts(args.replicas);
+    const configPath = join(dir, "cluster.json");
+    writeFileSync(
+      configPath,
+      JSON.stringify(
+        newClusterConfigJson({ replicas: ports.map((p) => `127.0.0.1:${p}`), sectors: 262_144 }),
+      ),
+    );
+    const config: ClusterConfig = loadClusterConfig(configPath);
+    const nodeArgs = args["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", join(dir, "profiles")] : [];
+    const children: ChildProcess[] = [];
+    const connections: ReplicaConnection[] = [];
+    try {
+      for (let rank = 1; rank <= args.replicas; rank++) {
+        children.push(
+          spawnCli(
+            [
+              "replica",
+              "--config",
+              configPath,
+              "--rank",
+              String(rank),
+              "--data",
+              join(dir, `replica-${rank}`),
+            ],
+            join(dir, `replica-${rank}.log`),
+            nodeArgs,
+          ),
+        );
+      }
+      await Promise.all(
+        config.replicas.map((a, i) => waitListening(a, children[i]!, BENCH_START_TIMEOUT_MS)),
+      );
+      for (let i = 0; i < args.connections; i++) {
+        const address = config.replicas[i % config.replicas.length]!;
+        connections.push(
+          await ReplicaConnection.connect({
+            host: address.host,
+            port: address.port,
+            clientKey: config.clientKey,
+          }),
+        );
+      }
+      // Peer links come up asynchronously; one write per replica proves the mesh is complete.
+      await Promise.all(connections.map((c, i) => c.write(i, Buffer.alloc(SECTOR_SIZE_BYTES))));
+      const phaseMs = (args.seconds * 1000) / 2;
+      const pids = children.map((c) => c.pid);
+      const results = [
+        await runPhase("write", connections, args.depth, phaseMs, config.sectors, pids),
+        await runPhase("read", connections, args.depth, phaseMs, config.sectors, pids),
+      ];
+      process.stdout.write(
+        `bench-replicas: ${args.replicas} replicas, ${args.connections} connections x depth ${args.depth}, ` +
+          `4 KiB sectors, data in ${dir}\n${formatTable(results, args.replicas)}\n`,
+      );
+    } finally {
+      for (const c of connections) c.close();
+      await Promise.all(children.map(stopChild));
+      if (args["cpu-prof"]) process.stdout.write(`cpu profiles in ${join(dir, "profiles")}\n`);
+      else if (!args.keep) rmSync(dir, { recursive: true, force: true });
+    }
+  }),
+};

@@ -1,0 +1,61 @@
+// `atomic-disk replica`: one replica process; SIGTERM/SIGINT close it cleanly.
+import type { CommandModule } from "yargs";
+import { startReplica } from "../net/replica_server.js";
+import { AtomicDiskError } from "../util/errors.js";
+import { componentLogger } from "../util/log.js";
+import { guarded } from "./cli_errors.js";
+import { loadClusterConfig } from "./config.js";
+
+interface ReplicaArgs {
+  config: string;
+  rank: number;
+  data: string;
+  "listen-host"?: string;
+}
+
+export const replicaCommand: CommandModule<object, ReplicaArgs> = {
+  command: "replica",
+  describe: "Run one replica",
+  builder: (y) =>
+    y
+      .option("config", { type: "string", demandOption: true, describe: "cluster file" })
+      .option("rank", { type: "number", demandOption: true, describe: "this replica's rank (1-based)" })
+      .option("data", { type: "string", demandOption: true, describe: "data directory (created if missing)" })
+      .option("listen-host", {
+        type: "string",
+        describe: "bind address instead of the config's host (e.g. 0.0.0.0 in a container)",
+      }),
+  handler: guarded(async (args: ReplicaArgs) => {
+    const config = loadClusterConfig(args.config);
+    const rank = args.rank;
+    if (!Number.isInteger(rank) || rank < 1 || rank > config.replicas.length) {
+      throw new AtomicDiskError(
+        "CONFIG_INVALID",
+        `--rank must be in 1..${config.replicas.length}, got ${rank}`,
+      );
+    }
+    const logger = componentLogger("replica", { rank });
+    const replica = await startReplica({
+      config,
+      rank,
+      dataDir: args.data,
+      logger,
+      ...(args["listen-host"] !== undefined ? { listenHost: args["listen-host"] } : {}),
+    });
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, "stopping");
+      replica.close().then(
+        () => process.exit(0),
+        (err) => {
+          logger.error({ err }, "unclean stop");
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  }),
+};
