@@ -6,7 +6,7 @@ import { exitWithError } from "./cli_errors.js";
 import { benchReplicasCommand } from "./cmd_bench_replicas.js";
 import { devCommand } from "./cmd_dev.js";
 import { initCommand } from "./cmd_init.js";
-import { nbdCommand, nbdCommand } from "./cmd_nbd.js";
+import { nbdCommand } from "./cmd_nbd.js";
 import { replicaCommand } from "./cmd_replica.js";
 
 const cli = yargs(hideBin(process.argv))
@@ -18,7 +18,6 @@ const cli = yargs(hideBin(process.argv))
   .command(nbdCommand)
   .command(devCommand)
   .command(benchReplicasCommand)
-  .command(nbdCommand)
   .fail((message, err) => {
     exitWithError(err ?? new Error(message));
   })
