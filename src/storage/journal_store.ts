@@ -1,0 +1,892 @@
+// The stable storage of a replica (SPEC §3): a write-ahead journal plus a dense slot file.
+//
+// persist: the state becomes a checksummed journal record; persists that arrive while a batch is
+//   being written and synced form the next batch (group commit): one writev + one fdatasync per
+//   batch, then every persist of the batch resolves. Afterwards the batch is applied in place: each
+//   written sector owns a 4096-byte slot in slots.dat (allocated on first write, densely packed)
+//   and a 64-byte entry (sector, ts, wr, data checksum) at the same index in slots.meta.
+// checkpoint (journal past its size limit, at open, at close): sync slots.dat and slots.meta,
+//   record the durable slot count in the slots.meta header, then start a new journal epoch by
+//   syncing a new journal header. Records of older epochs are dead from then on, so the journal
+//   file is reused in place without truncating it (no block allocation on the hot path).
+// recovery: scan slots.meta (linear in written sectors), replay the journal's current epoch in
+//   order, then checkpoint.
+//
+// Why a sector is always its old or its new state after a crash: a slot is only written after its
+// record is durable in the journal, and the epoch only advances after every slot write is durable;
+// so any slot write a crash can have torn is replayed from the journal. A torn journal record can
+// only belong to the last batch (the next batch is written only after the previous one is synced),
+// which no persist was acknowledged for: recovery drops that whole batch.
+//
+// Torn tail versus corruption: at the first bad record, recovery looks for an intact record of the
+// same epoch from a LATER batch. If there is none, the bad record is the unsynced tail: the log
+// ends there. If there is one, the bad record's batch was synced and acknowledged, so the damage is
+// corruption: if the record's header is intact (it has its own checksum) its sector is marked lost
+// (durably, in slots.meta: STORAGE_CORRUPT on load until it is written again) and replay goes on;
+// if the header is damaged no one knows which sector was hit and open fails with STORAGE_CORRUPT.
+// Damage to records of the very last synced batch looks exactly like a torn tail and is not
+// detected (the price of one fsync per batch instead of two).
+import * as path from "node:path";
+import { assert } from "../util/assert.js";
+import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
+import {
+  GROUP_COMMIT_MAX_RECORDS,
+  JOURNAL_CHECKPOINT_BYTES,
+  MAX_SECTORS,
+  SECTOR_SIZE_BYTES,
+} from "../util/limits.js";
+import { componentLogger, type Logger } from "../util/log.js";
+import { type FileIo, type FileSystemIo, readFully } from "./file_io.js";
+import {
+  checksum,
+  decodeFileHeader,
+  decodeMetaEntry,
+  decodeRecord,
+  encodeFileHeader,
+  encodeMetaEntry,
+  FILE_HEADER_BYTES,
+  HEADER_COPY_OFFSETS,
+  JOURNAL_MAGIC,
+  JOURNAL_RECORDS_OFFSET,
+  journalRecordPosition,
+  META_ENTRIES_OFFSET,
+  META_ENTRY_BYTES,
+  metaEntryPosition,
+  RECORD_BYTES,
+  RECORD_HEADER_BYTES,
+  SLOT_DATA_MAGIC,
+  SLOT_META_MAGIC,
+  slotDataPosition,
+  writeRecordHeader,
+} from "./record_format.js";
+import { initialSectorState, type SectorState } from "./sector_state.js";
+import type { SectorStore } from "./sector_store.js";
+
+export const JOURNAL_FILE = "journal";
+export const JOURNAL_TMP_FILE = "journal.tmp";
+export const SLOT_DATA_FILE = "slots.dat";
+export const SLOT_META_FILE = "slots.meta";
+
+/** Journal records read per I/O during recovery (~1 MiB): few syscalls, bounded memory. */
+const RECOVERY_CHUNK_RECORDS = 256;
+/** Slot metadata entries read per I/O during recovery (1 MiB). */
+const RECOVERY_CHUNK_META_ENTRIES = 16_384;
+const INITIAL_SLOT_CAPACITY = 1024;
+
+export interface JournalStoreOptions {
+  fs: FileSystemIo;
+  dir: string;
+  logger?: Logger;
+  /** Journal bytes that trigger a checkpoint; default JOURNAL_CHECKPOINT_BYTES (tests use less). */
+  journalCheckpointBytes?: number;
+  /** Largest batch; default GROUP_COMMIT_MAX_RECORDS. */
+  groupCommitMaxRecords?: number;
+}
+
+export interface RecoveryStats {
+  metaEntries: number;
+  replayedRecords: number;
+  /** Records of an incomplete (never acknowledged) last batch that were dropped. */
+  discardedRecords: number;
+  /** Sectors that load will reject with STORAGE_CORRUPT. */
+  corruptSectors: number;
+  durationMs: number;
+}
+
+export interface JournalStoreStats {
+  writtenSectors: number;
+  slotCount: number;
+  bytesOnDisk: number;
+  journalFileBytes: number;
+  persistCount: number;
+  batchCount: number;
+  maxBatchRecords: number;
+  fsyncCount: number;
+  checkpointCount: number;
+  recovery: RecoveryStats;
+}
+
+/** A state on its way to the slot files: from a live persist or from journal replay. */
+interface ApplyState {
+  sector: number;
+  ts: bigint;
+  wr: number;
+  dataCrc: number;
+  /** SECTOR_SIZE_BYTES. */
+  data: Buffer;
+}
+
+/** Replay found this sector's acknowledged state damaged. */
+interface ApplyLost {
+  sector: number;
+  lost: true;
+}
+
+type ApplyItem = ApplyState | ApplyLost;
+
+interface QueuedPersist extends ApplyState {
+  /** Header + data, as written to the journal; `data` is a view into it. */
+  record: Buffer;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+function corruptError(message: string): AtomicDiskError {
+  return new AtomicDiskError("STORAGE_CORRUPT", message);
+}
+
+function ioError(what: string, cause: unknown): AtomicDiskError {
+  if (isAtomicDiskError(cause)) return cause;
+  return new AtomicDiskError("STORAGE_IO", `${what}: ${String(cause)}`, { cause });
+}
+
+async function io<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw ioError(what, err);
+  }
+}
+
+/** Reads both header copies of a file; the valid copy with the highest generation wins. */
+async function readFileHeader(file: FileIo, magic: number, name: string) {
+  const buf = Buffer.alloc(HEADER_COPY_OFFSETS[1] + FILE_HEADER_BYTES);
+  await io(`read ${name} header`, () => readFully(file, buf, 0, buf.length, 0));
+  const results = HEADER_COPY_OFFSETS.map((at) => decodeFileHeader(buf.subarray(at), magic));
+  if (results.some((r) => r.status === "foreign")) {
+    throw new AtomicDiskError("DATA_DIR_UNUSABLE", `${name} is not a file of this format or version`);
+  }
+  let best: { generation: bigint; value: number } | undefined;
+  for (const r of results) {
+    if (r.status === "valid" && (best === undefined || r.header.generation > best.generation))
+      best = r.header;
+  }
+  if (best === undefined) throw corruptError(`both header copies of ${name} are damaged`);
+  return best;
+}
+
+async function writeHeaderCopy(file: FileIo, magic: number, generation: bigint, value: number, name: string) {
+  const buf = encodeFileHeader({ magic, generation, value });
+  const check = decodeFileHeader(buf, magic);
+  assert(
+    check.status === "valid" && check.header.generation === generation,
+    "file header does not round-trip",
+  );
+  const at = HEADER_COPY_OFFSETS[Number(generation % 2n)];
+  assert(at !== undefined);
+  await io(`write ${name} header`, () => file.write(buf, 0, buf.length, at));
+}
+
+async function createFile(
+  fs: FileSystemIo,
+  filePath: string,
+  magic: number,
+  generation: bigint,
+): Promise<void> {
+  const file = await fs.open(filePath, { create: true });
+  try {
+    const buf = encodeFileHeader({ magic, generation, value: 0 });
+    for (const at of HEADER_COPY_OFFSETS) await file.write(buf, 0, buf.length, at);
+    await file.datasync();
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Makes `dir` hold a store, creating a fresh one when there is none. The rename of journal.tmp to
+ * journal is the commit point of a creation: without a journal, leftover files of a creation that
+ * crashed are replaced, unless slots.meta holds entries (then the journal was lost: refuse).
+ */
+async function prepareDirectory(fs: FileSystemIo, dir: string, logger: Logger): Promise<void> {
+  try {
+    await fs.mkdirp(dir);
+  } catch (err) {
+    throw new AtomicDiskError("DATA_DIR_UNUSABLE", `cannot create data directory ${dir}: ${String(err)}`, {
+      cause: err,
+    });
+  }
+  const names = new Set(await io("list data directory", () => fs.readdir(dir)));
+  const at = (name: string) => path.join(dir, name);
+  if (names.has(JOURNAL_FILE)) {
+    if (!names.has(SLOT_DATA_FILE) || !names.has(SLOT_META_FILE)) {
+      throw new AtomicDiskError("DATA_DIR_UNUSABLE", `${dir} has a journal but no slot files`);
+    }
+    if (names.has(JOURNAL_TMP_FILE)) {
+      await io("remove journal.tmp", () => fs.unlink(at(JOURNAL_TMP_FILE)));
+      await io("sync data directory", () => fs.fsyncDir(dir));
+    }
+    return;
+  }
+  if (names.has(SLOT_META_FILE)) {
+    const meta = await io("open slots.meta", () => fs.open(at(SLOT_META_FILE), { create: false }));
+    const size = await io("size slots.meta", async () => {
+      try {
+        return await meta.size();
+      } finally {
+        await meta.close();
+      }
+    });
+    if (size > META_ENTRIES_OFFSET) {
+      throw new AtomicDiskError("DATA_DIR_UNUSABLE", `${dir} has slot metadata but no journal`);
+    }
+  }
+  logger.info({ dir }, "creating a new sector store");
+  await io("create sector store", async () => {
+    for (const name of [SLOT_DATA_FILE, SLOT_META_FILE, JOURNAL_TMP_FILE]) {
+      if (names.has(name)) await fs.unlink(at(name));
+    }
+    await createFile(fs, at(SLOT_DATA_FILE), SLOT_DATA_MAGIC, 1n);
+    await createFile(fs, at(SLOT_META_FILE), SLOT_META_MAGIC, 1n);
+    await createFile(fs, at(JOURNAL_TMP_FILE), JOURNAL_MAGIC, 1n);
+    await fs.fsyncDir(dir);
+    await fs.rename(at(JOURNAL_TMP_FILE), at(JOURNAL_FILE));
+    await fs.fsyncDir(dir);
+  });
+}
+
+/** Random access to journal records during recovery, one chunk cached. */
+class JournalReader {
+  private chunk = Buffer.alloc(0);
+  private chunkFirst = 0;
+  private chunkCount = 0;
+
+  constructor(
+    private readonly file: FileIo,
+    readonly recordCount: number,
+  ) {}
+
+  /** The buffer and offset of record `seq`; the view is valid until the next call. */
+  async get(seq: number): Promise<{ buf: Buffer; offset: number }> {
+    assert(seq < this.recordCount, "journal read past its end");
+    if (seq < this.chunkFirst || seq >= this.chunkFirst + this.chunkCount) {
+      const count = Math.min(RECOVERY_CHUNK_RECORDS, this.recordCount - seq);
+      if (this.chunk.length < count * RECORD_BYTES)
+        this.chunk = Buffer.alloc(RECOVERY_CHUNK_RECORDS * RECORD_BYTES);
+      const n = await io("read journal", () =>
+        readFully(this.file, this.chunk, 0, count * RECORD_BYTES, journalRecordPosition(seq)),
+      );
+      // Shrinking between size() and here would be a bug; zeros decode as invalid anyway.
+      this.chunk.fill(0, n, count * RECORD_BYTES);
+      this.chunkFirst = seq;
+      this.chunkCount = count;
+    }
+    return { buf: this.chunk, offset: (seq - this.chunkFirst) * RECORD_BYTES };
+  }
+}
+
+export class JournalStore implements SectorStore {
+  private readonly logger: Logger;
+  private readonly checkpointBytes: number;
+  private readonly maxBatchRecords: number;
+
+  // Journal position.
+  private epoch = 0n;
+  private nextSeq = 0;
+
+  // Index of written sectors: sector -> slot, and per slot what its entry in slots.meta says.
+  private readonly sectorToSlot = new Map<number, number>();
+  private slotCount = 0;
+  private slotTs = new BigUint64Array(INITIAL_SLOT_CAPACITY);
+  private slotWr = new Uint8Array(INITIAL_SLOT_CAPACITY);
+  private slotCrc = new Uint32Array(INITIAL_SLOT_CAPACITY);
+  /** Bumped whenever a slot write completes: a load that raced with one reads again. */
+  private slotVersion = new Uint32Array(INITIAL_SLOT_CAPACITY);
+  private readonly freeSlots: number[] = [];
+  /** Slots whose slots.meta entry is all zero (allocated just before a crash); made FREE at open. */
+  private readonly holeSlots = new Set<number>();
+  /** Sectors whose stored state is known damaged: load rejects until they are written again. */
+  private readonly corruptSectors = new Set<number>();
+  private writtenSectors = 0;
+
+  /** Latest state per sector not yet in the slot files (served by load from here). */
+  private readonly pending = new Map<number, QueuedPersist>();
+  private queue: QueuedPersist[] = [];
+  private committing = false;
+  private commitDone: Promise<void> = Promise.resolve();
+  private applyChain: Promise<void> = Promise.resolve();
+  private failure: AtomicDiskError | undefined;
+  private closing = false;
+  private closed = false;
+  private closePromise: Promise<void> | undefined;
+
+  // Stats.
+  private journalFileBytes = 0;
+  private slotDataFileBytes = 0;
+  private metaFileBytes = 0;
+  private persistCount = 0;
+  private batchCount = 0;
+  private maxBatch = 0;
+  private fsyncCount = 0;
+  private checkpointCount = 0;
+  private recoveryStats: RecoveryStats = {
+    metaEntries: 0,
+    replayedRecords: 0,
+    discardedRecords: 0,
+    corruptSectors: 0,
+    durationMs: 0,
+  };
+
+  private constructor(
+    private readonly journal: FileIo,
+    private readonly slots: FileIo,
+    private readonly meta: FileIo,
+    options: JournalStoreOptions,
+  ) {
+    this.logger = options.logger ?? componentLogger("storage", { dir: options.dir });
+    this.checkpointBytes = options.journalCheckpointBytes ?? JOURNAL_CHECKPOINT_BYTES;
+    this.maxBatchRecords = options.groupCommitMaxRecords ?? GROUP_COMMIT_MAX_RECORDS;
+    assert(this.checkpointBytes > 0 && this.maxBatchRecords >= 1, "bad journal store options");
+  }
+
+  static async open(options: JournalStoreOptions): Promise<JournalStore> {
+    const { fs, dir } = options;
+    const logger = options.logger ?? componentLogger("storage", { dir });
+    const started = performance.now();
+    await prepareDirectory(fs, dir, logger);
+    const opened: FileIo[] = [];
+    const openOne = async (name: string) => {
+      const file = await io(`open ${name}`, () => fs.open(path.join(dir, name), { create: false }));
+      opened.push(file);
+      return file;
+    };
+    try {
+      const journal = await openOne(JOURNAL_FILE);
+      const slots = await openOne(SLOT_DATA_FILE);
+      const meta = await openOne(SLOT_META_FILE);
+      const store = new JournalStore(journal, slots, meta, { ...options, logger });
+      await store.recover();
+      store.recoveryStats.durationMs = performance.now() - started;
+      logger.info(
+        { ...store.recoveryStats, writtenSectors: store.writtenSectors, epoch: String(store.epoch) },
+        "sector store open",
+      );
+      return store;
+    } catch (err) {
+      await Promise.allSettled(opened.map((f) => f.close()));
+      throw err;
+    }
+  }
+
+  // ---- SectorStore -------------------------------------------------------------------------------
+
+  async load(sectorIndex: number): Promise<SectorState> {
+    assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0 && sectorIndex < MAX_SECTORS, "bad sector");
+    for (;;) {
+      this.throwIfUnusable();
+      const queued = this.pending.get(sectorIndex);
+      if (queued !== undefined) return { ts: queued.ts, wr: queued.wr, data: Buffer.from(queued.data) };
+      if (this.corruptSectors.has(sectorIndex)) {
+        throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
+      }
+      const slot = this.sectorToSlot.get(sectorIndex);
+      if (slot === undefined) return initialSectorState();
+      const version = this.slotVersion[slot];
+      const data = Buffer.allocUnsafe(SECTOR_SIZE_BYTES);
+      const n = await io(`read sector ${sectorIndex}`, () =>
+        readFully(this.slots, data, 0, SECTOR_SIZE_BYTES, slotDataPosition(slot)),
+      );
+      // A persist of this sector overtook the read (its slot write may have overlapped it): retry.
+      if (this.pending.has(sectorIndex) || this.slotVersion[slot] !== version) continue;
+      if (this.corruptSectors.has(sectorIndex)) continue;
+      if (n !== SECTOR_SIZE_BYTES || checksum(data) !== this.slotCrc[slot]) {
+        this.logger.warn({ sector: sectorIndex, slot }, "sector data fails its checksum");
+        throw corruptError(`sector ${sectorIndex}: data fails its checksum`);
+      }
+      return { ts: this.slotTs[slot]!, wr: this.slotWr[slot]!, data };
+    }
+  }
+
+  persist(sectorIndex: number, state: SectorState): Promise<void> {
+    assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0 && sectorIndex < MAX_SECTORS, "bad sector");
+    assert(state.data.length === SECTOR_SIZE_BYTES, "sector data must be 4096 bytes");
+    assert(Number.isInteger(state.wr) && state.wr >= 0 && state.wr <= 255, "wr must be a u8");
+    assert(state.ts >= 0n && state.ts < 1n << 64n, "ts must be a u64");
+    try {
+      this.throwIfUnusable();
+      if (this.closing) throw new AtomicDiskError("SHUTTING_DOWN", "sector store is closing");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const record = Buffer.allocUnsafe(RECORD_BYTES);
+    state.data.copy(record, RECORD_HEADER_BYTES);
+    const data = record.subarray(RECORD_HEADER_BYTES);
+    return new Promise<void>((resolve, reject) => {
+      const q: QueuedPersist = {
+        sector: sectorIndex,
+        ts: state.ts,
+        wr: state.wr,
+        dataCrc: checksum(data),
+        data,
+        record,
+        resolve,
+        reject,
+      };
+      this.noteWritten(sectorIndex);
+      this.pending.set(sectorIndex, q);
+      this.queue.push(q);
+      this.persistCount++;
+      this.kick();
+    });
+  }
+
+  writtenSectorCount(): number {
+    return this.writtenSectors;
+  }
+
+  close(): Promise<void> {
+    this.closePromise ??= this.closeOnce();
+    return this.closePromise;
+  }
+
+  private async closeOnce(): Promise<void> {
+    this.closing = true;
+    try {
+      await this.quiesce();
+      this.throwIfUnusable();
+      if (this.nextSeq > 0) await this.checkpoint();
+      // Nothing in the current epoch: the journal can shrink to its headers.
+      if (this.journalFileBytes > JOURNAL_RECORDS_OFFSET) {
+        await io("truncate journal", () => this.journal.truncate(JOURNAL_RECORDS_OFFSET));
+        await io("sync journal", () => this.journal.datasync());
+        this.fsyncCount++;
+        this.journalFileBytes = JOURNAL_RECORDS_OFFSET;
+      }
+      this.logger.info(
+        { writtenSectors: this.writtenSectors, fsyncs: this.fsyncCount },
+        "sector store closed",
+      );
+    } finally {
+      await this.closeFiles();
+    }
+  }
+
+  // ---- Extras for tests, benchmarks and metrics ---------------------------------------------------
+
+  stats(): JournalStoreStats {
+    return {
+      writtenSectors: this.writtenSectors,
+      slotCount: this.slotCount,
+      bytesOnDisk: this.journalFileBytes + this.slotDataFileBytes + this.metaFileBytes,
+      journalFileBytes: this.journalFileBytes,
+      persistCount: this.persistCount,
+      batchCount: this.batchCount,
+      maxBatchRecords: this.maxBatch,
+      fsyncCount: this.fsyncCount,
+      checkpointCount: this.checkpointCount,
+      recovery: { ...this.recoveryStats },
+    };
+  }
+
+  /**
+   * Waits for all issued work, then closes the files without a checkpoint: what a kill -9 leaves on
+   * disk once the OS holds the writes. For crash tests on real files.
+   */
+  async abandonForTesting(): Promise<void> {
+    this.closing = true;
+    await this.quiesce();
+    await this.closeFiles();
+  }
+
+  // ---- Group commit ------------------------------------------------------------------------------
+
+  private kick(): void {
+    if (this.committing) return;
+    this.committing = true;
+    this.commitDone = this.commitLoop();
+  }
+
+  private async commitLoop(): Promise<void> {
+    for (;;) {
+      // Checked and cleared without an await in between: a persist queued after this sees
+      // `committing === false` and starts a new loop.
+      if (this.queue.length === 0 || this.failure !== undefined) break;
+      const batch = this.queue.splice(0, this.maxBatchRecords);
+      try {
+        await this.commitBatch(batch);
+        if (this.nextSeq * RECORD_BYTES >= this.checkpointBytes) await this.checkpoint();
+      } catch (err) {
+        this.fail(err);
+        for (const q of batch) q.reject(this.failure);
+      }
+    }
+    this.committing = false;
+    if (this.failure !== undefined) {
+      const rest = this.queue;
+      this.queue = [];
+      for (const q of rest) q.reject(this.failure);
+    }
+  }
+
+  private async commitBatch(batch: QueuedPersist[]): Promise<void> {
+    const first = this.nextSeq;
+    for (const [i, q] of batch.entries()) {
+      // writeRecordHeader asserts the fields; decoding back proves the record is what recovery
+      // will read (paired with the checks in replay).
+      writeRecordHeaderFor(q, this.epoch, first + i, first, batch.length);
+      const check = decodeRecord(q.record, 0);
+      assert(
+        check.status === "valid" && check.header.sector === q.sector,
+        "journal record does not round-trip",
+      );
+    }
+    this.nextSeq += batch.length;
+    const position = journalRecordPosition(first);
+    await io("write journal", () =>
+      this.journal.writev(
+        batch.map((q) => q.record),
+        position,
+      ),
+    );
+    await io("sync journal", () => this.journal.datasync());
+    this.fsyncCount++;
+    this.batchCount++;
+    this.maxBatch = Math.max(this.maxBatch, batch.length);
+    this.journalFileBytes = Math.max(this.journalFileBytes, position + batch.length * RECORD_BYTES);
+    for (const q of batch) q.resolve();
+    this.applyChain = this.applyChain
+      .then(() => this.applyPersisted(batch))
+      .catch((err: unknown) => this.fail(err));
+  }
+
+  private async applyPersisted(batch: QueuedPersist[]): Promise<void> {
+    if (this.failure !== undefined) return;
+    await this.applyItems(batch);
+    for (const q of batch) {
+      if (this.pending.get(q.sector) === q) this.pending.delete(q.sector);
+    }
+  }
+
+  /** Waits until no batch is being committed and every committed batch is applied. */
+  private async quiesce(): Promise<void> {
+    while (this.committing) await this.commitDone;
+    await this.applyChain;
+  }
+
+  // ---- Slot files --------------------------------------------------------------------------------
+
+  private noteWritten(sector: number): void {
+    if (!this.sectorToSlot.has(sector) && !this.pending.has(sector) && !this.corruptSectors.has(sector)) {
+      this.writtenSectors++;
+    }
+  }
+
+  private ensureSlotCapacity(count: number): void {
+    if (count <= this.slotTs.length) return;
+    let capacity = this.slotTs.length;
+    while (capacity < count) capacity *= 2;
+    const grow = <T extends BigUint64Array | Uint8Array | Uint32Array>(old: T, make: (n: number) => T): T => {
+      const next = make(capacity);
+      next.set(old as never);
+      return next;
+    };
+    this.slotTs = grow(this.slotTs, (n) => new BigUint64Array(n));
+    this.slotWr = grow(this.slotWr, (n) => new Uint8Array(n));
+    this.slotCrc = grow(this.slotCrc, (n) => new Uint32Array(n));
+    this.slotVersion = grow(this.slotVersion, (n) => new Uint32Array(n));
+  }
+
+  private slotFor(sector: number): number {
+    const existing = this.sectorToSlot.get(sector);
+    if (existing !== undefined) return existing;
+    let slot = this.freeSlots.pop();
+    if (slot === undefined) {
+      slot = this.slotCount++;
+      this.ensureSlotCapacity(this.slotCount);
+    }
+    this.holeSlots.delete(slot);
+    this.sectorToSlot.set(sector, slot);
+    return slot;
+  }
+
+  /**
+   * Writes states (or lost markers) into the slot files, then updates the index. Within `items`
+   * the last one per sector wins. Consecutive slots go out as one write each for data and metadata.
+   */
+  private async applyItems(items: readonly ApplyItem[]): Promise<void> {
+    const last = new Map<number, ApplyItem>();
+    for (const item of items) last.set(item.sector, item);
+    const planned = [...last.values()].map((item) => ({ slot: this.slotFor(item.sector), item }));
+    planned.sort((a, b) => a.slot - b.slot);
+    const writes: Promise<void>[] = [];
+    let runStart = 0;
+    for (let i = 1; i <= planned.length; i++) {
+      if (i < planned.length && planned[i]!.slot === planned[i - 1]!.slot + 1) continue;
+      writes.push(this.writeSlotRun(planned.slice(runStart, i)));
+      runStart = i;
+    }
+    await Promise.all(writes);
+    for (const { slot, item } of planned) {
+      if ("lost" in item) {
+        this.corruptSectors.add(item.sector);
+      } else {
+        this.slotTs[slot] = item.ts;
+        this.slotWr[slot] = item.wr;
+        this.slotCrc[slot] = item.dataCrc;
+        this.corruptSectors.delete(item.sector);
+      }
+      this.slotVersion[slot] = (this.slotVersion[slot]! + 1) >>> 0;
+    }
+  }
+
+  private async writeSlotRun(run: readonly { slot: number; item: ApplyItem }[]): Promise<void> {
+    const first = run[0]!.slot;
+    const meta = Buffer.alloc(run.length * META_ENTRY_BYTES);
+    const writes: Promise<void>[] = [];
+    let dataRun: Buffer[] = [];
+    let dataRunFirst = first;
+    const flushData = () => {
+      if (dataRun.length === 0) return;
+      const buffers = dataRun;
+      const at = slotDataPosition(dataRunFirst);
+      this.slotDataFileBytes = Math.max(this.slotDataFileBytes, at + buffers.length * SECTOR_SIZE_BYTES);
+      writes.push(io("write slot data", () => this.slots.writev(buffers, at)));
+      dataRun = [];
+    };
+    for (const [k, { slot, item }] of run.entries()) {
+      if ("lost" in item) {
+        encodeMetaEntry(meta, k * META_ENTRY_BYTES, { kind: "lost", slot, sector: item.sector });
+        flushData();
+        continue;
+      }
+      encodeMetaEntry(meta, k * META_ENTRY_BYTES, { kind: "used", slot, ...item });
+      const check = decodeMetaEntry(meta, k * META_ENTRY_BYTES, slot);
+      assert(
+        check.status === "used" && check.entry.sector === item.sector && check.entry.ts === item.ts,
+        "slot metadata entry does not round-trip",
+      );
+      if (dataRun.length === 0) dataRunFirst = slot;
+      dataRun.push(item.data);
+    }
+    flushData();
+    const metaAt = metaEntryPosition(first);
+    this.metaFileBytes = Math.max(this.metaFileBytes, metaAt + meta.length);
+    writes.push(io("write slot metadata", () => this.meta.write(meta, 0, meta.length, metaAt)));
+    await Promise.all(writes);
+  }
+
+  /**
+   * Makes every applied state durable in the slot files and starts a new journal epoch, which
+   * retires every record written so far. Runs with no batch in flight.
+   */
+  private async checkpoint(): Promise<void> {
+    await this.applyChain;
+    this.throwIfUnusable();
+    await io("sync slot data", () => this.slots.datasync());
+    await io("sync slot metadata", () => this.meta.datasync());
+    this.fsyncCount += 2;
+    const next = this.epoch + 1n;
+    // Only now are all entries below slotCount durable: recovery may rely on that.
+    await writeHeaderCopy(this.meta, SLOT_META_MAGIC, next, this.slotCount, SLOT_META_FILE);
+    await io("sync slot metadata", () => this.meta.datasync());
+    await writeHeaderCopy(this.journal, JOURNAL_MAGIC, next, 0, JOURNAL_FILE);
+    await io("sync journal", () => this.journal.datasync());
+    this.fsyncCount += 2;
+    this.epoch = next;
+    this.nextSeq = 0;
+    this.checkpointCount++;
+    this.logger.debug({ epoch: String(next), slots: this.slotCount }, "checkpoint");
+  }
+
+  // ---- Recovery ----------------------------------------------------------------------------------
+
+  private async recover(): Promise<void> {
+    const journalHeader = await readFileHeader(this.journal, JOURNAL_MAGIC, JOURNAL_FILE);
+    await readFileHeader(this.slots, SLOT_DATA_MAGIC, SLOT_DATA_FILE);
+    const metaHeader = await readFileHeader(this.meta, SLOT_META_MAGIC, SLOT_META_FILE);
+    this.epoch = journalHeader.generation;
+    this.journalFileBytes = await io("size journal", () => this.journal.size());
+    this.slotDataFileBytes = await io("size slots.dat", () => this.slots.size());
+    this.metaFileBytes = await io("size slots.meta", () => this.meta.size());
+    await this.scanMeta(metaHeader.value);
+    await this.replayJournal();
+    // Holes below the durable slot count would read as lost entries at the next open: fill them.
+    const holes = [...this.holeSlots].sort((a, b) => a - b);
+    for (const slot of holes) {
+      const entry = Buffer.alloc(META_ENTRY_BYTES);
+      encodeMetaEntry(entry, 0, { kind: "free", slot });
+      await io("write slot metadata", () => this.meta.write(entry, 0, entry.length, metaEntryPosition(slot)));
+    }
+    this.holeSlots.clear();
+    await this.checkpoint();
+    this.recoveryStats.corruptSectors = this.corruptSectors.size;
+    if (this.corruptSectors.size > 0) {
+      this.logger.warn({ corruptSectors: this.corruptSectors.size }, "sectors with damaged state");
+    }
+  }
+
+  private async scanMeta(durableSlotCount: number): Promise<void> {
+    const entries = Math.max(0, Math.floor((this.metaFileBytes - META_ENTRIES_OFFSET) / META_ENTRY_BYTES));
+    if (entries < durableSlotCount) {
+      throw corruptError(
+        `slots.meta has ${entries} entries but its checkpoint made ${durableSlotCount} durable`,
+      );
+    }
+    this.ensureSlotCapacity(entries);
+    this.slotCount = entries;
+    this.recoveryStats.metaEntries = entries;
+    const chunk = Buffer.alloc(Math.min(entries, RECOVERY_CHUNK_META_ENTRIES) * META_ENTRY_BYTES);
+    for (let first = 0; first < entries; first += RECOVERY_CHUNK_META_ENTRIES) {
+      const count = Math.min(RECOVERY_CHUNK_META_ENTRIES, entries - first);
+      const n = await io("read slot metadata", () =>
+        readFully(this.meta, chunk, 0, count * META_ENTRY_BYTES, metaEntryPosition(first)),
+      );
+      chunk.fill(0, n, count * META_ENTRY_BYTES);
+      for (let k = 0; k < count; k++)
+        this.indexMetaEntry(chunk, k * META_ENTRY_BYTES, first + k, durableSlotCount);
+    }
+  }
+
+  private indexMetaEntry(chunk: Buffer, offset: number, slot: number, durableSlotCount: number): void {
+    const r = decodeMetaEntry(chunk, offset, slot);
+    const claim = (sector: number) => {
+      const other = this.sectorToSlot.get(sector);
+      if (other !== undefined)
+        throw corruptError(`sector ${sector} is claimed by slots ${other} and ${slot}`);
+      this.sectorToSlot.set(sector, slot);
+      this.writtenSectors++;
+    };
+    switch (r.status) {
+      case "used":
+        claim(r.entry.sector);
+        this.slotTs[slot] = r.entry.ts;
+        this.slotWr[slot] = r.entry.wr;
+        this.slotCrc[slot] = r.entry.dataCrc;
+        return;
+      case "free":
+        this.freeSlots.push(slot);
+        return;
+      case "empty":
+        if (slot < durableSlotCount)
+          throw corruptError(`slots.meta entry ${slot} was durable but reads as zeros`);
+        this.freeSlots.push(slot);
+        this.holeSlots.add(slot);
+        return;
+      case "lost":
+        claim(r.sector);
+        this.corruptSectors.add(r.sector);
+        return;
+      case "corrupt":
+        if (r.sector === undefined)
+          throw corruptError(`slots.meta entry ${slot} is damaged and names no sector`);
+        this.logger.warn({ slot, sector: r.sector }, "slot metadata entry fails its checksum");
+        claim(r.sector);
+        this.corruptSectors.add(r.sector);
+        return;
+    }
+  }
+
+  /** Replays the current epoch's records in order; see the module comment for torn tail vs corruption. */
+  private async replayJournal(): Promise<void> {
+    const recordCount = Math.max(
+      0,
+      Math.floor((this.journalFileBytes - JOURNAL_RECORDS_OFFSET) / RECORD_BYTES),
+    );
+    const reader = new JournalReader(this.journal, recordCount);
+    let batch: ApplyItem[] = [];
+    let batchFirst = 0;
+    let batchCount = 0;
+    let seq = 0;
+    for (; seq < recordCount; seq++) {
+      const { buf, offset } = await reader.get(seq);
+      const r = decodeRecord(buf, offset);
+      const ours = r.status !== "invalid" && r.header.epoch === this.epoch && r.header.seq === seq;
+      if (!(ours && r.status === "valid")) {
+        if (!(await this.laterBatchExists(reader, seq))) break;
+        if (!(ours && r.status === "badData")) {
+          throw corruptError(`journal record ${seq} of an acknowledged batch is damaged and names no sector`);
+        }
+        this.logger.warn({ seq, sector: r.header.sector }, "acknowledged journal record fails its checksum");
+      }
+      const h = r.header;
+      if (batch.length === 0) {
+        if (h.batchFirstSeq !== seq)
+          throw corruptError(`journal record ${seq} starts in the middle of a batch`);
+        batchFirst = seq;
+        batchCount = h.batchCount;
+      } else if (h.batchFirstSeq !== batchFirst || h.batchCount !== batchCount) {
+        throw corruptError(`journal record ${seq} does not belong to the batch at ${batchFirst}`);
+      }
+      if (r.status === "valid") {
+        const dataAt = offset + RECORD_HEADER_BYTES;
+        const data = Buffer.from(buf.subarray(dataAt, dataAt + SECTOR_SIZE_BYTES));
+        batch.push({ sector: h.sector, ts: h.ts, wr: h.wr, dataCrc: h.dataCrc, data });
+      } else {
+        batch.push({ sector: h.sector, lost: true });
+      }
+      if (seq === batchFirst + batchCount - 1) {
+        for (const item of batch) this.noteWritten(item.sector);
+        await this.applyItems(batch);
+        this.recoveryStats.replayedRecords += batch.length;
+        batch = [];
+      }
+    }
+    // What is left is the last batch, incomplete: it was never synced, so never acknowledged.
+    this.recoveryStats.discardedRecords = batch.length;
+    if (batch.length > 0 || seq < recordCount) {
+      this.logger.info({ seq, discarded: batch.length }, "journal ends with an unsynced batch");
+    }
+  }
+
+  /** Is there an intact record of this epoch from a batch that began after `seq`? */
+  private async laterBatchExists(reader: JournalReader, seq: number): Promise<boolean> {
+    for (let s = seq + 1; s < reader.recordCount; s++) {
+      const { buf, offset } = await reader.get(s);
+      const r = decodeRecord(buf, offset, false);
+      if (
+        r.status === "valid" &&
+        r.header.epoch === this.epoch &&
+        r.header.seq === s &&
+        r.header.batchFirstSeq > seq
+      ) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // ---- Failure and shutdown ----------------------------------------------------------------------
+
+  private throwIfUnusable(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new AtomicDiskError("SHUTTING_DOWN", "sector store is closed");
+  }
+
+  /**
+   * After a failed write or sync nothing says what reached the disk (the page cache may even have
+   * dropped the dirty pages), so the store stops: every later call fails, and the replica restarts
+   * and recovers from what the disk holds.
+   */
+  private fail(err: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = ioError("sector store failed", err);
+    this.logger.error({ err: this.failure }, "sector store failed; restart to recover");
+  }
+
+  private async closeFiles(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const results = await Promise.allSettled([this.journal.close(), this.slots.close(), this.meta.close()]);
+    const rejected = results.find((r) => r.status === "rejected");
+    if (rejected !== undefined) throw ioError("close sector store files", rejected.reason);
+  }
+}
+
+function writeRecordHeaderFor(
+  q: QueuedPersist,
+  epoch: bigint,
+  seq: number,
+  first: number,
+  count: number,
+): void {
+  writeRecordHeader(q.record, {
+    epoch,
+    seq,
+    batchFirstSeq: first,
+    batchCount: count,
+    sector: q.sector,
+    ts: q.ts,
+    wr: q.wr,
+    dataCrc: q.dataCrc,
+  });
+}

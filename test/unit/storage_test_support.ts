@@ -1,0 +1,50 @@
+// Shared helpers of the storage tests (not a test file itself).
+import { createHash } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { pino } from "pino";
+import type { SectorState } from "../../src/storage/sector_state.js";
+import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+
+export const silentLogger = pino({ level: "silent" });
+
+/** A recognizable state: version v of sector s (v = 0 is the never-written state). */
+export function stateOf(sector: number, version: number): SectorState {
+  if (version === 0) return { ts: 0n, wr: 0, data: Buffer.alloc(SECTOR_SIZE_BYTES) };
+  const data = Buffer.alloc(SECTOR_SIZE_BYTES);
+  const next = seededRandom(createHash("sha256").update(`${sector}/${version}`).digest().readUInt32BE(0));
+  for (let at = 0; at < SECTOR_SIZE_BYTES; at += 4) data.writeUInt32BE(Math.floor(next() * 2 ** 32), at);
+  return { ts: BigInt(version), wr: 1 + (version % 3), data };
+}
+
+export function sameState(a: SectorState, b: SectorState): boolean {
+  return a.ts === b.ts && a.wr === b.wr && a.data.equals(b.data);
+}
+
+/** Which version of `sector` (0..maxVersion) `state` is, or -1 if it is none of them. */
+export function versionOf(sector: number, state: SectorState, maxVersion: number): number {
+  for (let v = 0; v <= maxVersion; v++) if (sameState(state, stateOf(sector, v))) return v;
+  return -1;
+}
+
+export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(path.join(tmpdir(), "atomic-disk-storage-"));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Deterministic uniform [0, 1) generator (mulberry32). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
