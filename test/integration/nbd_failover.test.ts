@@ -1,0 +1,99 @@
+// Replica failures under a live gateway: I/O goes on while a majority is up; without a majority a
+// request fails with EIO after --timeout-ms instead of hanging, the connection stays usable, and
+// requests complete again once a replica returns.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { afterEach, describe, expect, it } from "vitest";
+import { CLIENT_ENV, type Gateway, PROBE_DIR, PYTHON, runAsync, startGateway } from "./nbd_gateway.js";
+
+let gw: Gateway | undefined;
+
+afterEach(async () => {
+  await gw?.stop();
+  gw = undefined;
+});
+
+function fioVerify(
+  uri: string,
+  sizeMiB: number,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return runAsync(
+    "fio",
+    [
+      "--name=failover",
+      "--ioengine=nbd",
+      `--uri=${uri}`,
+      "--rw=randwrite",
+      "--bs=4k",
+      "--iodepth=32",
+      `--size=${sizeMiB}M`,
+      "--verify=crc32c",
+      "--do_verify=1",
+      "--output-format=json",
+    ],
+    150_000,
+  );
+}
+
+function fioErrors(stdout: string): number {
+  const json = JSON.parse(stdout.slice(stdout.indexOf("{")));
+  return json.jobs[0].error as number;
+}
+
+describe("nbd gateway replica failover", () => {
+  it("keeps serving fio with verify while one replica is killed, and after it returns another one", async () => {
+    gw = await startGateway({ sectors: 8192 });
+    let finished = 0;
+    const first = fioVerify(gw.uri, 12).finally(() => finished++);
+    await new Promise((r) => setTimeout(r, 1000));
+    await gw.cluster.kill(1);
+    expect(finished, "the kill must land while fio is running").toBe(0);
+    const r1 = await first;
+    expect(r1.status, r1.stderr).toBe(0);
+    expect(fioErrors(r1.stdout)).toBe(0);
+
+    // Rank 1 comes back with its disk; the gateway reconnects. Now a different replica dies.
+    await gw.cluster.start(1);
+    await new Promise((r) => setTimeout(r, 500));
+    const second = fioVerify(gw.uri, 12).finally(() => finished++);
+    await new Promise((r) => setTimeout(r, 1000));
+    await gw.cluster.kill(3);
+    expect(finished).toBe(1);
+    const r2 = await second;
+    expect(r2.status, r2.stderr).toBe(0);
+    expect(fioErrors(r2.stdout)).toBe(0);
+  }, 200_000);
+
+  it("fails requests with EIO after --timeout-ms without a majority, then recovers on the same connection", async () => {
+    gw = await startGateway({ sectors: 8192, timeoutMs: 2000 });
+    const child = spawn(PYTHON, [`${PROBE_DIR}/nbd_quorum_loss.py`, gw.uri], {
+      env: CLIENT_ENV,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const nextLine = async () => {
+      const r = await lines.next();
+      if (r.done) throw new Error(`probe ended early: ${stderr}`);
+      return r.value;
+    };
+    try {
+      expect(await nextLine()).toBe("written");
+      await gw.cluster.kill(2);
+      await gw.cluster.kill(3);
+      child.stdin.write("go\n");
+      const failed = (await nextLine()).split(" ");
+      expect(failed.slice(0, 3)).toEqual(["failed", "EIO", "EIO"]);
+      // Two requests, each bounded by the 2 s timeout (plus slack for a loaded machine).
+      expect(Number(failed[3])).toBeLessThan(15);
+      await gw.cluster.start(2);
+      child.stdin.write("go\n");
+      expect(await nextLine()).toBe("recovered");
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  }, 120_000);
+});
