@@ -1,0 +1,172 @@
+// ReplicaPool failover rules (SPEC §4) with fake replica links: reads retry anywhere; a write whose
+// connection failed is resent only to the same replica after a successful reconnect, or elsewhere
+// only once a reconnect was refused; a merely slow write is never resent.
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { type ReplicaLink, ReplicaPool } from "../../src/nbd/replica_pool.js";
+import { AtomicDiskError } from "../../src/util/errors.js";
+
+interface Pending {
+  kind: "read" | "write";
+  sector: number;
+  resolve: (v: Buffer | undefined) => void;
+  reject: (e: Error) => void;
+}
+
+class FakeLink implements ReplicaLink {
+  pending: Pending[] = [];
+  closed = false;
+  private listeners: Array<() => void> = [];
+  constructor(readonly rank: number) {}
+  read(sector: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(unavailable());
+    return new Promise((resolve, reject) =>
+      this.pending.push({ kind: "read", sector, resolve: (v) => resolve(v!), reject }),
+    );
+  }
+  write(sector: number, _data: Buffer): Promise<void> {
+    if (this.closed) return Promise.reject(unavailable());
+    return new Promise((resolve, reject) =>
+      this.pending.push({ kind: "write", sector, resolve: () => resolve(), reject }),
+    );
+  }
+  inflight(): number {
+    return this.pending.length;
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.pending.splice(0)) p.reject(unavailable());
+    setImmediate(() => {
+      for (const l of this.listeners.splice(0)) l();
+    });
+  }
+  onClose(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+  completeAll(): void {
+    for (const p of this.pending.splice(0)) p.resolve(Buffer.alloc(4096, this.rank));
+  }
+}
+
+function unavailable(code = "ECONNRESET"): AtomicDiskError {
+  return new AtomicDiskError("REPLICA_UNAVAILABLE", "gone", {
+    cause: Object.assign(new Error(code), { code }),
+  });
+}
+
+type Mode = "ok" | "refused" | "hang";
+
+function makePool() {
+  const links: FakeLink[] = [];
+  const mode = new Map<number, Mode>([
+    [1, "ok"],
+    [2, "ok"],
+    [3, "ok"],
+  ]);
+  const pool = new ReplicaPool({
+    sectors: 100,
+    replicas: 3,
+    connectionsPerReplica: 1,
+    log: pino({ level: "silent" }),
+    connect: (rank) => {
+      const m = mode.get(rank)!;
+      if (m === "refused") return Promise.reject(unavailable("ECONNREFUSED"));
+      if (m === "hang") return new Promise(() => {});
+      const link = new FakeLink(rank);
+      links.push(link);
+      return Promise.resolve(link);
+    },
+  });
+  const live = (rank: number) => links.filter((l) => l.rank === rank && !l.closed);
+  const writesTo = (rank: number) =>
+    links.filter((l) => l.rank === rank).flatMap((l) => l.pending.filter((p) => p.kind === "write"));
+  return { pool, links, mode, live, writesTo };
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function rankOfWrite(links: FakeLink[]): number {
+  const l = links.find((x) => !x.closed && x.pending.some((p) => p.kind === "write"));
+  if (l === undefined) throw new Error("no pending write");
+  return l.rank;
+}
+
+describe("ReplicaPool", () => {
+  it("retries a read on another replica as soon as its connection fails", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const read = pool.readSector(5);
+    await until(() => links.some((l) => l.pending.length > 0), "read sent");
+    const first = links.find((l) => l.pending.length > 0)!;
+    first.close();
+    await until(() => links.some((l) => l !== first && l.pending.length > 0), "read resent");
+    for (const l of links) l.completeAll();
+    expect((await read).length).toBe(4096);
+    await pool.close();
+  });
+
+  it("resends a write whose connection broke to the same replica once it reconnects, never elsewhere", async () => {
+    const { pool, links, live, writesTo } = makePool();
+    await pool.start();
+    const write = pool.writeSector(7, Buffer.alloc(4096));
+    await until(() => links.some((l) => l.pending.length > 0), "write sent");
+    const rank = rankOfWrite(links);
+    live(rank)[0]!.close();
+    await until(() => live(rank).length === 1 && writesTo(rank).length === 1, "resent after reconnect");
+    for (const other of [1, 2, 3].filter((r) => r !== rank)) expect(writesTo(other)).toHaveLength(0);
+    live(rank)[0]!.completeAll();
+    await write;
+    await pool.close();
+  });
+
+  it("reroutes a write only after a reconnect to its replica was refused", async () => {
+    const { pool, links, mode, writesTo } = makePool();
+    await pool.start();
+    const write = pool.writeSector(9, Buffer.alloc(4096));
+    await until(() => links.some((l) => l.pending.length > 0), "write sent");
+    const rank = rankOfWrite(links);
+    mode.set(rank, "refused");
+    links.find((l) => l.rank === rank)!.close();
+    await until(() => [1, 2, 3].some((r) => r !== rank && writesTo(r).length === 1), "rerouted");
+    for (const l of links) l.completeAll();
+    await write;
+    await pool.close();
+  });
+
+  it("keeps a write waiting while its replica's reconnect hangs (no resend elsewhere)", async () => {
+    const { pool, links, mode, writesTo } = makePool();
+    await pool.start();
+    let settled = false;
+    const write = pool.writeSector(11, Buffer.alloc(4096)).finally(() => {
+      settled = true;
+    });
+    await until(() => links.some((l) => l.pending.length > 0), "write sent");
+    const rank = rankOfWrite(links);
+    mode.set(rank, "hang");
+    links.find((l) => l.rank === rank)!.close();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled).toBe(false);
+    for (const other of [1, 2, 3].filter((r) => r !== rank)) expect(writesTo(other)).toHaveLength(0);
+    await pool.close();
+    await expect(write).rejects.toThrow();
+  });
+
+  it("never resends a slow write", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const write = pool.writeSector(13, Buffer.alloc(4096));
+    await new Promise((r) => setTimeout(r, 300));
+    const writes = links.flatMap((l) => l.pending.filter((p) => p.kind === "write"));
+    expect(writes).toHaveLength(1);
+    for (const l of links) l.completeAll();
+    await write;
+    await pool.close();
+  });
+});
