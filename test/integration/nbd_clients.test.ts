@@ -1,7 +1,7 @@
 // Real NBD clients (nbdinfo, nbd-client, libnbd, qemu-io) against a real gateway process in front
 // of a real 3-replica cluster, all started here.
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -172,4 +172,35 @@ describe("nbd gateway with real clients", () => {
       await waitExit(child);
     }
   });
+  // The kernel client needs the nbd module (/dev/nbd0); machines without it skip this test.
+  it.skipIf(!existsSync("/dev/nbd0") || process.getuid?.() !== 0)(
+    "kernel nbd-client -b 4096: mkfs.ext4, mount, dd, umount, fsck, detach",
+    async () => {
+      const dev = "/dev/nbd0";
+      const mnt = mkdtempSync(join(tmpdir(), "atomic-disk-kernel-"));
+      mkdirSync(mnt, { recursive: true });
+      const attach = await runAsync("nbd-client", [
+        "127.0.0.1",
+        String(gw.port),
+        dev,
+        "-b",
+        "4096",
+        "-t",
+        "60",
+      ]);
+      expect(attach.status, attach.stderr).toBe(0);
+      try {
+        expect((await runAsync("mkfs.ext4", ["-q", "-F", dev], 120_000)).status).toBe(0);
+        expect((await runAsync("mount", [dev, mnt])).status).toBe(0);
+        const dd = await runAsync("dd", ["if=/dev/urandom", `of=${mnt}/f`, "bs=1M", "count=8", "conv=fsync"]);
+        expect(dd.status, dd.stderr).toBe(0);
+        expect((await runAsync("umount", [mnt])).status).toBe(0);
+        expect((await runAsync("fsck.ext4", ["-fn", dev], 120_000)).status).toBe(0);
+      } finally {
+        await runAsync("umount", [mnt]);
+        await runAsync("nbd-client", ["-d", dev]);
+      }
+    },
+    300_000,
+  );
 });
