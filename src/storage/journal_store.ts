@@ -25,7 +25,9 @@
 // (durably, in slots.meta: STORAGE_CORRUPT on load until it is written again) and replay goes on;
 // if the header is damaged no one knows which sector was hit and open fails with STORAGE_CORRUPT.
 // Damage to records of the very last synced batch looks exactly like a torn tail and is not
-// detected (the price of one fsync per batch instead of two).
+// detected (the price of one fsync per batch instead of two). A damaged newest journal header copy
+// is detected too: records of an epoch are only written once its header is durable, so an intact
+// record of a newer epoch than the surviving header copy names the real epoch.
 import * as path from "node:path";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
@@ -783,6 +785,16 @@ export class JournalStore implements SectorStore {
       Math.floor((this.journalFileBytes - JOURNAL_RECORDS_OFFSET) / RECORD_BYTES),
     );
     const reader = new JournalReader(this.journal, recordCount);
+    const lastBatchFirst = await this.scanRecordHeaders(reader);
+    // Records of an epoch are written only after its header is durable: an intact record of an
+    // epoch newer than the header says means the newest header copy was damaged.
+    for (const epoch of lastBatchFirst.keys()) {
+      if (epoch > this.epoch) {
+        this.logger.warn({ header: String(this.epoch), records: String(epoch) }, "journal header damaged");
+        this.epoch = epoch;
+      }
+    }
+    const lastFirst = lastBatchFirst.get(this.epoch) ?? -1;
     let batch: ApplyItem[] = [];
     let batchFirst = 0;
     let batchCount = 0;
@@ -792,7 +804,7 @@ export class JournalStore implements SectorStore {
       const r = decodeRecord(buf, offset);
       const ours = r.status !== "invalid" && r.header.epoch === this.epoch && r.header.seq === seq;
       if (!(ours && r.status === "valid")) {
-        if (!(await this.laterBatchExists(reader, seq))) break;
+        if (lastFirst <= seq) break;
         if (!(ours && r.status === "badData")) {
           throw corruptError(`journal record ${seq} of an acknowledged batch is damaged and names no sector`);
         }
@@ -828,21 +840,21 @@ export class JournalStore implements SectorStore {
     }
   }
 
-  /** Is there an intact record of this epoch from a batch that began after `seq`? */
-  private async laterBatchExists(reader: JournalReader, seq: number): Promise<boolean> {
-    for (let s = seq + 1; s < reader.recordCount; s++) {
-      const { buf, offset } = await reader.get(s);
+  /**
+   * One pass over the record headers. Returns, for each epoch with an intact record, the highest
+   * first-seq of a batch of that epoch: a bad record at seq s is followed by a later (hence synced)
+   * batch iff that value is > s.
+   */
+  private async scanRecordHeaders(reader: JournalReader): Promise<Map<bigint, number>> {
+    const lastBatchFirst = new Map<bigint, number>();
+    for (let seq = 0; seq < reader.recordCount; seq++) {
+      const { buf, offset } = await reader.get(seq);
       const r = decodeRecord(buf, offset, false);
-      if (
-        r.status === "valid" &&
-        r.header.epoch === this.epoch &&
-        r.header.seq === s &&
-        r.header.batchFirstSeq > seq
-      ) {
-        return true;
-      }
+      if (r.status !== "valid" || r.header.seq !== seq) continue;
+      const { epoch, batchFirstSeq } = r.header;
+      lastBatchFirst.set(epoch, Math.max(lastBatchFirst.get(epoch) ?? -1, batchFirstSeq));
     }
-    return false;
+    return lastBatchFirst;
   }
 
   // ---- Failure and shutdown ----------------------------------------------------------------------

@@ -184,9 +184,10 @@ export function decodeRecord(buf: Buffer, offset: number, checkData = true): Rec
 // ---- Slot metadata entries ----------------------------------------------------------------------
 // 0 magic u32 | 4 kind u8 (1 used, 2 free, 3 lost) | 5..7 zero | 8 slot u64 | 16 sector u64 | 24 ts u64 |
 // 32 wr u8 | 33..35 zero | 36 dataCrc u32 | 40 slot u64 | 48 sector u64 | 56 crc32(40..55) |
-// 60 crc32(0..59)
+// 60 crc32(0..39)
 // The second (slot, sector) pair with its own checksum names the sector of an entry whose main
 // checksum fails, so that damage is reported for that sector instead of failing the whole store.
+// The two checksums cover disjoint bytes: damage in one place never takes out both.
 
 const META_KIND_USED = 1;
 const META_KIND_FREE = 2;
@@ -227,7 +228,7 @@ export function encodeMetaEntry(out: Buffer, offset: number, e: MetaEntryInput):
   out.writeBigUInt64BE(BigInt(e.slot), offset + 40);
   out.writeBigUInt64BE(identity, offset + 48);
   out.writeUInt32BE(checksum(out, offset + 40, offset + 56), offset + 56);
-  out.writeUInt32BE(checksum(out, offset, offset + 60), offset + 60);
+  out.writeUInt32BE(checksum(out, offset, offset + 40), offset + 60);
 }
 
 export type MetaEntryResult =
@@ -251,10 +252,9 @@ export function decodeMetaEntry(buf: Buffer, offset: number, expectedSlot: numbe
   if (allZero) return { status: "empty" };
   const slot = BigInt(expectedSlot);
   const mainOk =
-    buf.readUInt32BE(offset + 60) === checksum(buf, offset, offset + 60) &&
+    buf.readUInt32BE(offset + 60) === checksum(buf, offset, offset + 40) &&
     buf.readUInt32BE(offset) === META_ENTRY_MAGIC &&
-    buf.readBigUInt64BE(offset + 8) === slot &&
-    buf.readBigUInt64BE(offset + 40) === slot;
+    buf.readBigUInt64BE(offset + 8) === slot;
   const kind = buf.readUInt8(offset + 4);
   if (mainOk && kind === META_KIND_FREE) return { status: "free" };
   if (mainOk && kind === META_KIND_LOST) {
@@ -263,7 +263,7 @@ export function decodeMetaEntry(buf: Buffer, offset: number, expectedSlot: numbe
   }
   if (mainOk && kind === META_KIND_USED) {
     const sector = readSector(buf, offset + 16);
-    if (sector >= 0 && sector === readSector(buf, offset + 48)) {
+    if (sector >= 0) {
       return {
         status: "used",
         entry: {
