@@ -143,6 +143,7 @@ export class Transmission {
     this.inflightRequests++;
     this.inflightBytes += bytes;
     let done = false;
+    const abort = new AbortController();
     const finish = (reply: Buffer | undefined) => {
       if (done) return;
       done = true;
@@ -164,8 +165,9 @@ export class Transmission {
         "nbd request timed out; replying EIO",
       );
       finish(this.errorReply(request, NbdErrno.EIO));
+      abort.abort();
     }, this.options.timeoutMs);
-    this.execute(request).then(
+    this.execute(request, abort.signal).then(
       (reply) => finish(reply),
       (err: unknown) => {
         const errno = err instanceof RequestError ? err.errno : nbdErrnoFor(err, kindOf(request.type));
@@ -189,7 +191,7 @@ export class Transmission {
   }
 
   /** Runs one request; resolves with its whole success reply. */
-  private async execute(request: Request): Promise<Buffer> {
+  private async execute(request: Request, signal: AbortSignal): Promise<Buffer> {
     const { volume, negotiated } = this.options;
     const { offset, length, cookie, flags } = request;
     if ((flags & ~KNOWN_COMMAND_FLAGS) !== 0) throw new RequestError(NbdErrno.EINVAL);
@@ -199,12 +201,12 @@ export class Transmission {
         volume.checkRange(offset, length);
         const headerBytes = readReplyHeaderBytes(negotiated.structured);
         const out = Buffer.allocUnsafe(headerBytes + length);
-        await volume.read(offset, length, out, headerBytes);
+        await volume.read(offset, length, out, headerBytes, signal);
         fillReadReplyHeader(out, negotiated.structured, cookie, offset, length);
         return out;
       }
       case Command.Write:
-        await volume.write(offset, request.payload!);
+        await volume.write(offset, request.payload!, signal);
         return simpleReply(cookie, 0);
       case Command.Flush:
         // Every acknowledged write is already durable on a majority.
@@ -215,7 +217,7 @@ export class Transmission {
         volume.checkRange(offset, length);
         return simpleReply(cookie, 0);
       case Command.WriteZeroes:
-        await volume.writeZeroes(offset, length);
+        await volume.writeZeroes(offset, length, signal);
         return simpleReply(cookie, 0);
       case Command.BlockStatus: {
         if (!negotiated.structured || !negotiated.baseAllocation) throw new RequestError(NbdErrno.EINVAL);

@@ -12,6 +12,10 @@ import { Semaphore } from "./semaphore.js";
 
 const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
 
+function aborted(): AtomicDiskError {
+  return new AtomicDiskError("QUORUM_TIMEOUT", "request abandoned after its timeout");
+}
+
 function isZero(data: Buffer): boolean {
   return data.equals(ZERO_SECTOR);
 }
@@ -40,19 +44,25 @@ export class Volume {
   }
 
   /** Fills target[targetOffset .. targetOffset+length) with the disk bytes at offset. */
-  async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  async read(
+    offset: number,
+    length: number,
+    target: Buffer,
+    targetOffset: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
     this.checkRange(offset, length);
     assert(targetOffset + length <= target.length, "read: target too small");
-    await this.forEachSector(offset, length, async (sector, from, to) => {
+    await this.forEachSector(offset, length, signal, async (sector, from, to) => {
       const data = await this.backend.readSector(sector);
       const dest = targetOffset + sector * SECTOR_SIZE_BYTES + from - offset;
       data.copy(target, dest, from, to);
     });
   }
 
-  async write(offset: number, data: Buffer): Promise<void> {
+  async write(offset: number, data: Buffer, signal?: AbortSignal): Promise<void> {
     this.checkRange(offset, data.length);
-    await this.forEachSector(offset, data.length, (sector, from, to) => {
+    await this.forEachSector(offset, data.length, signal, (sector, from, to) => {
       const src = data.subarray(
         sector * SECTOR_SIZE_BYTES + from - offset,
         sector * SECTOR_SIZE_BYTES + to - offset,
@@ -73,9 +83,9 @@ export class Volume {
    * Makes the range read as zeros. A sector that already reads as zero is left alone: a register
    * read costs no durable write, so zeroing never-written space (mkfs, nbdcopy) stays cheap.
    */
-  async writeZeroes(offset: number, length: number): Promise<void> {
+  async writeZeroes(offset: number, length: number, signal?: AbortSignal): Promise<void> {
     this.checkRange(offset, length);
-    await this.forEachSector(offset, length, (sector, from, to) =>
+    await this.forEachSector(offset, length, signal, (sector, from, to) =>
       this.locks.withLock(sector, async () => {
         const current = await this.backend.readSector(sector);
         if (isZero(current)) return;
@@ -92,11 +102,13 @@ export class Volume {
   /**
    * Runs fn once per sector touched by the range, with byte bounds [from, to) inside that sector,
    * at most `window` at a time over the whole gateway. Waits for every started call; rejects with
-   * the first error and starts no more sectors after one failed.
+   * the first error and starts no more sectors after one failed or after `signal` aborted (a
+   * timed-out request must not keep feeding the window with sectors nobody waits for).
    */
   private forEachSector(
     offset: number,
     length: number,
+    signal: AbortSignal | undefined,
     fn: (sector: number, from: number, to: number) => Promise<void>,
   ): Promise<void> {
     const first = Math.floor(offset / SECTOR_SIZE_BYTES);
@@ -114,6 +126,7 @@ export class Volume {
       const launch = async () => {
         for (let sector = first; sector <= last && failure === undefined; sector++) {
           await this.window.acquire();
+          if (failure === undefined && signal?.aborted === true) failure = aborted();
           if (failure !== undefined) {
             this.window.release();
             break;

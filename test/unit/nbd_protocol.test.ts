@@ -230,6 +230,30 @@ describe("nbd transmission", () => {
     expect(backend.storedSectors).toBe(0);
   });
 
+  it("stops starting sectors of a huge WRITE_ZEROES once it timed out with EIO", async () => {
+    const inner = new MemoryBackend(256 * 1024, 2);
+    let reads = 0;
+    const counting: SectorBackend = {
+      sectors: inner.sectors,
+      readSector: (i) => {
+        reads++;
+        return inner.readSector(i);
+      },
+      writeSector: (i, d) => inner.writeSector(i, d),
+      close: async () => {},
+    };
+    const c = await transmitting(await startServer(counting, 300));
+    c.sendRequest(Command.WriteZeroes, 1n, 0n, 0x40000000);
+    expect(await c.simpleReply()).toMatchObject({ error: NbdErrno.EIO, cookie: 1n });
+    await new Promise((r) => setTimeout(r, 100));
+    const afterTimeout = reads;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(reads - afterTimeout).toBe(0);
+    expect(reads).toBeLessThan(256 * 1024);
+    c.sendRequest(Command.Read, 2n, 0n, 4096);
+    expect((await c.simpleReply(4096)).cookie).toBe(2n);
+  });
+
   it("never loses bytes when many sub-sector writes hit one sector at once", async () => {
     const backend = new MemoryBackend(4, 1);
     const c = await transmitting(await startServer(backend));
