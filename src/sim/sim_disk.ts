@@ -1,0 +1,96 @@
+// A small disk model: writes go to a pending list and become durable only when a sync completes
+// (group commit: a sync covers every write issued before it started). A crash discards pending
+// writes, except that for each sector some prefix of its pending writes may already have reached
+// the platter: after the crash the sector holds its old or one of its newer states, never a mix.
+import { initialSectorState, type SectorState } from "../storage/sector_state.js";
+import type { EventQueue } from "./event_queue.js";
+import type { Prng } from "./prng.js";
+import type { SimStorage } from "./sim_storage.js";
+
+export interface DiskTiming {
+  syncMinUs: number;
+  syncMaxUs: number;
+  loadMaxUs: number;
+}
+
+interface PendingWrite {
+  sectorIndex: number;
+  state: SectorState;
+  done: () => void;
+}
+
+export class SimDisk implements SimStorage {
+  private readonly durable = new Map<number, SectorState>();
+  /** Durable or not: what a load returns (SectorStore semantics). */
+  private readonly latest = new Map<number, SectorState>();
+  private pending: PendingWrite[] = [];
+  private syncing: PendingWrite[] | null = null;
+  /** Bumped by a crash so that completions scheduled before it do nothing. */
+  private epoch = 0;
+  readonly tornCount = 0;
+  syncCount = 0;
+
+  constructor(
+    private readonly queue: EventQueue,
+    private readonly rng: Prng,
+    private readonly timing: DiskTiming,
+  ) {}
+
+  load(sectorIndex: number, done: (state: SectorState | null) => void): void {
+    const epoch = this.epoch;
+    const state = this.latest.get(sectorIndex) ?? null;
+    this.queue.after(this.rng.range(0, this.timing.loadMaxUs), () => {
+      if (epoch !== this.epoch) return;
+      done(state === null ? initialSectorState() : { ...state, data: Buffer.from(state.data) });
+    });
+  }
+
+  persist(sectorIndex: number, state: SectorState, done: () => void): void {
+    this.latest.set(sectorIndex, state);
+    this.pending.push({ sectorIndex, state, done });
+    this.maybeStartSync();
+  }
+
+  private maybeStartSync(): void {
+    if (this.syncing !== null || this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.syncing = batch;
+    const epoch = this.epoch;
+    this.queue.after(this.rng.range(this.timing.syncMinUs, this.timing.syncMaxUs), () => {
+      if (epoch !== this.epoch) return;
+      this.syncing = null;
+      this.syncCount++;
+      for (const write of batch) this.durable.set(write.sectorIndex, write.state);
+      for (const write of batch) write.done();
+      this.maybeStartSync();
+    });
+  }
+
+  crash(): void {
+    this.epoch++;
+    const unsynced = [...(this.syncing ?? []), ...this.pending];
+    this.syncing = null;
+    this.pending = [];
+    const bySector = new Map<number, SectorState[]>();
+    for (const write of unsynced) {
+      const list = bySector.get(write.sectorIndex);
+      if (list === undefined) bySector.set(write.sectorIndex, [write.state]);
+      else list.push(write.state);
+    }
+    for (const [sectorIndex, states] of bySector) {
+      // Writes of one sector reach the platter in order; the crash cuts that sequence anywhere.
+      const reached = this.rng.int(states.length + 1);
+      if (reached > 0) this.durable.set(sectorIndex, states[reached - 1]!);
+    }
+    this.latest.clear();
+    for (const [sectorIndex, state] of this.durable) this.latest.set(sectorIndex, state);
+  }
+
+  recover(done: () => void): void {
+    const epoch = this.epoch;
+    this.queue.after(this.rng.range(0, this.timing.loadMaxUs), () => {
+      if (epoch === this.epoch) done();
+    });
+  }
+}

@@ -1,0 +1,199 @@
+// One simulated replica: the real RegisterCore plus a driver that carries out its effects the way
+// the production driver does, but against the simulated network, disk and clock. A crash drops the
+// core with everything in flight to it; a restart builds a NEW core over the recovered disk.
+import type { SystemMessage } from "../protocol/messages.js";
+import type { ClientOpToken, CoreEffect, CoreEvent, CoreFaults } from "../register/core_types.js";
+import { RegisterCore } from "../register/register_core.js";
+import { assert, unreachable } from "../util/assert.js";
+import { CORE_TICK_MS } from "../util/limits.js";
+import type { EventQueue } from "./event_queue.js";
+import type { Prng } from "./prng.js";
+import type { NetworkEndpoint, SimNetwork } from "./sim_network.js";
+import type { SimStorage } from "./sim_storage.js";
+import type { Trace } from "./trace.js";
+import { peekValue } from "./value_codec.js";
+
+export interface ReplicaHooks {
+  /** A client operation coordinated here finished. */
+  onComplete(rank: number, token: ClientOpToken, data: Buffer | undefined): void;
+  /** Fault injection: decides after each persist whether to crash soon (null: no). */
+  crashDelayAfterPersistUs(): number | null;
+  /** Fault injection: whether to crash part-way through carrying out one step's effects. */
+  crashMidStep(): boolean;
+  /** Delay of a message to self (no network, but still a separate, later event). */
+  selfDelayUs(): number;
+  /** The replica went down (crash); its coordinated operations are lost. */
+  onCrash(rank: number): void;
+}
+
+export interface ReplicaSetup {
+  rank: number;
+  replicaCount: number;
+  queue: EventQueue;
+  rng: Prng;
+  trace: Trace;
+  storage: SimStorage;
+  faults?: CoreFaults;
+  hooks: ReplicaHooks;
+}
+
+type Status = "up" | "down" | "recovering";
+
+export class SimReplica implements NetworkEndpoint {
+  readonly rank: number;
+  private status: Status = "down";
+  private incarnation = 0;
+  private core: RegisterCore | null = null;
+  private network: SimNetwork | null = null;
+  crashCount = 0;
+
+  constructor(private readonly setup: ReplicaSetup) {
+    this.rank = setup.rank;
+  }
+
+  attach(network: SimNetwork): void {
+    this.network = network;
+  }
+
+  get isUp(): boolean {
+    return this.status === "up";
+  }
+
+  get isDown(): boolean {
+    return this.status === "down";
+  }
+
+  liveIncarnation(): number | null {
+    return this.status === "up" ? this.incarnation : null;
+  }
+
+  /** Starts (or restarts) from the disk: recover storage, then a fresh core and its ticks. */
+  start(): void {
+    assert(this.status === "down", `replica ${this.rank} is not down`);
+    const { queue, trace, storage } = this.setup;
+    this.status = "recovering";
+    this.incarnation++;
+    const incarnation = this.incarnation;
+    trace.record(queue.nowUs, `r${this.rank} recovering #${incarnation}`);
+    storage.recover(() => {
+      if (this.incarnation !== incarnation || this.status !== "recovering") return;
+      this.core = new RegisterCore({
+        rank: this.rank,
+        replicaCount: this.setup.replicaCount,
+        newOpId: () => this.setup.rng.bytes(16),
+        faults: this.setup.faults,
+      });
+      this.status = "up";
+      trace.record(queue.nowUs, `r${this.rank} up #${incarnation}`);
+      // Ticks start at a random phase so replicas do not retransmit in lockstep.
+      queue.after(this.setup.rng.range(0, CORE_TICK_MS * 1000), () => this.tick(incarnation));
+    });
+  }
+
+  crash(): void {
+    if (this.status === "down") return;
+    const { queue, trace, storage } = this.setup;
+    this.status = "down";
+    this.core = null;
+    this.crashCount++;
+    storage.crash();
+    trace.record(queue.nowUs, `r${this.rank} crash #${this.incarnation}`);
+    this.setup.hooks.onCrash(this.rank);
+  }
+
+  private tick(incarnation: number): void {
+    if (this.incarnation !== incarnation || this.status !== "up") return;
+    this.step({ kind: "tick", nowMs: this.setup.queue.nowMs });
+    if (this.incarnation === incarnation && this.status === "up") {
+      this.setup.queue.after(CORE_TICK_MS * 1000, () => this.tick(incarnation));
+    }
+  }
+
+  /** A client command from the workload (this replica must be up). */
+  submit(event: Extract<CoreEvent, { kind: "clientRead" | "clientWrite" }>): void {
+    assert(this.status === "up", "client commands go to replicas that are up");
+    this.step(event);
+  }
+
+  /** A message from the network, for the given incarnation. */
+  receive(message: SystemMessage, incarnation: number): void {
+    if (this.incarnation !== incarnation || this.status !== "up") return;
+    this.setup.trace.record(this.setup.queue.nowUs, `r${this.rank} <- ${describeMessage(message)}`);
+    this.step({ kind: "message", message });
+  }
+
+  private step(event: CoreEvent): void {
+    const core = this.core;
+    assert(core !== null, "step on a replica that is down");
+    const effects = core.step(event);
+    const incarnation = this.incarnation;
+    const cut =
+      this.setup.hooks.crashMidStep() && effects.length > 0 ? this.setup.rng.int(effects.length) : -1;
+    for (let i = 0; i < effects.length; i++) {
+      if (i === cut) {
+        this.setup.trace.record(this.setup.queue.nowUs, `r${this.rank} crash mid-step after ${i} effects`);
+        this.crash();
+        return;
+      }
+      // An effect (e.g. a buggified crash) may have taken this replica down.
+      if (this.incarnation !== incarnation || this.status !== "up") return;
+      this.apply(effects[i]!, incarnation);
+    }
+  }
+
+  private apply(effect: CoreEffect, incarnation: number): void {
+    const { queue, trace, storage, hooks } = this.setup;
+    switch (effect.kind) {
+      case "send": {
+        if (effect.to === this.rank) {
+          // Same rules as any message, but no network: a separate, later event of this incarnation.
+          const message = effect.message;
+          queue.after(hooks.selfDelayUs(), () => this.receive(message, incarnation));
+        } else {
+          this.network!.send(this.rank, effect.to, effect.message);
+        }
+        return;
+      }
+      case "persist": {
+        const { token, sectorIndex, state } = effect;
+        storage.persist(sectorIndex, state, () => {
+          if (this.incarnation !== incarnation || this.status !== "up") return;
+          trace.record(queue.nowUs, `r${this.rank} durable s${sectorIndex} ${state.ts}.${state.wr}`);
+          this.step({ kind: "persisted", token });
+        });
+        const crashInUs = hooks.crashDelayAfterPersistUs();
+        if (crashInUs !== null) {
+          queue.after(crashInUs, () => {
+            if (this.incarnation === incarnation && this.status === "up") this.crash();
+          });
+        }
+        return;
+      }
+      case "load": {
+        const { sectorIndex } = effect;
+        storage.load(sectorIndex, (state) => {
+          if (this.incarnation !== incarnation || this.status !== "up") return;
+          trace.record(
+            queue.nowUs,
+            `r${this.rank} loaded s${sectorIndex} ${state === null ? "corrupt" : `${state.ts}.${state.wr}`}`,
+          );
+          this.step({ kind: "loaded", sectorIndex, state });
+        });
+        return;
+      }
+      case "complete":
+        hooks.onComplete(this.rank, effect.token, effect.data);
+        return;
+      default:
+        unreachable(effect);
+    }
+  }
+}
+
+export function describeMessage(message: SystemMessage): string {
+  const head = `${message.kind} from r${message.sender} op ${message.opId.toString("hex", 0, 4)} s${message.sectorIndex}`;
+  if (message.kind === "value" || message.kind === "writeProc") {
+    return `${head} ${message.ts}.${message.wr} v${peekValue(message.data)}`;
+  }
+  return head;
+}

@@ -1,0 +1,17 @@
+// What a simulated replica needs from its disk, in callback form so that every completion can be
+// routed through the simulator's event queue. Two implementations: SimDisk (a small model) and
+// JournalSimStorage (the real JournalStore over the in-memory file system).
+import type { SectorState } from "../storage/sector_state.js";
+
+export interface SimStorage {
+  /** Latest stored state (durable or not); null when the storage detects a corrupt record. */
+  load(sectorIndex: number, done: (state: SectorState | null) => void): void;
+  /** Stores a state; `done` runs once it is durable, and never if a crash comes first. */
+  persist(sectorIndex: number, state: SectorState, done: () => void): void;
+  /** Power loss: whatever was not durable may be lost; pending callbacks never run. */
+  crash(): void;
+  /** Makes the storage usable again after a crash (or at first start); `done` when ready. */
+  recover(done: () => void): void;
+  /** Test hook for the sim's own checks: whether a torn record was produced by the last crash. */
+  readonly tornCount: number;
+}

@@ -1,0 +1,334 @@
+// One simulated run: N replicas running the real RegisterCore over a simulated network, disks and
+// clock; a workload of clients; faults for `steps` events; then a quiet phase (faults stop, a
+// majority is up and connected) in which every pending operation must complete within a bounded
+// simulated time; then one final read per sector (durability); then the linearizability check.
+import type { CoreFaults } from "../register/core_types.js";
+import { assert } from "../util/assert.js";
+import { EventQueue } from "./event_queue.js";
+import { drawProfile, type FaultMode, type FaultProfile } from "./fault_profile.js";
+import { describeOp, History, type HistoryOp } from "./history.js";
+import { checkHistory } from "./linearizability.js";
+import { Prng } from "./prng.js";
+import { SimDisk } from "./sim_disk.js";
+import { SimNetwork } from "./sim_network.js";
+import { type ReplicaHooks, SimReplica } from "./sim_replica.js";
+import type { SimStorage } from "./sim_storage.js";
+import { Trace } from "./trace.js";
+import { decodeValue, encodeValue } from "./value_codec.js";
+import { Workload, type WorkloadParams } from "./workload.js";
+
+export type CoreFaultName = keyof CoreFaults;
+export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
+  "skipReadWriteBack",
+  "ackBeforeDurable",
+  "quorumTooSmall",
+  "countDuplicateReplies",
+];
+
+export type StorageMode = "model" | "journal";
+
+/** Factory for the journal-backed storage (kept out of this file so the model needs no fs code). */
+export type StorageFactory = (setup: {
+  rank: number;
+  queue: EventQueue;
+  rng: Prng;
+  profile: FaultProfile;
+}) => SimStorage;
+
+export interface SimOptions {
+  seed: number;
+  /** Simulated events in the fault phase. */
+  steps: number;
+  replicaCount: number;
+  faults?: FaultMode;
+  /** A deliberately broken core (test-only), to prove the simulator catches it. */
+  variant?: CoreFaultName;
+  storage?: StorageMode;
+  /** Receives every trace line as it happens (--verbose). */
+  log?: (line: string) => void;
+}
+
+export type ViolationKind = "linearizability" | "liveness" | "torn-read" | "exception";
+
+export interface SimResult {
+  options: SimOptions;
+  ok: boolean;
+  violation: { kind: ViolationKind; message: string } | null;
+  /** sha256 of the full event trace. */
+  digest: string;
+  stats: {
+    events: number;
+    simTimeMs: number;
+    ops: number;
+    answered: number;
+    unanswered: number;
+    crashes: number;
+    messages: number;
+    dropped: number;
+    duplicated: number;
+  };
+  traceTail: string[];
+  replay: string;
+}
+
+/** Simulated time the quiet phase may take to finish every pending operation. */
+export const LIVENESS_BOUND_US = 30_000_000;
+/** Time for messages still in flight at the end to land before the final reads. */
+const DRAIN_US = 1_000_000;
+
+export function replayCommand(options: SimOptions): string {
+  const parts = [
+    `atomic-disk sim --seed ${options.seed} --steps ${options.steps} --replicas ${options.replicaCount}`,
+  ];
+  if ((options.faults ?? "all") !== "all") parts.push(`--faults ${options.faults}`);
+  if (options.variant !== undefined) parts.push(`--variant ${options.variant}`);
+  if ((options.storage ?? "model") !== "model") parts.push(`--storage ${options.storage}`);
+  return parts.join(" ");
+}
+
+let journalFactory: StorageFactory | null = null;
+/** Registers the journal-store adapter (done by journal_sim_storage.ts when it is imported). */
+export function registerJournalStorage(factory: StorageFactory): void {
+  journalFactory = factory;
+}
+
+class ViolationFound extends Error {
+  constructor(
+    readonly kind: ViolationKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function runSimulation(options: SimOptions): Promise<SimResult> {
+  const { seed, steps, replicaCount } = options;
+  assert(Number.isInteger(steps) && steps >= 0, "steps");
+  assert(Number.isInteger(replicaCount) && replicaCount >= 1 && replicaCount <= 254, "replicaCount");
+  const storageMode = options.storage ?? "model";
+  const root = new Prng(seed);
+  const profileRng = root.fork();
+  const faultRng = root.fork();
+  const networkRng = root.fork();
+  const workloadRng = root.fork();
+  const profile = drawProfile(profileRng, options.faults ?? "all");
+  const queue = new EventQueue();
+  const trace = new Trace(options.log);
+  const history = new History();
+  /** Operations handed to a live coordinator and not yet answered, by token (= op id). */
+  const inFlight = new Map<number, HistoryOp>();
+  let phase: "faults" | "quiet" = "faults";
+  const stayDown = new Set<number>();
+
+  const workloadParams: WorkloadParams = {
+    clientCount: workloadRng.range(2, 6),
+    sectors: Array.from({ length: workloadRng.range(1, 3) }, (_, i) => i * 1000 + workloadRng.int(1000)),
+    readFraction: workloadRng.pick([0.2, 0.5, 0.7]),
+    thinkMaxUs: workloadRng.pick([0, 2_000, 20_000]),
+  };
+
+  const hooks: ReplicaHooks = {
+    onComplete(rank, token, data) {
+      const op = inFlight.get(token);
+      assert(
+        op !== undefined && op.coordinator === rank,
+        `completion for unknown token ${token} at r${rank}`,
+      );
+      inFlight.delete(token);
+      let readValue: number | undefined;
+      if (op.kind === "read") {
+        assert(data !== undefined, "a read completes with data");
+        const decoded = decodeValue(data);
+        if (decoded === null) {
+          throw new ViolationFound(
+            "torn-read",
+            `read returned a sector that is no single written value: ${describeOp(op)}`,
+          );
+        }
+        readValue = decoded;
+      }
+      workload.answered(op, readValue);
+    },
+    crashDelayAfterPersistUs() {
+      if (phase !== "faults" || !faultRng.chance(profile.crashAfterPersist)) return null;
+      return faultRng.range(0, profile.disk.syncMaxUs * 2);
+    },
+    crashMidStep() {
+      return phase === "faults" && faultRng.chance(profile.crashMidStep);
+    },
+    selfDelayUs() {
+      return faultRng.range(0, profile.selfDelayMaxUs);
+    },
+    onCrash(rank) {
+      for (const [token, op] of inFlight) {
+        if (op.coordinator !== rank) continue;
+        inFlight.delete(token);
+        workload.lost(op);
+      }
+      queue.after(faultRng.range(profile.restartMinUs, profile.restartMaxUs), () => {
+        const replica = replicas[rank - 1]!;
+        if (replica.isDown && !stayDown.has(rank)) replica.start();
+      });
+    },
+  };
+
+  const makeStorage = (rank: number, rng: Prng): SimStorage => {
+    if (storageMode === "journal") {
+      assert(journalFactory !== null, "journal storage is not available (import journal_sim_storage.js)");
+      return journalFactory({ rank, queue, rng, profile });
+    }
+    return new SimDisk(queue, rng, profile.disk);
+  };
+  const replicas: SimReplica[] = [];
+  for (let rank = 1; rank <= replicaCount; rank++) {
+    replicas.push(
+      new SimReplica({
+        rank,
+        replicaCount,
+        queue,
+        rng: root.fork(),
+        trace,
+        storage: makeStorage(rank, root.fork()),
+        faults: options.variant === undefined ? undefined : { [options.variant]: true },
+        hooks,
+      }),
+    );
+  }
+  const network = new SimNetwork(queue, networkRng, trace, replicas);
+  network.faults = profile.network;
+  for (const replica of replicas) replica.attach(network);
+
+  const workload = new Workload(workloadParams, workloadRng, queue, trace, history, {
+    pickCoordinator() {
+      const up = replicas.filter((r) => r.isUp);
+      return up.length === 0 ? null : workloadRng.pick(up).rank;
+    },
+    submit(op) {
+      inFlight.set(op.id, op);
+      const replica = replicas[op.coordinator - 1]!;
+      if (op.kind === "read")
+        replica.submit({ kind: "clientRead", token: op.id, sectorIndex: op.sectorIndex });
+      else {
+        replica.submit({
+          kind: "clientWrite",
+          token: op.id,
+          sectorIndex: op.sectorIndex,
+          data: encodeValue(op.value!),
+        });
+      }
+    },
+  });
+
+  let partitionEpoch = 0;
+  const injectFaults = (): void => {
+    if (faultRng.chance(profile.crashPerStep)) {
+      const up = replicas.filter((r) => !r.isDown);
+      if (up.length > 0) faultRng.pick(up).crash();
+    }
+    if (replicaCount > 1 && !network.partitioned && faultRng.chance(profile.partitionPerStep)) {
+      const ranks = faultRng.shuffle(replicas.map((r) => r.rank));
+      const cut = faultRng.range(1, replicaCount - 1);
+      network.partition([ranks.slice(0, cut), ranks.slice(cut)]);
+      const epoch = ++partitionEpoch;
+      queue.after(faultRng.range(profile.partitionMinUs, profile.partitionMaxUs), () => {
+        if (epoch === partitionEpoch) network.heal();
+      });
+    }
+  };
+
+  const asyncIo = storageMode === "journal";
+  let events = 0;
+  const runOne = async (): Promise<boolean> => {
+    if (!queue.runNext()) return false;
+    events++;
+    // Storage completions resolve promises: let every microtask settle before the next event, so
+    // the interleaving depends on the event queue only.
+    if (asyncIo) await new Promise((resolve) => setImmediate(resolve));
+    return true;
+  };
+  const runUntil = async (done: () => boolean, boundUs: number): Promise<boolean> => {
+    const deadlineUs = queue.nowUs + boundUs;
+    while (!done()) {
+      const next = queue.peekUs();
+      if (next === null || next > deadlineUs) return false;
+      await runOne();
+    }
+    return true;
+  };
+
+  let violation: SimResult["violation"] = null;
+  try {
+    for (const replica of replicas) replica.start();
+    workload.start();
+    for (let step = 0; step < steps; step++) {
+      if (!(await runOne())) break;
+      injectFaults();
+    }
+
+    // Quiet phase: faults stop; a majority (sometimes everyone) comes up, connected.
+    phase = "quiet";
+    partitionEpoch++;
+    workload.stopIssuing();
+    network.heal();
+    network.faults = {
+      ...profile.network,
+      dropProbability: 0,
+      duplicateProbability: 0,
+      longDelayProbability: 0,
+    };
+    const down = replicas.filter((r) => r.isDown).map((r) => r.rank);
+    if (faultRng.chance(0.5)) {
+      for (const rank of faultRng.shuffle(down).slice(0, Math.floor((replicaCount - 1) / 2)))
+        stayDown.add(rank);
+    }
+    trace.record(queue.nowUs, `quiet; staying down: ${[...stayDown].join(",") || "none"}`);
+    for (const replica of replicas) if (replica.isDown && !stayDown.has(replica.rank)) replica.start();
+
+    const drained = await runUntil(() => inFlight.size === 0, LIVENESS_BOUND_US);
+    if (!drained) {
+      const stuck = [...inFlight.values()].map((op) => `  ${describeOp(op)}`).join("\n");
+      throw new ViolationFound(
+        "liveness",
+        `${inFlight.size} operations still pending ${LIVENESS_BOUND_US / 1e6} s after faults stopped:\n${stuck}`,
+      );
+    }
+    const drainUntilUs = queue.nowUs + DRAIN_US;
+    await runUntil(() => queue.nowUs >= drainUntilUs, DRAIN_US);
+    const finals = workload.issueFinalReads(workloadParams.clientCount);
+    const finished = await runUntil(() => finals.every((op) => op.returnIndex !== null), LIVENESS_BOUND_US);
+    if (!finished) {
+      throw new ViolationFound(
+        "liveness",
+        `final reads did not complete within ${LIVENESS_BOUND_US / 1e6} s`,
+      );
+    }
+    const check = checkHistory(history.ops);
+    if (!check.ok)
+      throw new ViolationFound("linearizability", `sector ${check.sectorIndex}: ${check.reason}`);
+  } catch (err) {
+    if (err instanceof ViolationFound) violation = { kind: err.kind, message: err.message };
+    else violation = { kind: "exception", message: (err as Error).stack ?? String(err) };
+    trace.record(queue.nowUs, `violation ${violation.kind}`);
+  }
+
+  const answered = history.ops.filter((op) => op.returnIndex !== null).length;
+  return {
+    options,
+    ok: violation === null,
+    violation,
+    digest: trace.digest(),
+    stats: {
+      events,
+      simTimeMs: Math.round(queue.nowUs / 1000),
+      ops: history.ops.length,
+      answered,
+      unanswered: history.ops.length - answered,
+      crashes: replicas.reduce((sum, r) => sum + r.crashCount, 0),
+      messages: network.sentCount,
+      dropped: network.droppedCount,
+      duplicated: network.duplicatedCount,
+    },
+    traceTail: violation === null ? [] : trace.lastLines(60),
+    replay: replayCommand(options),
+  };
+}
