@@ -10,7 +10,10 @@
 //   - reconnect to the same replica; if that succeeds, resend there: the replica runs commands on
 //     one sector in FIFO order, so the resent copy runs after the first one, never before;
 //   - if the reconnect is refused (ECONNREFUSED), no process listens there: the old process is dead,
-//     and a dead (or later restarted) process completes nothing, so the write may go elsewhere;
+//     and a dead (or later restarted) process completes nothing, so the write may go elsewhere.
+//     Only a refusal of an attempt that started after the write's connection failed counts;
+//   - while another connection to the same replica is still up, the write is resent on it (same
+//     process, same FIFO);
 //   - if the reconnect hangs or fails otherwise, we cannot tell, so the write keeps waiting (the NBD
 //     request times out with EIO; the gateway's per-sector lock keeps later writes of that sector
 //     behind it until it settles).
@@ -48,7 +51,9 @@ type Outcome = "up" | "refused";
 
 class Replica {
   readonly links: Array<ReplicaLink | undefined>;
-  private waiters: Array<(outcome: Outcome) => void> = [];
+  private waiters: Array<{ after: number; resolve: (outcome: Outcome) => void }> = [];
+  /** Numbers connect attempts to this replica in the order they started. */
+  private attempts = 0;
 
   constructor(
     readonly rank: number,
@@ -69,16 +74,42 @@ class Replica {
     return best;
   }
 
-  /** Next thing learned about this replica: a live connection ("up" at once if there is one) or a refusal. */
-  nextOutcome(): Promise<Outcome> {
-    if (this.isUp()) return Promise.resolve("up");
-    return new Promise((resolve) => this.waiters.push(resolve));
+  /** Called when a connect attempt starts; its number goes back to notifyRefused. */
+  attemptStarted(): number {
+    return ++this.attempts;
   }
 
-  notify(outcome: Outcome): void {
+  /**
+   * Next thing learned about this replica: a live connection ("up" at once if there is one), or a
+   * refusal from a connect attempt that started after this call. An older refusal proves nothing
+   * about a process our write may have reached since.
+   */
+  nextOutcome(): Promise<Outcome> {
+    if (this.isUp()) return Promise.resolve("up");
+    const after = this.attempts;
+    return new Promise((resolve) => this.waiters.push({ after, resolve }));
+  }
+
+  notifyUp(): void {
     const waiters = this.waiters;
     this.waiters = [];
-    for (const w of waiters) w(outcome);
+    for (const w of waiters) w.resolve("up");
+  }
+
+  notifyRefused(attempt: number): void {
+    const keep: typeof this.waiters = [];
+    for (const w of this.waiters) {
+      if (attempt > w.after) w.resolve("refused");
+      else keep.push(w);
+    }
+    this.waiters = keep;
+  }
+
+  /** Shutdown: release every waiter (they then see the pool closed). */
+  releaseAll(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.resolve("refused");
   }
 }
 
@@ -187,7 +218,7 @@ export class ReplicaPool implements SectorBackend {
     this.timers.clear();
     for (const replica of this.replicas) {
       for (const link of replica.links) link?.close();
-      replica.notify("refused");
+      replica.releaseAll();
     }
     const waiters = this.anyUpWaiters;
     this.anyUpWaiters = [];
@@ -243,11 +274,12 @@ export class ReplicaPool implements SectorBackend {
   private async connectSlot(replica: Replica, slot: number, backoffMs: number): Promise<void> {
     if (this.closed) return;
     let link: ReplicaLink;
+    const attempt = replica.attemptStarted();
     try {
       link = await this.options.connect(replica.rank);
     } catch (err) {
       if (this.closed) return;
-      if (isRefused(err)) replica.notify("refused");
+      if (isRefused(err)) replica.notifyRefused(attempt);
       this.log.debug({ rank: replica.rank, slot, err: (err as Error).message }, "replica connect failed");
       this.schedule(
         () => void this.connectSlot(replica, slot, Math.min(backoffMs * 2, RECONNECT_MAX_MS)),
@@ -269,7 +301,7 @@ export class ReplicaPool implements SectorBackend {
       if (!replica.isUp()) this.log.warn({ rank: replica.rank }, "replica down; reconnecting");
       this.schedule(() => void this.connectSlot(replica, slot, RECONNECT_INITIAL_MS), RECONNECT_INITIAL_MS);
     });
-    replica.notify("up");
+    replica.notifyUp();
     const waiters = this.anyUpWaiters;
     this.anyUpWaiters = [];
     for (const w of waiters) w();

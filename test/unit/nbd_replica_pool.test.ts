@@ -55,9 +55,9 @@ function unavailable(code = "ECONNRESET"): AtomicDiskError {
   });
 }
 
-type Mode = "ok" | "refused" | "hang";
+type Mode = "ok" | "refused" | "hang" | "slow-refused";
 
-function makePool() {
+function makePool(connectionsPerReplica = 1) {
   const links: FakeLink[] = [];
   const mode = new Map<number, Mode>([
     [1, "ok"],
@@ -67,12 +67,15 @@ function makePool() {
   const pool = new ReplicaPool({
     sectors: 100,
     replicas: 3,
-    connectionsPerReplica: 1,
+    connectionsPerReplica,
     log: pino({ level: "silent" }),
     connect: (rank) => {
       const m = mode.get(rank)!;
       if (m === "refused") return Promise.reject(unavailable("ECONNREFUSED"));
       if (m === "hang") return new Promise(() => {});
+      if (m === "slow-refused") {
+        return new Promise((_, reject) => setTimeout(() => reject(unavailable("ECONNREFUSED")), 300));
+      }
       const link = new FakeLink(rank);
       links.push(link);
       return Promise.resolve(link);
@@ -168,5 +171,27 @@ describe("ReplicaPool", () => {
     for (const l of links) l.completeAll();
     await write;
     await pool.close();
+  });
+  it("ignores a refusal from a connect attempt that started before the write's connection failed", async () => {
+    const { pool, links, mode, live, writesTo } = makePool(2);
+    await pool.start();
+    const write = pool.writeSector(15, Buffer.alloc(4096));
+    await until(() => links.some((l) => l.pending.length > 0), "write sent");
+    const rank = rankOfWrite(links);
+    const [withWrite, other] = [
+      live(rank).find((l) => l.pending.length > 0)!,
+      live(rank).find((l) => l.pending.length === 0)!,
+    ];
+    // The idle connection drops first; its reconnect attempt starts now and is refused later.
+    mode.set(rank, "slow-refused");
+    other.close();
+    await new Promise((r) => setTimeout(r, 100));
+    // Then the write's connection drops; every later attempt hangs, so only the stale refusal arrives.
+    mode.set(rank, "hang");
+    withWrite.close();
+    await new Promise((r) => setTimeout(r, 600));
+    for (const r of [1, 2, 3].filter((x) => x !== rank)) expect(writesTo(r)).toHaveLength(0);
+    await pool.close();
+    await expect(write).rejects.toThrow();
   });
 });
