@@ -1,29 +1,38 @@
 #!/usr/bin/env node
-// The atomic-disk command line: one binary, one verb per role.
+// The atomic-disk command line: one binary, one verb per role. Only the module of the verb being
+// run is loaded (all of them for --help), so a replica starts without paying for the gateway,
+// the simulator or the benchmark.
+import type { CommandModule } from "yargs";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { exitWithError } from "./cli_errors.js";
-import { benchReplicasCommand } from "./cmd_bench_replicas.js";
-import { devCommand } from "./cmd_dev.js";
-import { initCommand } from "./cmd_init.js";
-import { nbdCommand } from "./cmd_nbd.js";
-import { replicaCommand } from "./cmd_replica.js";
 
-const cli = yargs(hideBin(process.argv))
-  .scriptName("atomic-disk")
-  .strict()
-  .demandCommand(1, "name a command (see --help)")
-  .command(initCommand)
-  .command(replicaCommand)
-  .command(nbdCommand)
-  .command(devCommand)
-  .command(benchReplicasCommand)
-  .fail((message, err) => {
-    exitWithError(err ?? new Error(message));
-  })
-  .help();
+// biome-ignore lint/suspicious/noExplicitAny: yargs command modules differ in their argument types.
+type AnyCommand = CommandModule<object, any>;
+
+const verbs: Record<string, () => Promise<AnyCommand>> = {
+  init: async () => (await import("./cmd_init.js")).initCommand,
+  replica: async () => (await import("./cmd_replica.js")).replicaCommand,
+  nbd: async () => (await import("./cmd_nbd.js")).nbdCommand,
+  dev: async () => (await import("./cmd_dev.js")).devCommand,
+  "bench-replicas": async () => (await import("./cmd_bench_replicas.js")).benchReplicasCommand,
+};
 
 try {
+  const args = hideBin(process.argv);
+  const verb = args[0];
+  const load = verb === undefined ? undefined : verbs[verb];
+  const commands =
+    load !== undefined ? [await load()] : await Promise.all(Object.values(verbs).map((l) => l()));
+  let cli = yargs(args)
+    .scriptName("atomic-disk")
+    .strict()
+    .demandCommand(1, "name a command (see --help)")
+    .fail((message, err) => {
+      exitWithError(err ?? new Error(message));
+    })
+    .help();
+  for (const command of commands) cli = cli.command(command);
   await cli.parseAsync();
 } catch (err) {
   exitWithError(err);
