@@ -27,7 +27,6 @@ export class SimDisk implements SimStorage {
   private syncing: PendingWrite[] | null = null;
   /** Bumped by a crash so that completions scheduled before it do nothing. */
   private epoch = 0;
-  readonly tornCount = 0;
   syncCount = 0;
 
   constructor(

@@ -12,6 +12,4 @@ export interface SimStorage {
   crash(): void;
   /** Makes the storage usable again after a crash (or at first start); `done` when ready. */
   recover(done: () => void): void;
-  /** Test hook for the sim's own checks: whether a torn record was produced by the last crash. */
-  readonly tornCount: number;
 }

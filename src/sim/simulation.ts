@@ -7,6 +7,7 @@ import { assert } from "../util/assert.js";
 import { EventQueue } from "./event_queue.js";
 import { drawProfile, type FaultMode, type FaultProfile } from "./fault_profile.js";
 import { describeOp, History, type HistoryOp } from "./history.js";
+import { JournalSimStorage } from "./journal_sim_storage.js";
 import { checkHistory } from "./linearizability.js";
 import { Prng } from "./prng.js";
 import { SimDisk } from "./sim_disk.js";
@@ -26,14 +27,6 @@ export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
 ];
 
 export type StorageMode = "model" | "journal";
-
-/** Factory for the journal-backed storage (kept out of this file so the model needs no fs code). */
-export type StorageFactory = (setup: {
-  rank: number;
-  queue: EventQueue;
-  rng: Prng;
-  profile: FaultProfile;
-}) => SimStorage;
 
 export interface SimOptions {
   seed: number;
@@ -79,17 +72,11 @@ const DRAIN_US = 1_000_000;
 export function replayCommand(options: SimOptions): string {
   const parts = [
     `atomic-disk sim --seed ${options.seed} --steps ${options.steps} --replicas ${options.replicaCount}`,
+    `--storage ${options.storage ?? "model"}`,
   ];
   if ((options.faults ?? "all") !== "all") parts.push(`--faults ${options.faults}`);
   if (options.variant !== undefined) parts.push(`--variant ${options.variant}`);
-  if ((options.storage ?? "model") !== "model") parts.push(`--storage ${options.storage}`);
   return parts.join(" ");
-}
-
-let journalFactory: StorageFactory | null = null;
-/** Registers the journal-store adapter (done by journal_sim_storage.ts when it is imported). */
-export function registerJournalStorage(factory: StorageFactory): void {
-  journalFactory = factory;
 }
 
 class ViolationFound extends Error {
@@ -173,10 +160,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   };
 
   const makeStorage = (rank: number, rng: Prng): SimStorage => {
-    if (storageMode === "journal") {
-      assert(journalFactory !== null, "journal storage is not available (import journal_sim_storage.js)");
-      return journalFactory({ rank, queue, rng, profile });
-    }
+    if (storageMode === "journal") return new JournalSimStorage(queue, rng, profile);
     return new SimDisk(queue, rng, profile.disk);
   };
   const replicas: SimReplica[] = [];

@@ -1,0 +1,91 @@
+// The real JournalStore over the simulated file system (MemoryFileSystem), as a SimStorage: every
+// file operation completes through the simulator's event queue, a crash is MemoryFileSystem's
+// crash (optionally with torn writes, which the store's checksums must detect), and recovery is
+// JournalStore.open on what survived.
+import { pino } from "pino";
+import { JournalStore } from "../storage/journal_store.js";
+import { MemoryFileSystem } from "../storage/memory_file_io.js";
+import type { SectorState } from "../storage/sector_state.js";
+import { isAtomicDiskError } from "../util/errors.js";
+import type { EventQueue } from "./event_queue.js";
+import type { FaultProfile } from "./fault_profile.js";
+import type { Prng } from "./prng.js";
+import type { SimStorage } from "./sim_storage.js";
+
+const DIR = "/replica";
+const silent = pino({ level: "silent" });
+
+export class JournalSimStorage implements SimStorage {
+  private readonly fs: MemoryFileSystem;
+  private store: JournalStore | null = null;
+  /** Bumped by a crash: completions of an older incarnation are ignored. */
+  private epoch = 0;
+  private readonly checkpointBytes: number;
+
+  constructor(
+    private readonly queue: EventQueue,
+    private readonly rng: Prng,
+    private readonly profile: FaultProfile,
+  ) {
+    const ioMaxUs = Math.max(1, Math.floor(profile.disk.syncMaxUs / 4));
+    this.fs = new MemoryFileSystem({
+      schedule: (complete) => queue.after(rng.range(0, ioMaxUs), complete),
+    });
+    // Small journals so that runs also cross checkpoints (and crash in the middle of them).
+    this.checkpointBytes = rng.pick([16 * 1024, 256 * 1024]);
+  }
+
+  /** Runs `then` as a sim event of the current incarnation (never from inside a microtask). */
+  private later<T>(promise: Promise<T>, then: (value: T) => void, onError: (err: unknown) => void): void {
+    const epoch = this.epoch;
+    promise.then(
+      (value) => this.queue.after(0, () => epoch === this.epoch && then(value)),
+      (err: unknown) => this.queue.after(0, () => epoch === this.epoch && onError(err)),
+    );
+  }
+
+  load(sectorIndex: number, done: (state: SectorState | null) => void): void {
+    const store = this.usable();
+    this.later(store.load(sectorIndex), done, (err) => {
+      if (isAtomicDiskError(err, "STORAGE_CORRUPT")) done(null);
+      else throw err;
+    });
+  }
+
+  persist(sectorIndex: number, state: SectorState, done: () => void): void {
+    const store = this.usable();
+    this.later(store.persist(sectorIndex, state), done, (err) => {
+      throw err;
+    });
+  }
+
+  crash(): void {
+    this.epoch++;
+    this.store = null;
+    this.fs.crash({ random: () => this.rng.float(), tornWrites: this.profile.tornWrites });
+  }
+
+  recover(done: () => void): void {
+    const opening = JournalStore.open({
+      fs: this.fs,
+      dir: DIR,
+      logger: silent,
+      journalCheckpointBytes: this.checkpointBytes,
+    });
+    this.later(
+      opening,
+      (store) => {
+        this.store = store;
+        done();
+      },
+      (err) => {
+        throw err;
+      },
+    );
+  }
+
+  private usable(): JournalStore {
+    if (this.store === null) throw new Error("journal storage used while not recovered");
+    return this.store;
+  }
+}
