@@ -526,7 +526,7 @@ export class JournalStore implements SectorStore {
       // writeRecordHeader asserts the fields; decoding back proves the record is what recovery
       // will read (paired with the checks in replay).
       writeRecordHeaderFor(q, this.epoch, first + i, first, batch.length);
-      const check = decodeRecord(q.record, 0);
+      const check = decodeRecord(q.record, 0, false);
       assert(
         check.status === "valid" && check.header.sector === q.sector,
         "journal record does not round-trip",
