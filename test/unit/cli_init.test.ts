@@ -77,3 +77,22 @@ describe("atomic-disk init", () => {
     expect(result.stderr.trim().split("\n")).toHaveLength(1);
   });
 });
+
+describe("atomic-disk init --addresses", () => {
+  it("writes the given replica addresses in rank order (one host per replica, as in docker compose)", () => {
+    const out = join(tempDir(), "cluster.json");
+    const result = cli(["init", "--addresses", "replica1:7001,replica2:7001,[::1]:7003", "--out", out]);
+    expect(result.status).toBe(0);
+    expect(loadClusterConfig(out).replicas).toEqual([
+      { host: "replica1", port: 7001 },
+      { host: "replica2", port: 7001 },
+      { host: "::1", port: 7003 },
+    ]);
+  });
+
+  it("rejects a malformed address with exit 1", () => {
+    const result = cli(["init", "--addresses", "replica1:7001,nonsense", "--out", join(tempDir(), "c.json")]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain("--addresses[1]");
+  });
+});
