@@ -23,6 +23,9 @@ export interface FaultProfile {
   partitionMinUs: number;
   partitionMaxUs: number;
   selfDelayMaxUs: number;
+  /** Core tuning: a tiny sector cache forces evictions and reloads; short retransmits overlap. */
+  coreCacheSectors: number | undefined;
+  retransmitInitialMs: number | undefined;
   /** Torn writes when the real journal store runs (its checksums must catch them). */
   tornWrites: boolean;
 }
@@ -47,6 +50,8 @@ export function quietProfile(): FaultProfile {
     partitionMinUs: 0,
     partitionMaxUs: 0,
     selfDelayMaxUs: 500,
+    coreCacheSectors: undefined,
+    retransmitInitialMs: undefined,
     tornWrites: false,
   };
 }
@@ -78,6 +83,8 @@ export function drawProfile(rng: Prng, mode: FaultMode): FaultProfile {
     partitionMinUs: 10_000,
     partitionMaxUs: rng.pick([200_000, 1_000_000, 3_000_000]),
     selfDelayMaxUs: rng.pick([100, delayMaxUs]),
+    coreCacheSectors: rng.pick([undefined, 1, 2]),
+    retransmitInitialMs: rng.pick([undefined, 20]),
     tornWrites: rng.chance(0.5),
   };
 }

@@ -21,6 +21,7 @@ export class JournalSimStorage implements SimStorage {
   /** Bumped by a crash: completions of an older incarnation are ignored. */
   private epoch = 0;
   private readonly checkpointBytes: number;
+  private readonly counters = { discardedRecords: 0, corruptSectors: 0 };
 
   constructor(
     private readonly queue: EventQueue,
@@ -76,12 +77,19 @@ export class JournalSimStorage implements SimStorage {
       opening,
       (store) => {
         this.store = store;
+        const recovery = store.stats().recovery;
+        this.counters.discardedRecords += recovery.discardedRecords;
+        this.counters.corruptSectors += recovery.corruptSectors;
         done();
       },
       (err) => {
         throw err;
       },
     );
+  }
+
+  recoveryCounters(): { discardedRecords: number; corruptSectors: number } {
+    return { ...this.counters };
   }
 
   private usable(): JournalStore {

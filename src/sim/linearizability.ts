@@ -76,7 +76,6 @@ export function checkRegisterHistory(ops: readonly HistoryOp[]): CheckResult {
   let value = INITIAL_VALUE;
   let linearized = 0n;
   let entry = head.next;
-  let deepest = 0;
   while (entry !== null) {
     if (entry.isCall) {
       const op = entry.op;
@@ -88,7 +87,6 @@ export function checkRegisterHistory(ops: readonly HistoryOp[]): CheckResult {
         if (!seen.has(key)) {
           seen.add(key);
           stack.push({ call: entry, previousValue: value });
-          deepest = Math.max(deepest, stack.length);
           value = nextValue;
           linearized = nextLinearized;
           // Lift the operation out of the list: its call, and its return if it has one.
@@ -103,7 +101,7 @@ export function checkRegisterHistory(ops: readonly HistoryOp[]): CheckResult {
       // A return whose operation is not linearized yet: undo the latest choice.
       const top = stack.pop();
       if (top === undefined) {
-        return { ok: false, sectorIndex, reason: explain(relevant, deepest) };
+        return { ok: false, sectorIndex, reason: explain(relevant) };
       }
       if (top.call.match !== null) relink(top.call.match);
       relink(top.call);
@@ -116,9 +114,38 @@ export function checkRegisterHistory(ops: readonly HistoryOp[]): CheckResult {
   return { ok: true };
 }
 
-function explain(ops: readonly HistoryOp[], deepest: number): string {
-  const lines = [...ops].sort((x, y) => x.invokeIndex - y.invokeIndex).map((op) => `  ${describeOp(op)}`);
-  return `no linearization exists (at most ${deepest} of ${ops.length} operations could be ordered); history:\n${lines.join("\n")}`;
+/** The history as it stood just before event index `cut`: later answers are not yet known. */
+function prefix(ops: readonly HistoryOp[], cut: number): HistoryOp[] {
+  return ops
+    .filter((op) => op.invokeIndex < cut)
+    .map((op) =>
+      op.returnIndex !== null && op.returnIndex >= cut
+        ? { ...op, returnIndex: null, returnUs: null, value: op.kind === "read" ? null : op.value }
+        : op,
+    );
+}
+
+/**
+ * Names the answer that made the history non-linearizable: the shortest failing prefix (prefixes of
+ * a linearizable history are linearizable, so a binary search finds it) ends with that answer.
+ */
+function explain(ops: readonly HistoryOp[]): string {
+  let good = 0;
+  let bad = 1 + Math.max(...ops.map((op) => Math.max(op.invokeIndex, op.returnIndex ?? 0)));
+  while (bad - good > 1) {
+    const mid = Math.floor((good + bad) / 2);
+    if (checkRegisterHistory(prefix(ops, mid)).ok) good = mid;
+    else bad = mid;
+  }
+  const shortest = prefix(ops, bad).sort((x, y) => x.invokeIndex - y.invokeIndex);
+  const culprit = ops.find((op) => op.returnIndex === bad - 1);
+  const shown = shortest.slice(-30).map((op) => `  ${describeOp(op)}`);
+  const skipped = shortest.length - shown.length;
+  return (
+    `no linearization exists once ${culprit === undefined ? "?" : `op ${culprit.id}`} answers ` +
+    `(${culprit === undefined ? "" : describeOp(culprit)}); the history up to that answer` +
+    `${skipped > 0 ? ` (its first ${skipped} operations omitted)` : ""}:\n${shown.join("\n")}`
+  );
 }
 
 /** Checks every sector of a history independently (registers are independent objects). */

@@ -86,6 +86,11 @@ export class SimDisk implements SimStorage {
     for (const [sectorIndex, state] of this.durable) this.latest.set(sectorIndex, state);
   }
 
+  recoveryCounters(): { discardedRecords: number; corruptSectors: number } {
+    // This model has no records to tear: a crash leaves each sector whole, old or new.
+    return { discardedRecords: 0, corruptSectors: 0 };
+  }
+
   recover(done: () => void): void {
     const epoch = this.epoch;
     this.queue.after(this.rng.range(0, this.timing.loadMaxUs), () => {

@@ -34,6 +34,8 @@ export interface ReplicaSetup {
   trace: Trace;
   storage: SimStorage;
   faults?: CoreFaults;
+  cacheCapacitySectors?: number;
+  retransmitInitialMs?: number;
   hooks: ReplicaHooks;
 }
 
@@ -82,6 +84,8 @@ export class SimReplica implements NetworkEndpoint {
         replicaCount: this.setup.replicaCount,
         newOpId: () => this.setup.rng.bytes(16),
         faults: this.setup.faults,
+        cacheCapacitySectors: this.setup.cacheCapacitySectors,
+        retransmitInitialMs: this.setup.retransmitInitialMs,
       });
       this.status = "up";
       trace.record(queue.nowUs, `r${this.rank} up #${incarnation}`);

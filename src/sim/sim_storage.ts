@@ -12,4 +12,6 @@ export interface SimStorage {
   crash(): void;
   /** Makes the storage usable again after a crash (or at first start); `done` when ready. */
   recover(done: () => void): void;
+  /** What recoveries found so far (the journal store reports torn tails it dropped and damage). */
+  recoveryCounters(): { discardedRecords: number; corruptSectors: number };
 }

@@ -5,7 +5,7 @@
 import type { CoreFaults } from "../register/core_types.js";
 import { assert } from "../util/assert.js";
 import { EventQueue } from "./event_queue.js";
-import { drawProfile, type FaultMode, type FaultProfile } from "./fault_profile.js";
+import { drawProfile, type FaultMode } from "./fault_profile.js";
 import { describeOp, History, type HistoryOp } from "./history.js";
 import { JournalSimStorage } from "./journal_sim_storage.js";
 import { checkHistory } from "./linearizability.js";
@@ -59,6 +59,10 @@ export interface SimResult {
     messages: number;
     dropped: number;
     duplicated: number;
+    /** Journal records recovery dropped as an unsynced (possibly torn) tail. */
+    discardedRecords: number;
+    /** Sectors recovery found damaged (served to the core as corrupt). */
+    corruptSectors: number;
   };
   traceTail: string[];
   replay: string;
@@ -109,7 +113,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
 
   const workloadParams: WorkloadParams = {
     clientCount: workloadRng.range(2, 6),
-    sectors: Array.from({ length: workloadRng.range(1, 3) }, (_, i) => i * 1000 + workloadRng.int(1000)),
+    sectors: Array.from({ length: workloadRng.range(1, 4) }, (_, i) => i * 1000 + workloadRng.int(1000)),
     readFraction: workloadRng.pick([0.2, 0.5, 0.7]),
     thinkMaxUs: workloadRng.pick([0, 2_000, 20_000]),
   };
@@ -159,12 +163,15 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     },
   };
 
-  const makeStorage = (rank: number, rng: Prng): SimStorage => {
+  const makeStorage = (rng: Prng): SimStorage => {
     if (storageMode === "journal") return new JournalSimStorage(queue, rng, profile);
     return new SimDisk(queue, rng, profile.disk);
   };
   const replicas: SimReplica[] = [];
+  const storages: SimStorage[] = [];
   for (let rank = 1; rank <= replicaCount; rank++) {
+    const storage = makeStorage(root.fork());
+    storages.push(storage);
     replicas.push(
       new SimReplica({
         rank,
@@ -172,8 +179,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         queue,
         rng: root.fork(),
         trace,
-        storage: makeStorage(rank, root.fork()),
+        storage,
         faults: options.variant === undefined ? undefined : { [options.variant]: true },
+        cacheCapacitySectors: profile.coreCacheSectors,
+        retransmitInitialMs: profile.retransmitInitialMs,
         hooks,
       }),
     );
@@ -311,6 +320,8 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       messages: network.sentCount,
       dropped: network.droppedCount,
       duplicated: network.duplicatedCount,
+      discardedRecords: storages.reduce((sum, st) => sum + st.recoveryCounters().discardedRecords, 0),
+      corruptSectors: storages.reduce((sum, st) => sum + st.recoveryCounters().corruptSectors, 0),
     },
     traceTail: violation === null ? [] : trace.lastLines(60),
     replay: replayCommand(options),

@@ -199,3 +199,20 @@ describe("linearizability checker", () => {
     expect(performance.now() - start).toBeLessThan(2_000);
   });
 });
+
+describe("linearizability checker diagnostics", () => {
+  it("names the answer that first makes the history non-linearizable", () => {
+    const b = builder();
+    const w1 = b.write(1);
+    b.done(w1);
+    const r1 = b.read();
+    b.done(r1, 1);
+    const stale = b.read();
+    b.done(stale, 0); // the violation
+    const w2 = b.write(2);
+    b.done(w2);
+    const result = checkRegisterHistory(b.history.ops);
+    expect(result.ok).toBe(false);
+    expect(result.ok ? "" : result.reason).toMatch(new RegExp(`once op ${stale.id} answers`));
+  });
+});
