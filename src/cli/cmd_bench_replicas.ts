@@ -113,6 +113,7 @@ function formatTable(results: PhaseResult[], replicas: number): string {
     "p50 ms",
     "p99 ms",
     ...Array.from({ length: replicas }, (_, i) => `cpu r${i + 1}`),
+    "replica cpu µs/op",
   ];
   const rows = results.map((r) => [
     r.phase,
@@ -122,6 +123,9 @@ function formatTable(results: PhaseResult[], replicas: number): string {
     r.p50Ms.toFixed(2),
     r.p99Ms.toFixed(2),
     ...r.replicaCpuSeconds.map((s) => `${((s / r.seconds) * 100).toFixed(0)}%`),
+    // CPU spent by all replicas per completed op: the efficiency figure that a loaded, shared
+    // machine does not distort the way it distorts ops/s.
+    ((r.replicaCpuSeconds.reduce((a, b) => a + b, 0) / Math.max(1, r.ops)) * 1e6).toFixed(0),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
@@ -153,6 +157,8 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       })
       .option("keep", { type: "boolean", default: false, describe: "keep the data dir afterwards" }),
   handler: guarded(async (args: BenchArgs) => {
+    // Per-connection info lines would drown the table; replicas inherit this too (less overhead).
+    process.env.ATOMIC_DISK_LOG_LEVEL ??= "warn";
     for (const [name, value] of [
       ["seconds", args.seconds],
       ["connections", args.connections],

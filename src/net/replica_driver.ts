@@ -1,6 +1,7 @@
 // Drives one RegisterCore with real I/O (core_types.ts): client commands and peer messages in,
 // effects carried out in order. Sends to peers go through their links; sends to this replica's own
 // rank come back as `message` events from a microtask (never re-entrantly, no network, no HMAC).
+import { randomBytes } from "node:crypto";
 import { v4 as uuidv4 } from "uuid";
 import { encodeSystemMessage } from "../protocol/codec.js";
 import { type ClientCommand, OP_ID_BYTES, ResponseStatus, type SystemMessage } from "../protocol/messages.js";
@@ -13,6 +14,9 @@ import { CORE_TICK_MS } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import type { InboundConnection } from "./inbound_connection.js";
 import type { PeerLink } from "./peer_link.js";
+
+/** Op ids drawn per refill of the random pool. */
+const OP_ID_POOL = 256;
 
 interface PendingClientOp {
   connection: InboundConnection;
@@ -63,8 +67,23 @@ export class ReplicaDriver {
     this.core = new RegisterCore({
       rank: options.rank,
       replicaCount: options.replicaCount,
-      newOpId: () => uuidv4(undefined, Buffer.alloc(OP_ID_BYTES)),
+      newOpId: () => this.newOpId(),
     });
+  }
+
+  /** Random bytes for op ids, drawn in bulk: one getrandom per OP_ID_POOL ids, not one per id. */
+  private opIdPool = Buffer.alloc(0);
+  private opIdPoolOffset = 0;
+
+  /** A random (v4) UUID as 16 bytes. */
+  private newOpId(): Buffer {
+    if (this.opIdPoolOffset + OP_ID_BYTES > this.opIdPool.length) {
+      this.opIdPool = randomBytes(OP_ID_BYTES * OP_ID_POOL);
+      this.opIdPoolOffset = 0;
+    }
+    const random = this.opIdPool.subarray(this.opIdPoolOffset, this.opIdPoolOffset + OP_ID_BYTES);
+    this.opIdPoolOffset += OP_ID_BYTES;
+    return uuidv4({ random }, Buffer.allocUnsafe(OP_ID_BYTES));
   }
 
   start(): void {
