@@ -20,6 +20,8 @@ export interface ReplicaHooks {
   crashDelayAfterPersistUs(): number | null;
   /** Fault injection: whether to crash part-way through carrying out one step's effects. */
   crashMidStep(): boolean;
+  /** Whether fault injection is still on (crashes scheduled earlier are dropped once it stops). */
+  faultsActive(): boolean;
   /** Delay of a message to self (no network, but still a separate, later event). */
   selfDelayUs(): number;
   /** The replica went down (crash); its coordinated operations are lost. */
@@ -168,7 +170,8 @@ export class SimReplica implements NetworkEndpoint {
         const crashInUs = hooks.crashDelayAfterPersistUs();
         if (crashInUs !== null) {
           queue.after(crashInUs, () => {
-            if (this.incarnation === incarnation && this.status === "up") this.crash();
+            if (this.incarnation === incarnation && this.status === "up" && hooks.faultsActive())
+              this.crash();
           });
         }
         return;

@@ -147,6 +147,9 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     crashMidStep() {
       return phase === "faults" && faultRng.chance(profile.crashMidStep);
     },
+    faultsActive() {
+      return phase === "faults";
+    },
     selfDelayUs() {
       return faultRng.range(0, profile.selfDelayMaxUs);
     },
@@ -287,6 +290,12 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
     const drainUntilUs = queue.nowUs + DRAIN_US;
     await runUntil(() => queue.nowUs >= drainUntilUs, DRAIN_US);
+    const majority = Math.floor(replicaCount / 2) + 1;
+    const majorityUp = await runUntil(
+      () => replicas.filter((r) => r.isUp).length >= majority,
+      LIVENESS_BOUND_US,
+    );
+    if (!majorityUp) throw new ViolationFound("liveness", "no majority of replicas came back up");
     const finals = workload.issueFinalReads(workloadParams.clientCount);
     const finished = await runUntil(() => finals.every((op) => op.returnIndex !== null), LIVENESS_BOUND_US);
     if (!finished) {

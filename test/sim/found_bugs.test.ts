@@ -1,0 +1,20 @@
+import { describe, expect, it } from "vitest";
+import { runSimulation } from "../../src/sim/simulation.js";
+
+// Seeds on which the simulator caught the real core misbehaving. Each stays here as a regression
+// test; `it.fails` marks a bug that is still open (when it is fixed, `it.fails` itself fails:
+// turn it into `it`).
+describe("bugs the simulator found in the real core", () => {
+  // Seed 50743, N=3, disk model, tiny core cache. A WRITE's query phase at r1 stalled behind a
+  // partition while a concurrent WRITE (r2, tag 13.2) completed and r1 ACKed it durably. When r1's
+  // query finally reached its majority, its highest VALUE was still the old 12.3 it had collected
+  // before, so r1 picked tag 13.1 and persisted it as its own write, overwriting the durable 13.2
+  // on its disk (its memory kept 13.2). After an eviction r1 reloaded 13.1: the ACKed 13.2 was
+  // lost at r1 and readers saw v41 (13.1), then v42 (13.2) again: a new-old-new inversion. A crash
+  // instead of the eviction loses it the same way. Fix: derive the new tag from
+  // max(query maximum, this replica's issued tag) + 1, and never persist a tag below issuedTag.
+  it.fails("seed 50743 (N=3): a coordinator's own write must not overwrite a newer durable tag", async () => {
+    const result = await runSimulation({ seed: 50743, steps: 3000, replicaCount: 3, storage: "model" });
+    expect(result.ok, result.violation?.message).toBe(true);
+  });
+});
