@@ -1,6 +1,7 @@
 // In-process replicas (real sockets, real decoder/codec/core; an in-memory store stands in for the
 // disk) prove the network layer: routing of client and peer traffic, bad input handling, quorum.
 import { mkdtempSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -205,5 +206,46 @@ describe("replica server (in-process)", () => {
     await pending;
     expect((await c.read(3)).equals(sector(3))).toBe(true);
     expect((await c.read(2)).equals(sector(2))).toBe(true);
+  });
+
+  it("stops reading a client that does not drain its replies, keeps serving others, and resumes later", async () => {
+    const cluster = await startInProcess(3);
+    const address = cluster.config.replicas[0]!;
+    const hog = connect({ host: address.host, port: address.port });
+    cleanups.push(async () => {
+      hog.destroy();
+    });
+    await new Promise((r) => hog.once("connect", r));
+    hog.pause(); // never read: replies pile up at the replica
+    let replyBytes = 0;
+    hog.on("data", (chunk: Buffer) => {
+      replyBytes += chunk.length;
+    });
+    const COMMANDS = 10_000;
+    const commands = Array.from({ length: COMMANDS }, (_, i) =>
+      encodeClientCommand(
+        { kind: "clientRead", requestNumber: BigInt(i), sectorIndex: i % SECTORS },
+        cluster.config.clientKey,
+      ),
+    );
+    hog.write(Buffer.concat(commands));
+    // Let the replica work through what it accepts until back-pressure stops it.
+    let accepted = -1;
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = cluster.replicas.get(1)!.stats().driver.clientOps;
+      if (now === accepted) break;
+      accepted = now;
+    }
+    console.log(`replica accepted ${accepted} of ${COMMANDS} commands before back-pressure stopped it`);
+    expect(accepted).toBeLessThan(COMMANDS);
+    // Another client on the same replica is still served.
+    const other = await cluster.connect(1);
+    await other.write(5, sector(5));
+    expect((await other.read(5)).equals(sector(5))).toBe(true);
+    hog.resume();
+    const deadline = Date.now() + 30_000;
+    while (replyBytes < COMMANDS * 4144 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(replyBytes).toBe(COMMANDS * 4144);
   });
 });
