@@ -21,7 +21,9 @@ export class JournalSimStorage implements SimStorage {
   /** Bumped by a crash: completions of an older incarnation are ignored. */
   private epoch = 0;
   private readonly checkpointBytes: number;
-  private readonly counters = { discardedRecords: 0, corruptSectors: 0 };
+  private readonly counters = { discardedRecords: 0, corruptSectors: 0, tornWriteCrashes: 0 };
+  /** Set whenever the store ran or an I/O completed: promise continuations may be waiting. */
+  private touched = false;
 
   constructor(
     private readonly queue: EventQueue,
@@ -30,7 +32,11 @@ export class JournalSimStorage implements SimStorage {
   ) {
     const ioMaxUs = Math.max(1, Math.floor(profile.disk.syncMaxUs / 4));
     this.fs = new MemoryFileSystem({
-      schedule: (complete) => queue.after(rng.range(0, ioMaxUs), complete),
+      schedule: (complete) =>
+        queue.after(rng.range(0, ioMaxUs), () => {
+          this.touched = true;
+          complete();
+        }),
     });
     // Small journals so that runs also cross checkpoints (and crash in the middle of them).
     this.checkpointBytes = rng.pick([16 * 1024, 256 * 1024]);
@@ -39,6 +45,7 @@ export class JournalSimStorage implements SimStorage {
   /** Runs `then` as a sim event of the current incarnation (never from inside a microtask). */
   private later<T>(promise: Promise<T>, then: (value: T) => void, onError: (err: unknown) => void): void {
     const epoch = this.epoch;
+    this.touched = true;
     promise.then(
       (value) => this.queue.after(0, () => epoch === this.epoch && then(value)),
       (err: unknown) => this.queue.after(0, () => epoch === this.epoch && onError(err)),
@@ -60,9 +67,17 @@ export class JournalSimStorage implements SimStorage {
     });
   }
 
+  takeSettleNeeded(): boolean {
+    const touched = this.touched;
+    this.touched = false;
+    return touched;
+  }
+
   crash(): void {
     this.epoch++;
+    this.touched = true;
     this.store = null;
+    if (this.profile.tornWrites) this.counters.tornWriteCrashes++;
     this.fs.crash({ random: () => this.rng.float(), tornWrites: this.profile.tornWrites });
   }
 
@@ -88,7 +103,7 @@ export class JournalSimStorage implements SimStorage {
     );
   }
 
-  recoveryCounters(): { discardedRecords: number; corruptSectors: number } {
+  recoveryCounters(): { discardedRecords: number; corruptSectors: number; tornWriteCrashes: number } {
     return { ...this.counters };
   }
 

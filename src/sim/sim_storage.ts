@@ -13,5 +13,10 @@ export interface SimStorage {
   /** Makes the storage usable again after a crash (or at first start); `done` when ready. */
   recover(done: () => void): void;
   /** What recoveries found so far (the journal store reports torn tails it dropped and damage). */
-  recoveryCounters(): { discardedRecords: number; corruptSectors: number };
+  recoveryCounters(): { discardedRecords: number; corruptSectors: number; tornWriteCrashes: number };
+  /**
+   * True if promises may have been resolved since the last call (the simulator then lets all
+   * microtasks settle before the next event); resets the flag. Callback-only storage: never.
+   */
+  takeSettleNeeded(): boolean;
 }

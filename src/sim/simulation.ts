@@ -37,6 +37,11 @@ export interface SimOptions {
   /** A deliberately broken core (test-only), to prove the simulator catches it. */
   variant?: CoreFaultName;
   storage?: StorageMode;
+  /**
+   * Test-only sabotage of the simulator itself, to prove its checks can fail: "stallAfterFaults"
+   * keeps dropping every message after the faults stop, which must be reported as a liveness bug.
+   */
+  sabotage?: "stallAfterFaults";
   /** Receives every trace line as it happens (--verbose). */
   log?: (line: string) => void;
 }
@@ -61,6 +66,8 @@ export interface SimResult {
     duplicated: number;
     /** Journal records recovery dropped as an unsynced (possibly torn) tail. */
     discardedRecords: number;
+    /** Crashes of the real journal store's file system with torn writes on. */
+    tornWriteCrashes: number;
     /** Sectors recovery found damaged (served to the core as corrupt). */
     corruptSectors: number;
   };
@@ -239,7 +246,11 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     events++;
     // Storage completions resolve promises: let every microtask settle before the next event, so
     // the interleaving depends on the event queue only.
-    if (asyncIo) await new Promise((resolve) => setImmediate(resolve));
+    if (asyncIo) {
+      let settle = false;
+      for (const storage of storages) if (storage.takeSettleNeeded()) settle = true;
+      if (settle) await new Promise((resolve) => setImmediate(resolve));
+    }
     return true;
   };
   const runUntil = async (done: () => boolean, boundUs: number): Promise<boolean> => {
@@ -268,7 +279,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     network.heal();
     network.faults = {
       ...profile.network,
-      dropProbability: 0,
+      dropProbability: options.sabotage === "stallAfterFaults" ? 1 : 0,
       duplicateProbability: 0,
       longDelayProbability: 0,
     };
@@ -330,6 +341,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       dropped: network.droppedCount,
       duplicated: network.duplicatedCount,
       discardedRecords: storages.reduce((sum, st) => sum + st.recoveryCounters().discardedRecords, 0),
+      tornWriteCrashes: storages.reduce((sum, st) => sum + st.recoveryCounters().tornWriteCrashes, 0),
       corruptSectors: storages.reduce((sum, st) => sum + st.recoveryCounters().corruptSectors, 0),
     },
     traceTail: violation === null ? [] : trace.lastLines(60),

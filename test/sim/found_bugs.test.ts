@@ -17,4 +17,13 @@ describe("bugs the simulator found in the real core", () => {
     const result = await runSimulation({ seed: 50743, steps: 3000, replicaCount: 3, storage: "model" });
     expect(result.ok, result.violation?.message).toBe(true);
   });
+
+  // Seed 100795, N=3, disk model: the same bug. r1's WRITE (v80) collected VALUEs 31.3 (r2) and
+  // its own older state, while r1 had meanwhile stored and ACKed 33.3 (v83, a completed write);
+  // r1 persisted its own 32.1 over 33.3, so v83 survived only at r3, and the next write (v84)
+  // picked 33.2 < 33.3: a read after v84 completed returned v83.
+  it.fails("seed 100795 (N=3): a completed write must not be lost to a stale coordinator's tag", async () => {
+    const result = await runSimulation({ seed: 100795, steps: 3000, replicaCount: 3, storage: "model" });
+    expect(result.ok, result.violation?.message).toBe(true);
+  });
 });

@@ -51,6 +51,34 @@ describe("the real core under the simulator", () => {
     expect(duplicated).toBeGreaterThan(10);
   }, 60_000);
 
+  it("runs the real journal store through crashes with torn writes, and stays linearizable", async () => {
+    let tornWriteCrashes = 0;
+    const summary = await runSeeds({
+      start: 700,
+      count: 20,
+      steps: STEPS,
+      replicaCounts: [1, 3],
+      storage: "journal",
+      onResult: (r) => {
+        tornWriteCrashes += r.stats.tornWriteCrashes;
+      },
+    });
+    expect(summary.failures.length, report(summary.failures)).toBe(0);
+    expect(tornWriteCrashes).toBeGreaterThan(10);
+  }, 60_000);
+
+  it("reports a liveness violation when operations stall after the faults stop", async () => {
+    // Sabotaged simulator: the network keeps dropping everything in the quiet phase.
+    const result = await runSimulation({
+      seed: 3,
+      steps: 300,
+      replicaCount: 3,
+      sabotage: "stallAfterFaults",
+    });
+    expect(result.ok).toBe(false);
+    expect(result.violation!.kind).toBe("liveness");
+  });
+
   it("completes every operation and gives every answer without faults", async () => {
     for (const n of [1, 3, 5]) {
       const result = await runSimulation({ seed: n, steps: 1500, replicaCount: n, faults: "none" });
