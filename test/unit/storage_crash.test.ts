@@ -177,8 +177,8 @@ describe("JournalStore crash consistency (simulated disk)", () => {
 
   it("survives a second crash during recovery, at every I/O operation of the recovery", async () => {
     const total = (await runCase(0, 1, false)).operations;
-    for (let k = 5; k <= total; k += 7) {
-      for (let j = 1; j <= 40; j += 3) await runCase(k, k * 31 + j, true, j);
+    for (let k = 5; k <= total; k += 11) {
+      for (let j = 1; j <= 40; j += 4) await runCase(k, k * 31 + j, true, j);
     }
   });
 
@@ -192,7 +192,7 @@ describe("JournalStore crash consistency (simulated disk)", () => {
     });
     let crashed = 0;
     // STORAGE_FUZZ_SEEDS=5000 for a soak run.
-    const seeds = Number(process.env.STORAGE_FUZZ_SEEDS ?? 60);
+    const seeds = Number(process.env.STORAGE_FUZZ_SEEDS ?? 40);
     for (let seed = 1; seed <= seeds; seed++) {
       const total = (await runCase(0, seed, false, 0, workload(seed))).operations;
       const pick = seededRandom(seed * 977);
