@@ -5,6 +5,9 @@
 // operation whose call precedes every pending return, and backtracks when a return is reached
 // whose operation could not be placed. Unanswered writes may be linearized anywhere after their
 // call, or never; unanswered reads constrain nothing and are dropped.
+//
+// Written values are unique, so a read names the one write it saw; checking one sector's history
+// never needs more than that sector's operations (registers are independent: locality).
 import { assert } from "../util/assert.js";
 import { describeOp, type HistoryOp } from "./history.js";
 
@@ -26,7 +29,14 @@ export const INITIAL_VALUE = 0;
 /** Checks one register (one sector). `ops` must all be on the same sector. */
 export function checkRegisterHistory(ops: readonly HistoryOp[]): CheckResult {
   const sectorIndex = ops[0]?.sectorIndex ?? -1;
-  const relevant = ops.filter((op) => op.kind === "write" || op.returnIndex !== null);
+  // An unanswered write whose value nobody read can always be taken as never having happened
+  // (dropping it from a linearization leaves every read's result intact), so it is left out: the
+  // writes of crashed coordinators would otherwise multiply the search.
+  const readValues = new Set<number>();
+  for (const op of ops) if (op.kind === "read" && op.returnIndex !== null) readValues.add(op.value!);
+  const relevant = ops.filter((op) =>
+    op.kind === "write" ? op.returnIndex !== null || readValues.has(op.value!) : op.returnIndex !== null,
+  );
   const written = new Set<number>([INITIAL_VALUE]);
   for (const op of relevant) {
     assert(op.sectorIndex === sectorIndex, "checkRegisterHistory takes one sector");

@@ -61,7 +61,9 @@ export class SimDisk implements SimStorage {
       this.syncing = null;
       this.syncCount++;
       for (const write of batch) this.durable.set(write.sectorIndex, write.state);
-      for (const write of batch) write.done();
+      // One sync makes the whole batch durable at once: its completions may be reported in any order.
+      const reported = this.rng.chance(0.5) ? this.rng.shuffle([...batch]) : batch;
+      for (const write of reported) write.done();
       this.maybeStartSync();
     });
   }

@@ -13,7 +13,7 @@ describe("bugs the simulator found in the real core", () => {
   // lost at r1 and readers saw v41 (13.1), then v42 (13.2) again: a new-old-new inversion. A crash
   // instead of the eviction loses it the same way. Fix: derive the new tag from
   // max(query maximum, this replica's issued tag) + 1, and never persist a tag below issuedTag.
-  it.fails("seed 50743 (N=3): a coordinator's own write must not overwrite a newer durable tag", async () => {
+  it("seed 50743 (N=3): a coordinator's own write must not overwrite a newer durable tag", async () => {
     const result = await runSimulation({ seed: 50743, steps: 3000, replicaCount: 3, storage: "model" });
     expect(result.ok, result.violation?.message).toBe(true);
   });
@@ -22,7 +22,7 @@ describe("bugs the simulator found in the real core", () => {
   // its own older state, while r1 had meanwhile stored and ACKed 33.3 (v83, a completed write);
   // r1 persisted its own 32.1 over 33.3, so v83 survived only at r3, and the next write (v84)
   // picked 33.2 < 33.3: a read after v84 completed returned v83.
-  it.fails("seed 100795 (N=3): a completed write must not be lost to a stale coordinator's tag", async () => {
+  it("seed 100795 (N=3): a completed write must not be lost to a stale coordinator's tag", async () => {
     const result = await runSimulation({ seed: 100795, steps: 3000, replicaCount: 3, storage: "model" });
     expect(result.ok, result.violation?.message).toBe(true);
   });
