@@ -26,6 +26,12 @@
 //    if this replica were down for that sector) and a WRITE_PROC heals the sector by storing the
 //    incoming state, which is then durable here and may be ACKed. A WRITE coordinated here waits,
 //    because it needs its own VALUE (rule 2), until another coordinator's write or read heals it.
+//
+// 5. A coordinator's new tag is (max(query maximum, own issued tag).ts + 1, rank). The query
+//    maximum alone (SPEC §2) can be below a tag this replica stored meanwhile for a concurrent
+//    write; persisting the lower tag afterwards would roll back a durable, ACKed state on this
+//    disk. Found by the simulator (seeds 50743 and 100795). Any tag above the query maximum keeps
+//    ABD's argument intact, so taking the larger base is safe.
 import type { SystemMessage, ValueMessage, WriteProcMessage } from "../protocol/messages.js";
 import { compareTags, type SectorState } from "../storage/sector_state.js";
 import { assert, unreachable } from "../util/assert.js";
@@ -341,8 +347,8 @@ export class RegisterCore {
     const incoming: Tag = { ts: message.ts, wr: message.wr };
     if (entry.corrupt || compareTags(incoming, entry.issuedTag) > 0) {
       const state: SectorState = { ts: message.ts, wr: message.wr, data: message.data };
-      entry.corrupt = false;
       this.#persist(entry, state, null);
+      entry.corrupt = false;
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
@@ -357,6 +363,12 @@ export class RegisterCore {
   }
 
   #persist(entry: SectorEntry, state: SectorState, ownWrite: ActiveOp | null): void {
+    // Persists of a sector take effect in call order, so they must rise in tag order: a lower tag
+    // stored after a higher one would silently roll back a durable (maybe ACKed) state.
+    assert(
+      entry.corrupt || compareTags(state, entry.issuedTag) > 0,
+      "persists of a sector rise in tag order",
+    );
     const token = this.#nextPersistToken++;
     entry.issuedTag = maxTag(entry.issuedTag, tagOf(state));
     entry.pendingPersists++;
@@ -481,7 +493,10 @@ export class RegisterCore {
       return;
     }
     assert(op.client.data !== null, "a write carries data");
-    const written: SectorState = { ts: best.ts + 1n, wr: this.#rank, data: op.client.data };
+    // Rule 5: the new tag is above the query's maximum *and* above every tag this replica has
+    // issued, since a concurrent WRITE_PROC may have been stored here after our own VALUE left.
+    const baseTs = best.ts > entry.issuedTag.ts ? best.ts : entry.issuedTag.ts;
+    const written: SectorState = { ts: baseTs + 1n, wr: this.#rank, data: op.client.data };
     op.written = written;
     // Store locally first (SPEC §2, rule 2); the update phase starts when this is durable.
     this.#persist(entry, written, op);

@@ -177,6 +177,39 @@ describe("register core", () => {
     expect(value.message.kind === "value" && value.message.data).toEqual(sectorOf(1));
   });
 
+  it("a write whose query saw an old maximum still picks a tag above what its replica stored meanwhile", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(0xa));
+    // Replica 1 answers its own query with the initial state...
+    h.deliver((m) => m.to === 1);
+    h.serveLoads();
+    h.deliver((m) => m.to === 1 && m.message.kind === "value");
+    // ...then stores a concurrent write (tag 5.2) and ACKs it durably.
+    h.step(1, {
+      kind: "message",
+      message: {
+        kind: "writeProc",
+        sender: 2,
+        opId: Buffer.alloc(16, 9),
+        sectorIndex: 0,
+        ts: 5n,
+        wr: 2,
+        data: sectorOf(0xb),
+      },
+    });
+    h.syncPersists(1);
+    expect(h.disks[0]!.get(0)!.ts).toBe(5n);
+    // Replica 2 answers the query with the initial state: the query maximum is 0.0.
+    h.deliver((m) => m.to === 2 && m.message.kind === "readProc");
+    h.serveLoads();
+    h.deliver((m) => m.to === 1 && m.message.kind === "value");
+    const own = h.persists.find((p) => p.rank === 1)!;
+    expect(own.state.ts).toBe(6n);
+    h.settle();
+    expect(h.disks[0]!.get(0)!.ts).toBe(6n);
+    expect(h.completed.has(1)).toBe(true);
+  });
+
   it("operations on one sector at one replica run one at a time in FIFO order", () => {
     const h = new CoreHarness(3);
     h.write(1, 1, 0, sectorOf(1));
