@@ -495,6 +495,7 @@ export class RegisterCore {
     assert(op.client.data !== null, "a write carries data");
     // Rule 5: the new tag is above the query's maximum *and* above every tag this replica has
     // issued, since a concurrent WRITE_PROC may have been stored here after our own VALUE left.
+    // biome-ignore lint/complexity/useMathMinMax: Math.max does not take bigints
     const baseTs = best.ts > entry.issuedTag.ts ? best.ts : entry.issuedTag.ts;
     const written: SectorState = { ts: baseTs + 1n, wr: this.#rank, data: op.client.data };
     op.written = written;
