@@ -2,9 +2,12 @@
 // and stopping exactly the pids we started.
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { connect, createServer, type Server } from "node:net";
+import { connect } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+
+export { freeLoopbackPorts } from "../net/free_ports.js";
+
 import { AtomicDiskError } from "../util/errors.js";
 import type { HostPort } from "./config.js";
 
@@ -81,27 +84,5 @@ export async function waitListening(
       );
     }
     await new Promise((r) => setTimeout(r, LISTEN_POLL_MS));
-  }
-}
-
-/** `count` distinct loopback ports that were free a moment ago (all held open while choosing). */
-export async function freeLoopbackPorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      servers.push(
-        await new Promise<Server>((resolve, reject) => {
-          const server = createServer();
-          server.once("error", reject);
-          server.listen({ host: "127.0.0.1", port: 0, exclusive: true }, () => resolve(server));
-        }),
-      );
-    }
-    return servers.map((s) => {
-      const address = s.address();
-      return typeof address === "object" && address !== null ? address.port : 0;
-    });
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 }
