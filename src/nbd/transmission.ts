@@ -100,7 +100,7 @@ export class Transmission {
         }
         if (request.length > NBD_MAX_PAYLOAD_BYTES) {
           await queue.skip(request.length);
-          this.reply(request, this.errorReply(request, NbdErrno.EINVAL));
+          this.reply(this.errorReply(request, NbdErrno.EINVAL));
           continue;
         }
         request.payload = Buffer.from(await queue.take(request.length));
@@ -150,7 +150,7 @@ export class Transmission {
       clearTimeout(timer);
       this.inflightRequests--;
       this.inflightBytes -= bytes;
-      if (reply !== undefined) this.reply(request, reply);
+      if (reply !== undefined) this.reply(reply);
       const waiters = this.waiters.splice(0);
       for (const w of waiters) w();
     };
@@ -179,7 +179,7 @@ export class Transmission {
     );
   }
 
-  private reply(_request: Request, data: Buffer): void {
+  private reply(data: Buffer): void {
     // A reply for a connection that is gone is dropped: replies belong to the socket that asked.
     if (this.io.open()) this.io.send(data);
   }
