@@ -1,6 +1,6 @@
 // `atomic-disk replica`: one replica process; SIGTERM/SIGINT close it cleanly.
 import type { CommandModule } from "yargs";
-import { startReplica } from "../net/replica_server.js";
+import { type RunningReplica, startReplica } from "../net/replica_server.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { componentLogger } from "../util/log.js";
 import { guarded } from "./cli_errors.js";
@@ -35,19 +35,18 @@ export const replicaCommand: CommandModule<object, ReplicaArgs> = {
       );
     }
     const logger = componentLogger("replica", { rank });
-    const replica = await startReplica({
-      config,
-      rank,
-      dataDir: args.data,
-      logger,
-      ...(args["listen-host"] !== undefined ? { listenHost: args["listen-host"] } : {}),
-    });
-    let stopping = false;
+    // Handlers go in before the listener opens: a SIGTERM that lands while the replica starts
+    // (a supervisor that saw the port open) must still stop it cleanly, lock file released.
+    let replica: RunningReplica | undefined;
+    let stopRequested = false;
     const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
+      if (stopRequested) return;
+      stopRequested = true;
       logger.info({ signal }, "stopping");
-      replica.close().then(
+      if (replica !== undefined) closeAndExit(replica);
+    };
+    const closeAndExit = (running: RunningReplica) => {
+      running.close().then(
         () => process.exit(0),
         (err) => {
           logger.error({ err }, "unclean stop");
@@ -57,5 +56,13 @@ export const replicaCommand: CommandModule<object, ReplicaArgs> = {
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    replica = await startReplica({
+      config,
+      rank,
+      dataDir: args.data,
+      logger,
+      ...(args["listen-host"] !== undefined ? { listenHost: args["listen-host"] } : {}),
+    });
+    if (stopRequested) closeAndExit(replica);
   }),
 };
