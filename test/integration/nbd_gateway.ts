@@ -1,7 +1,7 @@
 // Shared by the nbd_* integration tests: a real 3-replica cluster plus a real gateway process
 // (`node dist/cli/main.js nbd`), and helpers to run the real NBD clients against it.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import {
   CLI_MAIN,
@@ -45,12 +45,15 @@ export async function startGateway(options: {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     await waitExit(child);
     await cluster.stop();
+    // Logs stay for post-mortems only when asked for.
+    if (process.env.ATOMIC_DISK_KEEP_TEST_DIRS === undefined)
+      rmSync(cluster.dir, { recursive: true, force: true });
   };
   try {
     await waitListening({ host: "127.0.0.1", port }, 15_000, () => child.exitCode === null);
   } catch (err) {
-    await stop();
     const log = existsSync(logPath) ? readFileSync(logPath, "utf8").slice(-2000) : "";
+    await stop();
     throw new Error(`gateway did not start: ${(err as Error).message}\n${log}`);
   }
   return { cluster, port, uri: `nbd://127.0.0.1:${port}`, logPath, child, stop };

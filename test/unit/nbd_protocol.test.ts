@@ -254,6 +254,24 @@ describe("nbd transmission", () => {
     expect((await c.simpleReply(4096)).cookie).toBe(2n);
   });
 
+  it("keeps acknowledged writes and keeps serving when a client vanishes mid-request", async () => {
+    const port = await startServer(new MemoryBackend(64, 1));
+    const a = await transmitting(port);
+    a.sendRequest(Command.Write, 1n, 8192n, 4096, Buffer.alloc(4096, 0x42), 1);
+    expect(await a.simpleReply()).toMatchObject({ error: 0, cookie: 1n });
+    // A request in flight, then half of another request's payload, then the client is gone.
+    a.sendRequest(Command.Write, 2n, 0n, 4096, Buffer.alloc(4096, 0x43));
+    const header = Buffer.alloc(28);
+    header.writeUInt32BE(0x25609513, 0);
+    header.writeUInt16BE(Command.Write, 6);
+    header.writeUInt32BE(65536, 24);
+    a.socket.write(Buffer.concat([header, Buffer.alloc(1000, 0x44)]));
+    a.close();
+    const b = await transmitting(port);
+    b.sendRequest(Command.Read, 3n, 8192n, 4096);
+    expect((await b.simpleReply(4096)).data).toEqual(Buffer.alloc(4096, 0x42));
+  });
+
   it("never loses bytes when many sub-sector writes hit one sector at once", async () => {
     const backend = new MemoryBackend(4, 1);
     const c = await transmitting(await startServer(backend));
