@@ -1,7 +1,7 @@
 // One client connection: handshake, then transmission, then close. Client input never throws out
 // of here: protocol violations close this socket only, and the gateway goes on serving others.
 import type { Socket } from "node:net";
-import { SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
+import { NBD_HANDSHAKE_TIMEOUT_MS, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { ByteQueue, isEof } from "./byte_queue.js";
 import type { ExportInfo } from "./export_info.js";
@@ -66,8 +66,14 @@ export class Session {
       }
       this.socket.write(data);
     };
+    const idle = setTimeout(() => {
+      log.info("nbd handshake not finished in time; closing");
+      this.socket.destroy();
+    }, NBD_HANDSHAKE_TIMEOUT_MS);
     try {
-      const outcome = await negotiate({ queue: this.queue, send, log }, this.options.exportInfo);
+      const outcome = await negotiate({ queue: this.queue, send, log }, this.options.exportInfo).finally(() =>
+        clearTimeout(idle),
+      );
       if (outcome.kind === "aborted") {
         this.socket.end();
         return;

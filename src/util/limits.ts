@@ -85,3 +85,6 @@ export const NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION = 256;
 
 /** NBD: request payload and read-reply bytes one connection may hold before we stop reading it. */
 export const NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION = 128 * 1024 * 1024;
+
+/** NBD: a client must finish option haggling within this time, or an idle socket is held forever. */
+export const NBD_HANDSHAKE_TIMEOUT_MS = 60_000;
