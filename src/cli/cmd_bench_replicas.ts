@@ -40,6 +40,8 @@ export interface PhaseResult {
   p99Ms: number;
   /** CPU seconds per replica process during the phase (user + system). */
   replicaCpuSeconds: number[];
+  /** CPU seconds of this benchmark process (the clients) during the phase. */
+  clientCpuSeconds: number;
 }
 
 function percentile(sorted: Float64Array, q: number): number {
@@ -73,6 +75,7 @@ async function runPhase(
   const payload = randomBytes(SECTOR_SIZE_BYTES);
   const workingSet = Math.min(sectors, BENCH_WORKING_SET_SECTORS);
   const cpuBefore = pids.map(cpuSeconds);
+  const clientCpuBefore = process.cpuUsage();
   const start = performance.now();
   const deadline = start + durationMs;
   const worker = async (connection: ReplicaConnection) => {
@@ -101,6 +104,10 @@ async function runPhase(
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
     replicaCpuSeconds: pids.map((pid, i) => cpuSeconds(pid) - cpuBefore[i]!),
+    clientCpuSeconds: (() => {
+      const used = process.cpuUsage(clientCpuBefore);
+      return (used.user + used.system) / 1e6;
+    })(),
   };
 }
 
@@ -114,6 +121,7 @@ function formatTable(results: PhaseResult[], replicas: number): string {
     "p99 ms",
     ...Array.from({ length: replicas }, (_, i) => `cpu r${i + 1}`),
     "replica cpu µs/op",
+    "client cpu",
   ];
   const rows = results.map((r) => [
     r.phase,
@@ -126,6 +134,7 @@ function formatTable(results: PhaseResult[], replicas: number): string {
     // CPU spent by all replicas per completed op: the efficiency figure that a loaded, shared
     // machine does not distort the way it distorts ops/s.
     ((r.replicaCpuSeconds.reduce((a, b) => a + b, 0) / Math.max(1, r.ops)) * 1e6).toFixed(0),
+    `${((r.clientCpuSeconds / r.seconds) * 100).toFixed(0)}%`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
