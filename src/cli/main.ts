@@ -16,6 +16,8 @@ const verbs: Record<string, () => Promise<AnyCommand>> = {
   nbd: async () => (await import("./cmd_nbd.js")).nbdCommand,
   dev: async () => (await import("./cmd_dev.js")).devCommand,
   "bench-replicas": async () => (await import("./cmd_bench_replicas.js")).benchReplicasCommand,
+  sim: async () => (await import("./cmd_sim.js")).simCommand,
+  "sim-soak": async () => (await import("./cmd_sim.js")).simSoakCommand,
 };
 
 try {
