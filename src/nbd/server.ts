@@ -11,6 +11,9 @@ import type { SectorBackend } from "./sector_backend.js";
 import { Session } from "./session.js";
 import { Volume } from "./volume.js";
 
+/** How long a stopping gateway lets in-flight requests finish before it closes their sockets. */
+const SHUTDOWN_GRACE_MS = 5_000;
+
 export interface NbdServerOptions {
   backend: SectorBackend;
   listen: ListenAddress;
@@ -58,7 +61,7 @@ export class NbdServer {
 
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const s of this.sessions) s.destroy();
+    await Promise.all([...this.sessions].map((s) => s.shutdown(SHUTDOWN_GRACE_MS)));
     await closed;
     await this.options.backend.close();
     if (this.options.listen.kind === "unix") removeStaleSocket(this.options.listen.path);

@@ -51,6 +51,35 @@ export class Session {
     this.socket.destroy();
   }
 
+  /**
+   * Server shutdown: new requests get ESHUTDOWN (the client then sends DISC), requests in flight
+   * get up to graceMs to reply, then the socket closes.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    const t = this.transmission;
+    if (t === undefined) {
+      this.socket.destroy();
+      return;
+    }
+    t.shutdown();
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      t.allReplied().then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    // end() flushes replies still corked for this tick; destroy() would drop them.
+    if (!finished) {
+      this.socket.destroy();
+      return;
+    }
+    this.socket.end();
+    // A client that never closes its side must not keep the stopping server alive.
+    setTimeout(() => this.socket.destroy(), 1_000).unref();
+  }
+
   private async run(): Promise<void> {
     const { log } = this.options;
     const send = (data: Buffer) => {

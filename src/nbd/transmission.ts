@@ -62,6 +62,7 @@ class RequestError extends Error {
 
 export class Transmission {
   private inflightRequests = 0;
+  private stopping = false;
   private inflightBytes = 0;
   private readonly waiters: Array<() => void> = [];
   private readonly debug: boolean;
@@ -112,8 +113,14 @@ export class Transmission {
       if (this.debug) {
         log.debug({ type: request.type, offset: request.offset, length: request.length }, "nbd request");
       }
-      this.dispatch(request);
+      if (this.stopping) this.reply(this.errorReply(request, NbdErrno.ESHUTDOWN));
+      else this.dispatch(request);
     }
+  }
+
+  /** Server shutdown: every later request is answered ESHUTDOWN. */
+  shutdown(): void {
+    this.stopping = true;
   }
 
   /** Resolves when no request is in flight (used on DISC and on shutdown). */

@@ -272,6 +272,25 @@ describe("nbd transmission", () => {
     expect((await b.simpleReply(4096)).data).toEqual(Buffer.alloc(4096, 0x42));
   });
 
+  it("on shutdown answers new requests ESHUTDOWN and lets requests in flight finish before closing", async () => {
+    const backend = new GatedBackend();
+    const port = await startServer(backend);
+    const server = servers.pop()!;
+    const c = await transmitting(port);
+    backend.hold();
+    c.sendRequest(Command.Write, 1n, 0n, 4096, Buffer.alloc(4096, 5));
+    await new Promise((r) => setTimeout(r, 50));
+    const closing = server.close();
+    await new Promise((r) => setTimeout(r, 50));
+    c.sendRequest(Command.Read, 2n, 0n, 4096);
+    expect(await c.simpleReply()).toMatchObject({ error: NbdErrno.ESHUTDOWN, cookie: 2n });
+    backend.open();
+    expect(await c.simpleReply()).toMatchObject({ error: 0, cookie: 1n });
+    await c.closedPromise;
+    await closing;
+    expect(await backend.inner.readSector(0)).toEqual(Buffer.alloc(4096, 5));
+  });
+
   it("never loses bytes when many sub-sector writes hit one sector at once", async () => {
     const backend = new MemoryBackend(4, 1);
     const c = await transmitting(await startServer(backend));
