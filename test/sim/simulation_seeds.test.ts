@@ -6,7 +6,7 @@ import { runSimulation } from "../../src/sim/simulation.js";
 // torn writes under the real journal store, drops, duplicates, reordering, partitions), a few
 // hundred seeds across N = 1, 3, 5. The soak (`make sim-soak`) runs thousands.
 const SEEDS_PER_N = 100;
-const STEPS = 2000;
+const STEPS = 3000;
 
 function report(failures: Awaited<ReturnType<typeof runSeeds>>["failures"]): string {
   return failures
