@@ -35,7 +35,8 @@ export class CoalescingWriter {
     this.pending = [];
     this.pendingBytes = 0;
     if (frames.length === 0 || this.socket.destroyed || !this.socket.writable) return;
-    // One contiguous buffer: a memcpy is far cheaper than a writev of hundreds of small chunks.
+    // One contiguous buffer and one write() call. Measured against cork()/write()*n/uncork() (a
+    // writev without the copy): the per-chunk bookkeeping of Writable costs more than the memcpy.
     this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes));
   };
 }
