@@ -194,7 +194,14 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
           } finally {
             lock.release();
           }
-          logger.info("replica stopped");
+          logger.info(
+            {
+              driver: driver.stats,
+              inbound: counters,
+              peers: Object.fromEntries([...peers].map(([r, link]) => [r, link.stats])),
+            },
+            "replica stopped",
+          );
         })();
         return closing;
       },
