@@ -5,7 +5,7 @@
 import type { CoreFaults } from "../register/core_types.js";
 import { assert } from "../util/assert.js";
 import { EventQueue } from "./event_queue.js";
-import { drawProfile, type FaultMode } from "./fault_profile.js";
+import { drawProfile, type FaultMode, type FaultProfile } from "./fault_profile.js";
 import { describeOp, History, type HistoryOp } from "./history.js";
 import { JournalSimStorage } from "./journal_sim_storage.js";
 import { checkHistory } from "./linearizability.js";
@@ -42,6 +42,8 @@ export interface SimOptions {
    * keeps dropping every message after the faults stop, which must be reported as a liveness bug.
    */
   sabotage?: "stallAfterFaults";
+  /** Overrides parts of the seed's fault profile (tests and exploration; not part of the replay). */
+  profileOverride?: Partial<FaultProfile>;
   /** Receives every trace line as it happens (--verbose). */
   log?: (line: string) => void;
 }
@@ -109,7 +111,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   const faultRng = root.fork();
   const networkRng = root.fork();
   const workloadRng = root.fork();
-  const profile = drawProfile(profileRng, options.faults ?? "all");
+  const profile: FaultProfile = {
+    ...drawProfile(profileRng, options.faults ?? "all"),
+    ...options.profileOverride,
+  };
   const queue = new EventQueue();
   const trace = new Trace(options.log);
   const history = new History();
