@@ -64,6 +64,8 @@ export function ensureBuilt(): void {
       mkdirSync(lock);
       break;
     } catch {
+      // A lock older than the longest build was left by a test run that was killed mid-build.
+      if (existsSync(lock) && Date.now() - statSync(lock).mtimeMs > BUILD_LOCK_TIMEOUT_MS) rmdirSync(lock);
       if (Date.now() > deadline) throw new Error(`build lock ${lock} held too long; remove it if stale`);
       sleepSync(200);
     }
