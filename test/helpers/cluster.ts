@@ -65,7 +65,11 @@ export function ensureBuilt(): void {
       break;
     } catch {
       // A lock older than the longest build was left by a test run that was killed mid-build.
-      if (existsSync(lock) && Date.now() - statSync(lock).mtimeMs > BUILD_LOCK_TIMEOUT_MS) rmdirSync(lock);
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > BUILD_LOCK_TIMEOUT_MS) rmdirSync(lock);
+      } catch {
+        // Released or cleared by another waiter meanwhile.
+      }
       if (Date.now() > deadline) throw new Error(`build lock ${lock} held too long; remove it if stale`);
       sleepSync(200);
     }
