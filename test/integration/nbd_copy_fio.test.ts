@@ -50,6 +50,7 @@ describe("nbd gateway bulk I/O", () => {
         "--size=16M",
         "--verify=crc32c",
         "--do_verify=1",
+        "--verify_state_save=0",
         "--output-format=json",
       ],
       150_000,

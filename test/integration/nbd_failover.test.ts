@@ -29,6 +29,7 @@ function fioVerify(
       `--size=${sizeMiB}M`,
       "--verify=crc32c",
       "--do_verify=1",
+      "--verify_state_save=0",
       "--output-format=json",
     ],
     150_000,
