@@ -27,10 +27,12 @@ export const RECONNECT_INITIAL_MS = 50;
 export const RECONNECT_MAX_MS = 2_000;
 
 /**
- * Register-core cache of sector contents. Beyond this many idle sectors the least recently used
- * are evicted (their state stays on disk), so memory follows the sectors in flight, not the volume.
+ * Register-core cache of sector contents (128 MiB of data at most). Beyond this many idle sectors
+ * the least recently used are evicted (their state stays on disk), so memory follows the sectors
+ * in use, not the volume. A miss costs a disk read on every replica that answers a query, which
+ * was ~10% of replica CPU with an 8k cache under a 64k-sector random workload.
  */
-export const CORE_CACHE_SECTORS = 8_192;
+export const CORE_CACHE_SECTORS = 32_768;
 
 /**
  * Bytes queued on one socket before we stop reading from its peer (back-pressure). A peer that
