@@ -4,6 +4,7 @@
 // REPLICA_UNAVAILABLE and the caller decides where (and whether) to resend.
 import { randomBytes } from "node:crypto";
 import net from "node:net";
+import { TickCorkedWriter } from "../net/tick_corked_writer.js";
 import { encodeClientCommand } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
 import { CLIENT_KEY_BYTES, type ClientResponse, ResponseStatus } from "../protocol/messages.js";
@@ -34,7 +35,7 @@ export class ReplicaConnection {
   private readonly decoder: AtddDecoder;
   /** Random start, so a replica never sees two live connections reuse the same numbers. */
   private nextRequestNumber = randomBytes(8).readBigUInt64BE(0);
-  private corked = false;
+  private readonly writer: TickCorkedWriter;
   private closed = false;
   private closeError: Error | undefined;
   /** Close listeners already ran; later ones are called right away (on the next tick). */
@@ -48,6 +49,7 @@ export class ReplicaConnection {
     private readonly log: Logger,
   ) {
     this.decoder = new AtddDecoder({ role: "client", clientKey });
+    this.writer = new TickCorkedWriter(socket);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => {
@@ -154,15 +156,7 @@ export class ReplicaConnection {
 
   /** Commands issued in one tick leave in one writev: far fewer syscalls and TCP segments. */
   private enqueue(message: Buffer): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(message);
+    this.writer.write(message);
   }
 
   private onData(chunk: Buffer): void {

@@ -1,6 +1,7 @@
 // One client connection: handshake, then transmission, then close. Client input never throws out
 // of here: protocol violations close this socket only, and the gateway goes on serving others.
 import type { Socket } from "node:net";
+import { TickCorkedWriter } from "../net/tick_corked_writer.js";
 import { NBD_HANDSHAKE_TIMEOUT_MS, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { ByteQueue, isEof } from "./byte_queue.js";
@@ -20,13 +21,14 @@ export class Session {
   private readonly queue = new ByteQueue();
   private transmission: Transmission | undefined;
   private closed = false;
-  private corked = false;
+  private readonly writer: TickCorkedWriter;
   readonly finished: Promise<void>;
 
   constructor(
     private readonly socket: Socket,
     private readonly options: SessionOptions,
   ) {
+    this.writer = new TickCorkedWriter(socket);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => {
       this.queue.push(chunk);
@@ -85,15 +87,7 @@ export class Session {
     const send = (data: Buffer) => {
       if (this.closed || data.length === 0) return;
       // Replies finished in one tick leave in one writev instead of one syscall each.
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        process.nextTick(() => {
-          this.corked = false;
-          this.socket.uncork();
-        });
-      }
-      this.socket.write(data);
+      this.writer.write(data);
     };
     const idle = setTimeout(() => {
       log.info("nbd handshake not finished in time; closing");
