@@ -28,6 +28,7 @@ interface BenchArgs {
   dir?: string;
   "cpu-prof": boolean;
   keep: boolean;
+  only?: "write" | "read";
 }
 
 export interface PhaseResult {
@@ -146,6 +147,10 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
   describe: "Benchmark a local replica cluster: durable writes/s, reads/s, latency",
   builder: (y) =>
     y
+      .option("only", {
+        choices: ["write", "read"] as const,
+        describe: "run only this phase (for profiling one path)",
+      })
       .option("seconds", {
         type: "number",
         default: 10,
@@ -225,10 +230,11 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       await Promise.all(connections.map((c, i) => c.write(i, Buffer.alloc(SECTOR_SIZE_BYTES))));
       const phaseMs = (args.seconds * 1000) / 2;
       const pids = children.map((c) => c.pid);
-      const results = [
-        await runPhase("write", connections, args.depth, phaseMs, config.sectors, pids),
-        await runPhase("read", connections, args.depth, phaseMs, config.sectors, pids),
-      ];
+      const results = [];
+      for (const phase of ["write", "read"] as const) {
+        if (args.only !== undefined && args.only !== phase) continue;
+        results.push(await runPhase(phase, connections, args.depth, phaseMs, config.sectors, pids));
+      }
       process.stdout.write(
         `bench-replicas: ${args.replicas} replicas, ${args.connections} connections x depth ${args.depth}, ` +
           `4 KiB sectors, data in ${dir}\n${formatTable(results, args.replicas)}\n`,
