@@ -312,7 +312,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       LIVENESS_BOUND_US,
     );
     if (!majorityUp) throw new ViolationFound("liveness", "no majority of replicas came back up");
-    const finals = workload.issueFinalReads(workloadParams.clientCount);
+    const finals = workload.issueFinalReads(
+      workloadParams.clientCount,
+      replicas.filter((r) => r.isUp).map((r) => r.rank),
+    );
     const finished = await runUntil(() => finals.every((op) => op.returnIndex !== null), LIVENESS_BOUND_US);
     if (!finished) {
       throw new ViolationFound(

@@ -50,22 +50,28 @@ export class Workload {
     this.issuing = false;
   }
 
-  /** Issues one read per sector through live coordinators (the durability check at the end). */
-  issueFinalReads(clientBase: number): HistoryOp[] {
-    return this.params.sectors.map((sectorIndex, i) => {
-      const coordinator = this.port.pickCoordinator();
-      if (coordinator === null) throw new Error("final reads need a live replica");
-      const op = this.history.invoke(
-        { client: clientBase + i, sectorIndex, kind: "read", coordinator },
-        this.queue.nowUs,
-      );
-      this.trace.record(
-        this.queue.nowUs,
-        `invoke op ${op.id} final read s${sectorIndex} via r${coordinator}`,
-      );
-      this.port.submit(op);
-      return op;
-    });
+  /**
+   * The durability check at the end: every sector is read through every given coordinator (live
+   * replicas), so a replica that forgot an acknowledged state cannot hide behind the others.
+   */
+  issueFinalReads(clientBase: number, coordinators: readonly number[]): HistoryOp[] {
+    if (coordinators.length === 0) throw new Error("final reads need a live replica");
+    const ops: HistoryOp[] = [];
+    for (const sectorIndex of this.params.sectors) {
+      for (const coordinator of coordinators) {
+        const op = this.history.invoke(
+          { client: clientBase + ops.length, sectorIndex, kind: "read", coordinator },
+          this.queue.nowUs,
+        );
+        this.trace.record(
+          this.queue.nowUs,
+          `invoke op ${op.id} final read s${sectorIndex} via r${coordinator}`,
+        );
+        this.port.submit(op);
+        ops.push(op);
+      }
+    }
+    return ops;
   }
 
   answered(op: HistoryOp, readValue: number | undefined): void {
