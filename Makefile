@@ -14,8 +14,10 @@ REPLICAS ?= 3
 
 all: build
 
+# `npm install` rather than `npm ci`: the lock cannot list Biome's per-platform binaries that this
+# registry does not serve, and npm 11's `npm ci` refuses such a lock. Versions still come from it.
 $(NODE_MODULES_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 deps: $(NODE_MODULES_STAMP)
