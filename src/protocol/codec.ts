@@ -11,6 +11,7 @@ import {
   SYSTEM_BODY_OFFSET,
   sectorStateBodyLayout,
   systemHeaderLayout,
+  tagBodyLayout,
 } from "./layouts.js";
 import {
   CLIENT_KEY_BYTES,
@@ -94,8 +95,24 @@ function systemMessageType(msg: SystemMessage): number {
       return MessageType.WriteProc;
     case "ack":
       return MessageType.Ack;
+    case "readTagProc":
+      return MessageType.ReadTagProc;
+    case "tagValue":
+      return MessageType.TagValue;
     default:
       return unreachable(msg, "system message kind");
+  }
+}
+
+function systemMessageSize(msg: SystemMessage): number {
+  switch (msg.kind) {
+    case "value":
+    case "writeProc":
+      return MessageSize.Value;
+    case "tagValue":
+      return MessageSize.TagValue;
+    default:
+      return MessageSize.ReadProc;
   }
 }
 
@@ -104,8 +121,7 @@ export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buff
   assert(Number.isInteger(msg.sender) && msg.sender >= 1 && msg.sender <= MAX_REPLICAS, "bad sender rank");
   assert(msg.opId.length === OP_ID_BYTES, "operation id must be 16 bytes");
   assertSectorIndex(msg.sectorIndex);
-  const carriesState = msg.kind === "value" || msg.kind === "writeProc";
-  const message = Buffer.alloc(carriesState ? MessageSize.Value : MessageSize.ReadProc);
+  const message = Buffer.alloc(systemMessageSize(msg));
   systemHeaderLayout.encode(
     {
       magic: MAGIC,
@@ -121,6 +137,9 @@ export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buff
     assert(Number.isInteger(msg.wr) && msg.wr >= 0 && msg.wr <= MAX_REPLICAS, "bad writer rank");
     assertSectorData(msg.data);
     sectorStateBodyLayout.encode({ ts: msg.ts, wr: msg.wr, data: msg.data }, message, SYSTEM_BODY_OFFSET);
+  } else if (msg.kind === "tagValue") {
+    assert(Number.isInteger(msg.wr) && msg.wr >= 0 && msg.wr <= MAX_REPLICAS, "bad writer rank");
+    tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, SYSTEM_BODY_OFFSET);
   }
   signMessage(message, systemKey);
   return message;

@@ -19,6 +19,7 @@ import {
   systemHeaderLayout,
   TYPE_OFFSET,
   TYPE_PREFIX_BYTES,
+  tagBodyLayout,
 } from "./layouts.js";
 import {
   type AtddMessage,
@@ -256,6 +257,14 @@ export class AtddDecoder {
       case MessageType.Ack:
         message = { kind: "ack", ...base };
         break;
+      case MessageType.ReadTagProc:
+        message = { kind: "readTagProc", ...base };
+        break;
+      case MessageType.TagValue: {
+        const body = tagBodyLayout.decode(buf, offset + SYSTEM_BODY_OFFSET);
+        message = { kind: "tagValue", ...base, ts: body.ts, wr: body.wr };
+        break;
+      }
       default: {
         const body = sectorStateBodyLayout.decode(buf, offset + SYSTEM_BODY_OFFSET);
         const data = copySector(body.data, 0);

@@ -111,6 +111,18 @@ export const sectorStateBodyLayout = BufferLayout.struct<SectorStateBody>([
   bytes(SECTOR_SIZE_BYTES, "data"),
 ]);
 
+/** TAG_VALUE body from offset 32: the VALUE body without its sector data. */
+export interface TagBody {
+  ts: bigint;
+  wr: number;
+}
+
+export const tagBodyLayout = BufferLayout.struct<TagBody>([
+  u64be("ts"),
+  padding(7) as never,
+  BufferLayout.u8("wr"),
+]);
+
 /** Where the sector data sits in each message that carries one. */
 export const CLIENT_WRITE_DATA_OFFSET = clientCommandHeaderLayout.span;
 export const READ_RESPONSE_DATA_OFFSET = responseHeaderLayout.span;
@@ -137,6 +149,8 @@ assert(
 assert(SYSTEM_BODY_OFFSET + HMAC_TAG_BYTES === MessageSize.ReadProc, "READ_PROC size");
 assert(SYSTEM_BODY_OFFSET + sectorStateBodyLayout.span + HMAC_TAG_BYTES === MessageSize.Value, "VALUE size");
 assert(MAGIC.length === 4, "magic is 4 bytes");
+assert(SYSTEM_BODY_OFFSET + HMAC_TAG_BYTES === MessageSize.ReadTagProc, "READ_TAG_PROC size");
+assert(SYSTEM_BODY_OFFSET + tagBodyLayout.span + HMAC_TAG_BYTES === MessageSize.TagValue, "TAG_VALUE size");
 
 /**
  * Size of the message whose first 8 bytes are at `buf[offset..]`, or undefined when the type (or a
@@ -158,6 +172,10 @@ export function atddMessageSize(buf: Buffer, offset: number): number | undefined
       return MessageSize.Value;
     case MessageType.WriteProc:
       return MessageSize.WriteProc;
+    case MessageType.ReadTagProc:
+      return MessageSize.ReadTagProc;
+    case MessageType.TagValue:
+      return MessageSize.TagValue;
     case MessageType.ReadResponse:
     case MessageType.WriteResponse: {
       const status = buf[offset + STATUS_OFFSET];

@@ -12,6 +12,10 @@ export const MessageType = {
   Ack: 0x06,
   ReadResponse: 0x41,
   WriteResponse: 0x42,
+  // Extensions (SPEC §1.3 leaves 0x80+ free). A WRITE's query phase needs only the tags, so it
+  // asks with READ_TAG_PROC and gets TAG_VALUE: 80 bytes instead of a 4176-byte VALUE each.
+  ReadTagProc: 0x80,
+  TagValue: 0x81,
 } as const;
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
@@ -32,6 +36,8 @@ export const MessageSize = {
   Ack: 64,
   Value: 4176,
   WriteProc: 4176,
+  ReadTagProc: 64,
+  TagValue: 80,
 } as const;
 
 export const HMAC_TAG_BYTES = 32;
@@ -98,6 +104,24 @@ export interface WriteProcMessage extends SystemHeader {
   data: Buffer;
 }
 
-export type SystemMessage = ReadProcMessage | ValueMessage | WriteProcMessage | AckMessage;
+/** Extension 0x80: like READ_PROC, but the answer is a TAG_VALUE (no sector data). */
+export interface ReadTagProcMessage extends SystemHeader {
+  kind: "readTagProc";
+}
+
+/** Extension 0x81: the answer to READ_TAG_PROC: the replica's tag only. */
+export interface TagValueMessage extends SystemHeader {
+  kind: "tagValue";
+  ts: bigint;
+  wr: number;
+}
+
+export type SystemMessage =
+  | ReadProcMessage
+  | ValueMessage
+  | WriteProcMessage
+  | AckMessage
+  | ReadTagProcMessage
+  | TagValueMessage;
 
 export type AtddMessage = ClientCommand | ClientResponse | SystemMessage;

@@ -32,7 +32,7 @@
 //    write; persisting the lower tag afterwards would roll back a durable, ACKed state on this
 //    disk. Found by the simulator (seeds 50743 and 100795). Any tag above the query maximum keeps
 //    ABD's argument intact, so taking the larger base is safe.
-import type { SystemMessage, ValueMessage, WriteProcMessage } from "../protocol/messages.js";
+import type { SystemMessage, TagValueMessage, ValueMessage, WriteProcMessage } from "../protocol/messages.js";
 import { compareTags, type SectorState } from "../storage/sector_state.js";
 import { assert, unreachable } from "../util/assert.js";
 import {
@@ -77,8 +77,8 @@ interface Phase {
   answered: Set<number>;
   /** Replies counted; equals answered.size unless the countDuplicateReplies fault is on. */
   replyCount: number;
-  /** The message of this phase, resent to ranks that have not answered. */
-  message: SystemMessage;
+  /** The message resent to ranks that have not answered (may differ from the first one sent). */
+  retransmitMessage: SystemMessage;
   retransmitAtMs: number;
   retransmitDelayMs: number;
 }
@@ -88,8 +88,8 @@ interface ActiveOp {
   opId: Buffer;
   /** null while the write waits for its own durable store between the two phases. */
   phase: Phase | null;
-  /** Highest-tagged VALUE of the query phase. */
-  best: SectorState | null;
+  /** Highest-tagged VALUE of the query phase (data is null when it came from a TAG_VALUE). */
+  best: { ts: bigint; wr: number; data: Buffer | null } | null;
   /** How many distinct ranks reported exactly `best`'s tag. */
   bestCount: number;
   /** The state a write stores and then imposes (set once the query phase completes). */
@@ -278,6 +278,7 @@ export class RegisterCore {
     assert(message.sender >= 1 && message.sender <= this.#replicaCount, "sender rank out of range");
     switch (message.kind) {
       case "readProc":
+      case "readTagProc":
       case "writeProc": {
         const entry = this.#entry(message.sectorIndex);
         if (entry.state === null && !entry.corrupt) {
@@ -289,6 +290,7 @@ export class RegisterCore {
         return;
       }
       case "value":
+      case "tagValue":
         this.#onValue(message);
         return;
       case "ack":
@@ -324,19 +326,22 @@ export class RegisterCore {
   }
 
   #handleProc(entry: SectorEntry, message: SystemMessage): void {
-    if (message.kind === "readProc") {
+    if (message.kind === "readProc" || message.kind === "readTagProc") {
       // Rule 4: corrupt state is never served.
       if (entry.corrupt || entry.state === null) return;
       const state = entry.state;
-      this.#send(message.sender, {
-        kind: "value",
-        sender: this.#rank,
-        opId: message.opId,
-        sectorIndex: entry.sectorIndex,
-        ts: state.ts,
-        wr: state.wr,
-        data: state.data,
-      });
+      const header = { sender: this.#rank, opId: message.opId, sectorIndex: entry.sectorIndex };
+      if (message.kind === "readTagProc") {
+        this.#send(message.sender, { kind: "tagValue", ...header, ts: state.ts, wr: state.wr });
+      } else {
+        this.#send(message.sender, {
+          kind: "value",
+          ...header,
+          ts: state.ts,
+          wr: state.wr,
+          data: state.data,
+        });
+      }
       return;
     }
     assert(message.kind === "writeProc", "only READ_PROC and WRITE_PROC are handled here");
@@ -415,20 +420,30 @@ export class RegisterCore {
     assert(opId.length === 16, "operation ids are 16 bytes");
     const op: ActiveOp = { client, opId, phase: null, best: null, bestCount: 0, written: null };
     entry.active = op;
-    this.#startPhase(entry, op, "query", {
+    const readProc: SystemMessage = {
       kind: "readProc",
       sender: this.#rank,
       opId,
       sectorIndex: entry.sectorIndex,
-    });
+    };
+    // A write needs only tags from its query. Retransmissions use the standard READ_PROC, so a
+    // replica that does not know the extension still answers (with a full VALUE) on the retry.
+    const first: SystemMessage = client.kind === "write" ? { ...readProc, kind: "readTagProc" } : readProc;
+    this.#startPhase(entry, op, "query", first, readProc);
   }
 
-  #startPhase(entry: SectorEntry, op: ActiveOp, kind: Phase["kind"], message: SystemMessage): void {
+  #startPhase(
+    entry: SectorEntry,
+    op: ActiveOp,
+    kind: Phase["kind"],
+    message: SystemMessage,
+    retransmitMessage: SystemMessage = message,
+  ): void {
     op.phase = {
       kind,
       answered: new Set(),
       replyCount: 0,
-      message,
+      retransmitMessage,
       retransmitAtMs: this.#nowMs + this.#retransmitInitialMs,
       retransmitDelayMs: this.#retransmitInitialMs,
     };
@@ -458,15 +473,17 @@ export class RegisterCore {
     return [entry, op];
   }
 
-  #onValue(message: ValueMessage): void {
+  #onValue(message: ValueMessage | TagValueMessage): void {
     const current = this.#currentOp(message, "query");
     if (current === null) return;
     const [entry, op] = current;
+    // A read returns data: only full VALUEs can answer its query.
+    if (message.kind === "tagValue" && op.client.kind === "read") return;
     const phase = op.phase!;
     if (!this.#recordReply(phase, message.sender)) return;
     const order = op.best === null ? 1 : compareTags(message, op.best);
     if (order > 0) {
-      op.best = { ts: message.ts, wr: message.wr, data: message.data };
+      op.best = { ts: message.ts, wr: message.wr, data: message.kind === "value" ? message.data : null };
       op.bestCount = 1;
     } else if (order === 0) {
       op.bestCount++;
@@ -484,11 +501,13 @@ export class RegisterCore {
     this.#activeSectors.delete(entry.sectorIndex);
     if (op.client.kind === "read") {
       // Rule 3 fast path: a majority already holds the highest tag durably.
+      assert(best.data !== null, "a read's query holds full VALUEs only");
+      const value: SectorState = { ts: best.ts, wr: best.wr, data: best.data };
       if (this.#faults.skipReadWriteBack || op.bestCount >= this.#quorum) {
-        this.#complete(entry, op, best.data);
+        this.#complete(entry, op, value.data);
         return;
       }
-      op.written = best;
+      op.written = value;
       this.#startUpdatePhase(entry, op);
       return;
     }
@@ -552,7 +571,7 @@ export class RegisterCore {
       if (nowMs < phase.retransmitAtMs) continue;
       // Stubborn links: resend to the ranks that have not answered this phase yet.
       for (let rank = 1; rank <= this.#replicaCount; rank++) {
-        if (!phase.answered.has(rank)) this.#send(rank, phase.message);
+        if (!phase.answered.has(rank)) this.#send(rank, phase.retransmitMessage);
       }
       phase.retransmitDelayMs = Math.min(phase.retransmitDelayMs * 2, this.#retransmitMaxMs);
       phase.retransmitAtMs = nowMs + phase.retransmitDelayMs;

@@ -196,3 +196,40 @@ describe("atdd codec programmer errors", () => {
     expect(encode).toThrow(AssertionError);
   });
 });
+
+describe("extension messages READ_TAG_PROC (0x80) and TAG_VALUE (0x81)", () => {
+  const replica = () =>
+    new AtddDecoder({ role: "replica", clientKey, systemKey, sectors: 100, replicaCount: 5 });
+
+  it("round-trip with their own sizes and types", () => {
+    const query: AtddMessage = { kind: "readTagProc", sender: 2, opId, sectorIndex: 99 };
+    const answer: AtddMessage = { kind: "tagValue", sender: 5, opId, sectorIndex: 7, ts: U64_MAX, wr: 254 };
+    const queryBytes = encodeSystemMessage(query, systemKey);
+    const answerBytes = encodeSystemMessage(answer, systemKey);
+    expect([queryBytes.length, answerBytes.length]).toEqual([MessageSize.ReadTagProc, MessageSize.TagValue]);
+    expect([queryBytes[7], answerBytes[7]]).toEqual([0x80, 0x81]);
+    expect(answerBytes.subarray(40, 47)).toEqual(Buffer.alloc(7));
+    const events = replica().push(Buffer.concat([queryBytes, answerBytes]));
+    expect(events).toEqual([
+      { kind: "message", message: query },
+      { kind: "message", message: answer },
+    ]);
+  });
+
+  it("a forged TAG_VALUE is dropped silently", () => {
+    const bytes = encodeSystemMessage(
+      { kind: "tagValue", sender: 1, opId, sectorIndex: 1, ts: 3n, wr: 1 },
+      systemKey,
+    );
+    bytes[39] ^= 1;
+    expect(replica().push(bytes)).toEqual([
+      { kind: "dropped", reason: "badTag", bytes: MessageSize.TagValue },
+    ]);
+  });
+
+  it("a client-role decoder treats the extension types as unknown (skips 8 bytes)", () => {
+    const bytes = encodeSystemMessage({ kind: "readTagProc", sender: 1, opId, sectorIndex: 1 }, systemKey);
+    const events = new AtddDecoder({ role: "client", clientKey }).push(bytes);
+    expect(events[0]).toEqual({ kind: "dropped", reason: "unknownType", bytes: 8 });
+  });
+});

@@ -1,8 +1,12 @@
 // Unit tests of the sans-IO register core (SPEC §2), driven step by step through CoreHarness so
 // each test controls exactly which messages arrive and which persists are durable.
 import { describe, expect, it } from "vitest";
+import type { SystemMessage } from "../../src/protocol/messages.js";
 import { quorumSize, RegisterCore } from "../../src/register/register_core.js";
 import { CoreHarness, sectorOf } from "../helpers/core_harness.js";
+
+const isQuery = (m: SystemMessage) => m.kind === "readProc" || m.kind === "readTagProc";
+const isQueryAnswer = (m: SystemMessage) => m.kind === "value" || m.kind === "tagValue";
 
 describe("register core", () => {
   it("quorum is more than half of the replicas", () => {
@@ -183,7 +187,7 @@ describe("register core", () => {
     // Replica 1 answers its own query with the initial state...
     h.deliver((m) => m.to === 1);
     h.serveLoads();
-    h.deliver((m) => m.to === 1 && m.message.kind === "value");
+    h.deliver((m) => m.to === 1 && isQueryAnswer(m.message));
     // ...then stores a concurrent write (tag 5.2) and ACKs it durably.
     h.step(1, {
       kind: "message",
@@ -200,14 +204,45 @@ describe("register core", () => {
     h.syncPersists(1);
     expect(h.disks[0]!.get(0)!.ts).toBe(5n);
     // Replica 2 answers the query with the initial state: the query maximum is 0.0.
-    h.deliver((m) => m.to === 2 && m.message.kind === "readProc");
+    h.deliver((m) => m.to === 2 && isQuery(m.message));
     h.serveLoads();
-    h.deliver((m) => m.to === 1 && m.message.kind === "value");
+    h.deliver((m) => m.to === 1 && isQueryAnswer(m.message));
     const own = h.persists.find((p) => p.rank === 1)!;
     expect(own.state.ts).toBe(6n);
     h.settle();
     expect(h.disks[0]!.get(0)!.ts).toBe(6n);
     expect(h.completed.has(1)).toBe(true);
+  });
+
+  it("a write queries with tag-only READ_TAG_PROC and retransmits the standard READ_PROC", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 0, sectorOf(2));
+    expect(h.network.map((m) => m.message.kind)).toEqual(["readTagProc", "readTagProc", "readTagProc"]);
+    h.network = h.network.filter((m) => m.to === 1);
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    expect(h.network.map((m) => m.message.kind)).toEqual(["tagValue"]);
+    h.deliver();
+    h.step(1, { kind: "tick", nowMs: 1_000 });
+    expect(h.network.map((m) => m.message.kind)).toEqual(["readProc", "readProc"]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
+    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(2));
+  });
+
+  it("a read ignores tag-only answers: it must return data", () => {
+    const h = new CoreHarness(3);
+    h.read(1, 1, 0);
+    const query = h.network[0]!.message;
+    for (const sender of [2, 3]) {
+      h.step(1, {
+        kind: "message",
+        message: { kind: "tagValue", sender, opId: query.opId, sectorIndex: 0, ts: 9n, wr: sender },
+      });
+    }
+    expect(h.completed.size).toBe(0);
+    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
   });
 
   it("operations on one sector at one replica run one at a time in FIFO order", () => {
@@ -277,9 +312,9 @@ describe("register core", () => {
     h.write(1, 1, 0, sectorOf(0xa));
     h.settle(new Set([2, 3, 4, 5]));
     h.step(1, { kind: "tick", nowMs: 0 });
-    h.deliver((m) => m.to !== 1 && m.message.kind === "readProc");
+    h.deliver((m) => m.to !== 1 && isQuery(m.message));
     h.serveLoads();
-    h.deliver((m) => m.message.kind === "value");
+    h.deliver((m) => isQueryAnswer(m.message));
     h.syncPersists(1);
     h.network = h.network.filter((m) => m.to === 3 && m.message.kind === "writeProc");
     h.deliver();
@@ -291,7 +326,7 @@ describe("register core", () => {
     h.write(1, 2, 0, sectorOf(0xb));
     h.deliver((m) => m.to === 2 || m.to === 4 || m.to === 5);
     h.serveLoads();
-    h.deliver((m) => m.message.kind === "value");
+    h.deliver((m) => isQueryAnswer(m.message));
     h.settle(new Set([3]));
     expect(h.completed.has(2)).toBe(true);
     const stateA = h.disks[2]!.get(0)!;
