@@ -82,8 +82,10 @@ async function benchThroughput(base: string, seconds: number, concurrency: numbe
       }
     };
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     await Promise.all(Array.from({ length: concurrency }, (_, id) => worker(id)));
     const elapsed = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     const end = store.stats();
     latencies.sort((a, b) => a - b);
     const p = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
@@ -93,7 +95,8 @@ async function benchThroughput(base: string, seconds: number, concurrency: numbe
       `throughput: ${concurrency} concurrent persists for ${elapsed.toFixed(1)} s: ` +
         `${Math.round(done / elapsed)} durable persists/s, ${Math.round(fsyncs / elapsed)} fsyncs/s, ` +
         `${(done / Math.max(1, batches)).toFixed(1)} records/batch, ${end.checkpointCount - start.checkpointCount} checkpoints, ` +
-        `latency p50 ${p(0.5).toFixed(2)} ms p99 ${p(0.99).toFixed(2)} ms`,
+        `latency p50 ${p(0.5).toFixed(2)} ms p99 ${p(0.99).toFixed(2)} ms, ` +
+        `CPU ${((cpu.user + cpu.system) / Math.max(1, done)).toFixed(1)} µs per persist`,
     );
     await store.close();
     const bytes = await dirBytes(dir);

@@ -2,22 +2,37 @@
 //
 // persist: the state becomes a checksummed journal record; persists that arrive while a batch is
 //   being written and synced form the next batch (group commit): one writev + one fdatasync per
-//   batch, then every persist of the batch resolves. Afterwards the batch is applied in place: each
-//   written sector owns a 4096-byte slot in slots.dat (allocated on first write, densely packed)
-//   and a 64-byte entry (sector, ts, wr, data checksum) at the same index in slots.meta.
-// checkpoint (journal past its size limit, at open, at close): sync slots.dat and slots.meta,
-//   record the durable slot count in the slots.meta header, then start a new journal epoch by
-//   syncing a new journal header. Records of older epochs are dead from then on, so the journal
-//   file is reused in place without truncating it (no block allocation on the hot path).
+//   batch, then every persist of the batch resolves. The synced states are NOT written in place
+//   right away: they stay in memory (`dirty`, latest per sector; load serves them from there) until
+//   the next checkpoint applies them. Each written sector owns a 4096-byte slot in slots.dat
+//   (allocated on first apply, densely packed) and a 64-byte entry (sector, ts, wr, data checksum)
+//   at the same index in slots.meta.
+// checkpoint (journal past its size limit, at open, at close), in two phases:
+//   1. apply: the dirty states go to their slots, sorted by slot, adjacent slots coalesced into one
+//      writev (at most APPLY_RUN_SLOTS = 1 MiB per write). When the journal limit triggers it, this
+//      runs in the background: persists keep being appended to the journal (current epoch) and
+//      acknowledged meanwhile, and their states collect in a fresh `dirty` map.
+//   2. seal, exclusive in the commit loop (persists arriving now queue and wait for it, as for any
+//      batch in flight): apply what became dirty during phase 1, sync slots.dat and slots.meta,
+//      record the durable slot count in the slots.meta header, then start a new journal epoch by
+//      syncing a new journal header. Records of older epochs are dead from then on, so the journal
+//      file is reused in place without truncating it (no block allocation on the hot path).
+//   At open (after recovery) and at close both phases run back to back with nothing in flight.
 // recovery: scan slots.meta (linear in written sectors), replay the journal's current epoch in
-//   order, then checkpoint.
-// Space: 4096 + 64 bytes per written sector (1.6% over), plus the journal: up to the checkpoint
-//   size plus one batch while running, its headers only after close. Memory: ~60 bytes per written
-//   sector (a Map sector -> slot plus typed arrays per slot) and the states not yet applied.
+//   order into `dirty`, then checkpoint.
+// Space: 4096 + 64 bytes per written sector (1.6% over), plus the journal: up to twice the
+//   checkpoint size plus one batch while running (the second half only if phase 1 is slower than
+//   the persists arriving meanwhile), its headers only after close. Memory: ~60 bytes per written
+//   sector (a Map sector -> slot plus typed arrays per slot), plus the states not yet in the slots:
+//   the dirty maps hold at most one state per journal record of the current epoch, so at most
+//   2 * JOURNAL_CHECKPOINT_BYTES / RECORD_BYTES (~32k sectors, 128 MiB; ~16k / 64 MiB unless phase 1
+//   falls behind), and recovery holds the same while it replays.
 //
 // Why a sector is always its old or its new state after a crash: a slot is only written after its
-// record is durable in the journal, and the epoch only advances after every slot write is durable;
-// so any slot write a crash can have torn is replayed from the journal. A torn journal record can
+// record is durable in the journal, and the epoch only advances after every dirty state of the epoch
+// is written and the slot files are synced (phase 2 runs with no batch in flight, so every record of
+// the epoch is in the slots by then); so any slot write a crash can have torn is replayed from the
+// journal. A torn journal record can
 // only belong to the last batch (the next batch is written only after the previous one is synced),
 // which no persist was acknowledged for: recovery drops that whole batch.
 //
@@ -77,6 +92,12 @@ const RECOVERY_CHUNK_RECORDS = 256;
 /** Slot metadata entries read per I/O during recovery (1 MiB). */
 const RECOVERY_CHUNK_META_ENTRIES = 16_384;
 const INITIAL_SLOT_CAPACITY = 1024;
+/** Most slots per slot-data writev: 1 MiB, well under IOV_MAX (1024) buffers. */
+const APPLY_RUN_SLOTS = 256;
+/** Slot runs written at once by a background apply: leaves thread-pool room for journal I/O. */
+const APPLY_WORKERS_BACKGROUND = 2;
+/** Slot runs written at once when nothing else runs (checkpoint phase 2, open, close). */
+const APPLY_WORKERS_EXCLUSIVE = 8;
 
 export interface JournalStoreOptions {
   fs: FileSystemIo;
@@ -304,12 +325,22 @@ export class JournalStore implements SectorStore {
   private readonly corruptSectors = new Set<number>();
   private writtenSectors = 0;
 
-  /** Latest state per sector not yet in the slot files (served by load from here). */
+  /** Latest state per sector queued or being written to the journal, not yet synced. */
   private readonly pending = new Map<number, QueuedPersist>();
+  /**
+   * Latest state per sector that is durable in the journal (current epoch) but not yet written to
+   * the slot files; load serves it from here. At most one entry per journal record of the epoch.
+   */
+  private dirty = new Map<number, ApplyItem>();
+  /** The dirty states a checkpoint is writing to the slots right now (older than `dirty`'s). */
+  private applying: Map<number, ApplyItem> | undefined;
+  /** Checkpoint phase 1 running in the background. */
+  private backgroundApply: Promise<void> | undefined;
+  /** Phase 1 finished: the commit loop runs phase 2 before its next batch. */
+  private sealDue = false;
   private queue: QueuedPersist[] = [];
   private committing = false;
   private commitDone: Promise<void> = Promise.resolve();
-  private applyChain: Promise<void> = Promise.resolve();
   private failure: AtomicDiskError | undefined;
   private closing = false;
   private closed = false;
@@ -379,8 +410,12 @@ export class JournalStore implements SectorStore {
     assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0 && sectorIndex < MAX_SECTORS, "bad sector");
     for (;;) {
       this.throwIfUnusable();
-      const queued = this.pending.get(sectorIndex);
-      if (queued !== undefined) return { ts: queued.ts, wr: queued.wr, data: Buffer.from(queued.data) };
+      const queued =
+        this.pending.get(sectorIndex) ?? this.dirty.get(sectorIndex) ?? this.applying?.get(sectorIndex);
+      if (queued !== undefined) {
+        if ("lost" in queued) throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
+        return { ts: queued.ts, wr: queued.wr, data: Buffer.from(queued.data) };
+      }
       if (this.corruptSectors.has(sectorIndex)) {
         throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
       }
@@ -392,7 +427,8 @@ export class JournalStore implements SectorStore {
         readFully(this.slots, data, 0, SECTOR_SIZE_BYTES, slotDataPosition(slot)),
       );
       // A persist of this sector overtook the read (its slot write may have overlapped it): retry.
-      if (this.pending.has(sectorIndex) || this.slotVersion[slot] !== version) continue;
+      if (this.pending.has(sectorIndex) || this.dirty.has(sectorIndex)) continue;
+      if (this.applying?.has(sectorIndex) || this.slotVersion[slot] !== version) continue;
       if (this.corruptSectors.has(sectorIndex)) continue;
       if (n !== SECTOR_SIZE_BYTES || checksum(data) !== this.slotCrc[slot]) {
         this.logger.warn({ sector: sectorIndex, slot }, "sector data fails its checksum");
@@ -449,7 +485,7 @@ export class JournalStore implements SectorStore {
     try {
       await this.quiesce();
       this.throwIfUnusable();
-      if (this.nextSeq > 0) await this.checkpoint();
+      if (this.nextSeq > 0 || this.dirty.size > 0) await this.checkpoint();
       // Nothing in the current epoch: the journal can shrink to its headers.
       if (this.journalFileBytes > JOURNAL_RECORDS_OFFSET) {
         await io("truncate journal", () => this.journal.truncate(JOURNAL_RECORDS_OFFSET));
@@ -503,17 +539,32 @@ export class JournalStore implements SectorStore {
 
   private async commitLoop(): Promise<void> {
     for (;;) {
+      if (this.failure !== undefined) break;
+      if (this.sealDue) {
+        try {
+          await this.seal();
+        } catch (err) {
+          this.fail(err);
+        }
+        continue;
+      }
       // Checked and cleared without an await in between: a persist queued after this sees
       // `committing === false` and starts a new loop.
-      if (this.queue.length === 0 || this.failure !== undefined) break;
+      if (this.queue.length === 0) break;
+      // Memory and journal bound: past twice the limit, wait for the background apply.
+      if (this.backgroundApply !== undefined && this.nextSeq * RECORD_BYTES >= 2 * this.checkpointBytes) {
+        await this.backgroundApply;
+        continue;
+      }
       const batch = this.queue.splice(0, this.maxBatchRecords);
       try {
         await this.commitBatch(batch);
-        if (this.nextSeq * RECORD_BYTES >= this.checkpointBytes) await this.checkpoint();
       } catch (err) {
         this.fail(err);
         for (const q of batch) q.reject(this.failure);
+        continue;
       }
+      if (this.nextSeq * RECORD_BYTES >= this.checkpointBytes) this.startBackgroundApply();
     }
     this.committing = false;
     if (this.failure !== undefined) {
@@ -548,30 +599,53 @@ export class JournalStore implements SectorStore {
     this.batchCount++;
     this.maxBatch = Math.max(this.maxBatch, batch.length);
     this.journalFileBytes = Math.max(this.journalFileBytes, position + batch.length * RECORD_BYTES);
-    for (const q of batch) q.resolve();
-    this.applyChain = this.applyChain
-      .then(() => this.applyPersisted(batch))
-      .catch((err: unknown) => this.fail(err));
-  }
-
-  private async applyPersisted(batch: QueuedPersist[]): Promise<void> {
-    if (this.failure !== undefined) return;
-    await this.applyItems(batch);
+    // Durable: from now on the state waits in `dirty` for the next checkpoint (a later persist of
+    // the sector replaces it there). No slot write here: that is what keeps the hot path cheap.
     for (const q of batch) {
+      this.dirty.set(q.sector, q);
       if (this.pending.get(q.sector) === q) this.pending.delete(q.sector);
     }
+    for (const q of batch) q.resolve();
   }
 
-  /** Waits until no batch is being committed and every committed batch is applied. */
+  /** Checkpoint phase 1 in the background, unless one runs or is waiting for its phase 2. */
+  private startBackgroundApply(): void {
+    if (this.backgroundApply !== undefined || this.sealDue) return;
+    this.backgroundApply = this.applyDirty(APPLY_WORKERS_BACKGROUND)
+      .then(
+        () => {
+          this.sealDue = true;
+        },
+        (err: unknown) => this.fail(err),
+      )
+      .finally(() => {
+        this.backgroundApply = undefined;
+        // Phase 2 (or the failure) must run even if no persist arrives to start the commit loop.
+        if (!this.committing) {
+          this.committing = true;
+          this.commitDone = this.commitLoop();
+        }
+      });
+  }
+
+  /** Waits until no batch is being committed and no checkpoint runs. */
   private async quiesce(): Promise<void> {
-    while (this.committing) await this.commitDone;
-    await this.applyChain;
+    while (this.committing || this.backgroundApply !== undefined) {
+      await this.commitDone;
+      await this.backgroundApply;
+    }
   }
 
   // ---- Slot files --------------------------------------------------------------------------------
 
   private noteWritten(sector: number): void {
-    if (!this.sectorToSlot.has(sector) && !this.pending.has(sector) && !this.corruptSectors.has(sector)) {
+    if (
+      !this.sectorToSlot.has(sector) &&
+      !this.pending.has(sector) &&
+      !this.dirty.has(sector) &&
+      !this.applying?.has(sector) &&
+      !this.corruptSectors.has(sector)
+    ) {
       this.writtenSectors++;
     }
   }
@@ -605,22 +679,49 @@ export class JournalStore implements SectorStore {
   }
 
   /**
-   * Writes states (or lost markers) into the slot files, then updates the index. Within `items`
-   * the last one per sector wins. Consecutive slots go out as one write each for data and metadata.
+   * Checkpoint phase 1: writes every dirty state (or lost marker) into the slot files (not synced)
+   * and updates the index. New dirty states collect in a fresh map meanwhile; load consults
+   * `applying` until the index says what the slots hold.
    */
-  private async applyItems(items: readonly ApplyItem[]): Promise<void> {
-    const last = new Map<number, ApplyItem>();
-    for (const item of items) last.set(item.sector, item);
-    const planned = [...last.values()].map((item) => ({ slot: this.slotFor(item.sector), item }));
+  private async applyDirty(workers: number): Promise<void> {
+    if (this.dirty.size === 0) return;
+    assert(this.applying === undefined, "two slot applies at once");
+    const items = this.dirty;
+    this.dirty = new Map();
+    this.applying = items;
+    try {
+      await this.applyItems(items, workers);
+    } finally {
+      this.applying = undefined;
+    }
+  }
+
+  /**
+   * Writes states (or lost markers, one per sector) into the slot files, then updates the index.
+   * Sorted by slot; consecutive slots go out as one write each for data and metadata (at most
+   * APPLY_RUN_SLOTS), `workers` runs at a time.
+   */
+  private async applyItems(items: ReadonlyMap<number, ApplyItem>, workers: number): Promise<void> {
+    const planned = [...items.values()].map((item) => ({ slot: this.slotFor(item.sector), item }));
     planned.sort((a, b) => a.slot - b.slot);
-    const writes: Promise<void>[] = [];
+    const runs: { slot: number; item: ApplyItem }[][] = [];
     let runStart = 0;
     for (let i = 1; i <= planned.length; i++) {
-      if (i < planned.length && planned[i]!.slot === planned[i - 1]!.slot + 1) continue;
-      writes.push(this.writeSlotRun(planned.slice(runStart, i)));
+      if (
+        i < planned.length &&
+        planned[i]!.slot === planned[i - 1]!.slot + 1 &&
+        i - runStart < APPLY_RUN_SLOTS
+      )
+        continue;
+      runs.push(planned.slice(runStart, i));
       runStart = i;
     }
-    await Promise.all(writes);
+    let next = 0;
+    const worker = async () => {
+      while (next < runs.length && this.failure === undefined) await this.writeSlotRun(runs[next++]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(workers, runs.length) }, worker));
+    this.throwIfFailed();
     for (const { slot, item } of planned) {
       if ("lost" in item) {
         this.corruptSectors.add(item.sector);
@@ -670,13 +771,27 @@ export class JournalStore implements SectorStore {
     await Promise.all(writes);
   }
 
-  /**
-   * Makes every applied state durable in the slot files and starts a new journal epoch, which
-   * retires every record written so far. Runs with no batch in flight.
-   */
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** A whole checkpoint (both phases back to back). Runs with no batch in flight and no apply. */
   private async checkpoint(): Promise<void> {
-    await this.applyChain;
     this.throwIfUnusable();
+    await this.applyDirty(APPLY_WORKERS_EXCLUSIVE);
+    await this.seal();
+  }
+
+  /**
+   * Checkpoint phase 2: applies what is still dirty, makes the slot files durable and starts a new
+   * journal epoch, which retires every record written so far. Runs with no batch in flight and no
+   * apply (in the commit loop, or with the loop idle), so every record of the epoch is in the slots.
+   */
+  private async seal(): Promise<void> {
+    this.sealDue = false;
+    this.throwIfUnusable();
+    await this.applyDirty(APPLY_WORKERS_EXCLUSIVE);
+    assert(this.dirty.size === 0 && this.applying === undefined, "checkpoint with states not in the slots");
     await io("sync slot data", () => this.slots.datasync());
     await io("sync slot metadata", () => this.meta.datasync());
     this.fsyncCount += 2;
@@ -705,6 +820,8 @@ export class JournalStore implements SectorStore {
     this.metaFileBytes = await io("size slots.meta", () => this.meta.size());
     await this.scanMeta(metaHeader.value);
     await this.replayJournal();
+    // Phase 1 first: it allocates slots (holes among them) to the replayed sectors.
+    await this.applyDirty(APPLY_WORKERS_EXCLUSIVE);
     // Holes below the durable slot count would read as lost entries at the next open: fill them.
     const holes = [...this.holeSlots].sort((a, b) => a - b);
     for (const slot of holes) {
@@ -713,7 +830,7 @@ export class JournalStore implements SectorStore {
       await io("write slot metadata", () => this.meta.write(entry, 0, entry.length, metaEntryPosition(slot)));
     }
     this.holeSlots.clear();
-    await this.checkpoint();
+    await this.seal();
     this.recoveryStats.corruptSectors = this.corruptSectors.size;
     if (this.corruptSectors.size > 0) {
       this.logger.warn({ corruptSectors: this.corruptSectors.size }, "sectors with damaged state");
@@ -830,8 +947,11 @@ export class JournalStore implements SectorStore {
         batch.push({ sector: h.sector, lost: true });
       }
       if (seq === batchFirst + batchCount - 1) {
-        for (const sector of new Set(batch.map((item) => item.sector))) this.noteWritten(sector);
-        await this.applyItems(batch);
+        // Into memory, latest per sector; the checkpoint after replay writes them to the slots.
+        for (const item of batch) {
+          this.noteWritten(item.sector);
+          this.dirty.set(item.sector, item);
+        }
         this.recoveryStats.replayedRecords += batch.length;
         batch = [];
       }
