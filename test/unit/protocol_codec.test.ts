@@ -221,7 +221,7 @@ describe("extension messages READ_TAG_PROC (0x80) and TAG_VALUE (0x81)", () => {
       { kind: "tagValue", sender: 1, opId, sectorIndex: 1, ts: 3n, wr: 1 },
       systemKey,
     );
-    bytes[39] ^= 1;
+    bytes.writeUInt8(bytes.readUInt8(39) ^ 1, 39);
     expect(replica().push(bytes)).toEqual([
       { kind: "dropped", reason: "badTag", bytes: MessageSize.TagValue },
     ]);
