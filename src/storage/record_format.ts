@@ -132,9 +132,12 @@ function checkRecordHeader(h: RecordHeader): boolean {
   );
 }
 
-/** Writes the header into the first RECORD_HEADER_BYTES of `record` (data already in place). */
+/**
+ * Writes the header into the first RECORD_HEADER_BYTES of `record`: either a whole record (data
+ * already in place) or a header-only buffer whose data is written right after it (writev).
+ */
 export function writeRecordHeader(record: Buffer, h: RecordHeader): void {
-  assert(record.length === RECORD_BYTES, "journal record has the wrong size");
+  assert(record.length === RECORD_BYTES || record.length === RECORD_HEADER_BYTES, "journal record size");
   assert(checkRecordHeader(h), "journal record header out of range");
   record.fill(0, 0, RECORD_HEADER_BYTES);
   record.writeUInt32BE(RECORD_MAGIC, 0);
@@ -160,6 +163,16 @@ export type RecordResult =
 /** Decodes the record at `offset` in `buf`; checks the data checksum only if `checkData`. */
 export function decodeRecord(buf: Buffer, offset: number, checkData = true): RecordResult {
   if (buf.length - offset < RECORD_BYTES) return { status: "invalid" };
+  const result = decodeRecordHeader(buf, offset);
+  if (result.status !== "valid" || !checkData) return result;
+  const dataStart = offset + RECORD_HEADER_BYTES;
+  const ok = checksum(buf, dataStart, dataStart + SECTOR_SIZE_BYTES) === result.header.dataCrc;
+  return ok ? result : { status: "badData", header: result.header };
+}
+
+/** The header alone (its own checksum and fields); the data checksum is not looked at. */
+export function decodeRecordHeader(buf: Buffer, offset: number): RecordResult {
+  if (buf.length - offset < RECORD_HEADER_BYTES) return { status: "invalid" };
   if (buf.readUInt32BE(offset + 60) !== checksum(buf, offset, offset + 60)) return { status: "invalid" };
   if (buf.readUInt32BE(offset) !== RECORD_MAGIC || buf.readUInt8(offset + 4) !== FORMAT_VERSION) {
     return { status: "invalid" };
@@ -175,10 +188,7 @@ export function decodeRecord(buf: Buffer, offset: number, checkData = true): Rec
     dataCrc: buf.readUInt32BE(offset + 48),
   };
   if (!checkRecordHeader(header)) return { status: "invalid" };
-  if (!checkData) return { status: "valid", header };
-  const dataStart = offset + RECORD_HEADER_BYTES;
-  const ok = checksum(buf, dataStart, dataStart + SECTOR_SIZE_BYTES) === header.dataCrc;
-  return ok ? { status: "valid", header } : { status: "badData", header };
+  return { status: "valid", header };
 }
 
 // ---- Slot metadata entries ----------------------------------------------------------------------
