@@ -1,5 +1,6 @@
 // The streaming decoder: framing across arbitrary chunk boundaries and the resync rules of
 // SPEC §1.4 (garbage, unknown types, bad tags, bad sector indexes, bad senders).
+
 import { describe, expect, it } from "vitest";
 import { encodeClientCommand, encodeClientResponse, encodeSystemMessage } from "../../src/protocol/codec.js";
 import { AtddDecoder, type AtddDecoderOptions, type DecodeEvent } from "../../src/protocol/decoder.js";
@@ -11,6 +12,7 @@ import {
   ResponseStatus,
   type SystemMessage,
 } from "../../src/protocol/messages.js";
+import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0xc1);
 const systemKey = Buffer.alloc(64, 0x5e);
@@ -391,21 +393,9 @@ describe("AtddDecoder resync (SPEC §1.4)", () => {
   });
 });
 
-/** mulberry32: a tiny seeded PRNG, so a failing fuzz case replays exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("AtddDecoder fuzz", () => {
   it("never throws and never buffers a whole message on 2000 seeded random streams", () => {
-    const random = prng(20261122);
+    const random = seededRandom(20261122);
     const valid = [read, write, value, ack].map(encode);
     const pieces = [Buffer.from("atdd"), Buffer.from([0x61, 0x74, 0x64, 0x64, 0, 0, 0, 1]), ...valid];
     let messagesSeen = 0;

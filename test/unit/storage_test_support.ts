@@ -1,4 +1,5 @@
 // Shared helpers of the storage tests (not a test file itself).
+
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -6,6 +7,7 @@ import * as path from "node:path";
 import { pino } from "pino";
 import type { SectorState } from "../../src/storage/sector_state.js";
 import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { seededRandom } from "../helpers/seeded_random.js";
 
 export const silentLogger = pino({ level: "silent" });
 
@@ -37,14 +39,4 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
   }
 }
 
-/** Deterministic uniform [0, 1) generator (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
