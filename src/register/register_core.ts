@@ -24,7 +24,8 @@
 //
 // 4. Corrupt local state (storage checksum failure) is never served: READ_PROC gets no answer (as
 //    if this replica were down for that sector) and a WRITE_PROC heals the sector by storing the
-//    incoming state, which is then durable here and may be ACKed. A WRITE coordinated here waits,
+//    incoming state; until that persist is durable the sector stays corrupt (unserved, and not
+//    reloaded, since the store would return the state still in flight), then it may be ACKed. A WRITE coordinated here waits,
 //    because it needs its own VALUE (rule 2), until another coordinator's write or read heals it.
 //
 // 5. A coordinator's new tag is (max(query maximum, own issued tag).ts + 1, rank). The query
@@ -174,20 +175,9 @@ export class RegisterCore {
     assert(this.#retransmitInitialMs > 0 && this.#retransmitMaxMs >= this.#retransmitInitialMs, "retransmit");
   }
 
-  get rank(): number {
-    return this.#rank;
-  }
-
   /** Sectors currently held in memory (for tests and metrics). */
   residentSectorCount(): number {
     return this.#sectors.size;
-  }
-
-  /** Client operations queued or running (for tests and metrics). */
-  pendingClientOpCount(): number {
-    let count = 0;
-    for (const entry of this.#sectors.values()) count += entry.queue.length + (entry.active ? 1 : 0);
-    return count;
   }
 
   step(event: CoreEvent): CoreEffect[] {
@@ -350,10 +340,10 @@ export class RegisterCore {
 
   #onWriteProc(entry: SectorEntry, message: WriteProcMessage): void {
     const incoming: Tag = { ts: message.ts, wr: message.wr };
-    if (entry.corrupt || compareTags(incoming, entry.issuedTag) > 0) {
-      const state: SectorState = { ts: message.ts, wr: message.wr, data: message.data };
-      this.#persist(entry, state, null);
-      entry.corrupt = false;
+    // A corrupt entry was never given an issued tag, so any written tag heals it; it stays
+    // corrupt (unserved, not reloaded) until that persist is durable.
+    if (compareTags(incoming, entry.issuedTag) > 0) {
+      this.#persist(entry, { ts: message.ts, wr: message.wr, data: message.data }, null);
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
@@ -370,10 +360,7 @@ export class RegisterCore {
   #persist(entry: SectorEntry, state: SectorState, ownWrite: ActiveOp | null): void {
     // Persists of a sector take effect in call order, so they must rise in tag order: a lower tag
     // stored after a higher one would silently roll back a durable (maybe ACKed) state.
-    assert(
-      entry.corrupt || compareTags(state, entry.issuedTag) > 0,
-      "persists of a sector rise in tag order",
-    );
+    assert(compareTags(state, entry.issuedTag) > 0, "persists of a sector rise in tag order");
     const token = this.#nextPersistToken++;
     entry.issuedTag = maxTag(entry.issuedTag, tagOf(state));
     entry.pendingPersists++;
@@ -393,6 +380,7 @@ export class RegisterCore {
     // Rules 2 and 3: a state becomes visible to READ_PROC only once durable. Persists of a sector
     // may be reported out of order, so the shown state only moves forward.
     if (entry.state === null || compareTags(tag, tagOf(entry.state)) > 0) entry.state = record.state;
+    entry.corrupt = false;
     if (record.ownWrite !== null) this.#startUpdatePhase(entry, record.ownWrite);
     if (entry.ackWaiters.length > 0) {
       const waiting = entry.ackWaiters;
@@ -462,10 +450,7 @@ export class RegisterCore {
     return false;
   }
 
-  #currentOp(
-    message: ValueMessage | SystemMessage,
-    phaseKind: Phase["kind"],
-  ): [SectorEntry, ActiveOp] | null {
+  #currentOp(message: SystemMessage, phaseKind: Phase["kind"]): [SectorEntry, ActiveOp] | null {
     const entry = this.#sectors.get(message.sectorIndex);
     const op = entry?.active;
     if (entry === undefined || op == null || op.phase === null) return null;

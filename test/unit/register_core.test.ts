@@ -294,6 +294,44 @@ describe("register core", () => {
     expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(5));
   });
 
+  it("a corrupt sector being healed is not served, nor reloaded, until the healing persist is durable", () => {
+    const h = new CoreHarness(3);
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 1, opId: Buffer.alloc(16, 1), sectorIndex: 0 },
+    });
+    h.loads = [];
+    h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
+    h.step(3, {
+      kind: "message",
+      message: {
+        kind: "writeProc",
+        sender: 1,
+        opId: Buffer.alloc(16, 2),
+        sectorIndex: 0,
+        ts: 4n,
+        wr: 1,
+        data: sectorOf(4),
+      },
+    });
+    expect(h.persists).toHaveLength(1);
+    h.network = [];
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 2, opId: Buffer.alloc(16, 3), sectorIndex: 0 },
+    });
+    expect(h.loads).toEqual([]);
+    expect(h.network).toEqual([]);
+    h.syncPersists(3);
+    expect(h.network.map((m) => m.message.kind)).toEqual(["ack"]);
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 2, opId: Buffer.alloc(16, 4), sectorIndex: 0 },
+    });
+    const value = h.network.find((m) => m.message.kind === "value")!.message;
+    expect(value.kind === "value" && value.ts).toBe(4n);
+  });
+
   it("memory follows the sectors in use, not the volume: idle sectors are evicted", () => {
     const h = new CoreHarness(3, { cacheCapacitySectors: 16 });
     for (let i = 0; i < 200; i++) {
