@@ -113,14 +113,11 @@ export const NbdErrno = {
 } as const;
 export type NbdErrnoValue = (typeof NbdErrno)[keyof typeof NbdErrno];
 
-/** base:allocation extent flags. */
-export const StateFlag = { Hole: 1 << 0, Zero: 1 << 1 } as const;
-
+/** The only meta context served: block status always answers "data" (status 0, always legal). */
 export const BASE_ALLOCATION = "base:allocation";
 /** The id we give base:allocation when a client selects it. */
 export const BASE_ALLOCATION_ID = 1;
 
-export const GREETING_BYTES = 18;
 export const OPTION_HEADER_BYTES = 16;
 export const REQUEST_HEADER_BYTES = 28;
 export const SIMPLE_REPLY_BYTES = 16;

@@ -100,10 +100,6 @@ export class ReplicaDriver {
     this.selfQueue = [];
   }
 
-  inflightOps(): number {
-    return this.pending.size;
-  }
-
   clientCommand(connection: InboundConnection, command: ClientCommand): void {
     if (this.stopped) return;
     const token = this.nextToken++;
