@@ -2,9 +2,9 @@
 // must be one of the states persisted to it, at least as new as the last acknowledged one.
 import { describe, expect, it } from "vitest";
 import { JournalStore } from "../../src/storage/journal_store.js";
-import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
+import type { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
 import { RECORD_BYTES } from "../../src/storage/record_format.js";
-import { seededRandom, silentLogger, stateOf, versionOf } from "./storage_test_support.js";
+import { CrashingDisk, seededRandom, silentLogger, stateOf, versionOf } from "./storage_test_support.js";
 
 const DIR = "/replica/data";
 const SECTORS = [0, 1, 2, 3, 4, 2 ** 33];
@@ -102,37 +102,21 @@ async function runCase(
   },
 ): Promise<CaseResult> {
   const { sectors, maxVersion } = workload;
-  const random = seededRandom(seed);
-  let operations = 0;
-  let crashPoint = crashAt;
-  let onCrash: () => void = () => {};
-  const fs: MemoryFileSystem = new MemoryFileSystem({
-    schedule: (complete) => {
-      operations++;
-      if (operations === crashPoint) {
-        fs.crash({ random, tornWrites });
-        onCrash();
-        return;
-      }
-      // Mix microtasks and macrotasks so that concurrent operations complete out of order.
-      if (random() < 0.3) setImmediate(complete);
-      else queueMicrotask(complete);
-    },
-  });
-  const crashed = () => new Promise<"crashed">((resolve) => (onCrash = () => resolve("crashed")));
+  const disk = new CrashingDisk({ seed, tornWrites, crashAt });
+  const fs = disk.fs;
   const h: History = { called: new Map(), acked: new Map() };
-  const firstCrash = crashed();
+  const firstCrash = disk.nextCrash();
   const outcome = await Promise.race([workload.scenario(fs, h).then(() => "done" as const), firstCrash]);
-  crashPoint = 0;
+  disk.crashPoint = 0;
   if (recoveryCrashAt > 0 && outcome === "crashed") {
-    crashPoint = operations + recoveryCrashAt;
-    const secondCrash = crashed();
+    disk.crashPoint = disk.operations + recoveryCrashAt;
+    const secondCrash = disk.nextCrash();
     const open = JournalStore.open({ fs, dir: DIR, logger: silentLogger }).then(async (s) => {
       await s.close();
       return "done" as const;
     });
     await Promise.race([open, secondCrash]);
-    crashPoint = 0;
+    disk.crashPoint = 0;
   }
   const store = await JournalStore.open({ fs, dir: DIR, logger: silentLogger });
   const context = `crashAt=${crashAt} seed=${seed} torn=${tornWrites} recoveryCrashAt=${recoveryCrashAt}`;
@@ -153,7 +137,7 @@ async function runCase(
     expect(versionOf(sector, await again.load(sector), maxVersion), context).toBe(maxVersion);
   }
   await again.close();
-  return { crashed: outcome === "crashed", operations };
+  return { crashed: outcome === "crashed", operations: disk.operations };
 }
 
 describe("JournalStore crash consistency (simulated disk)", () => {

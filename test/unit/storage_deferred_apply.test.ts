@@ -6,7 +6,13 @@ import { describe, expect, it } from "vitest";
 import { JournalStore } from "../../src/storage/journal_store.js";
 import { MemoryFileSystem, type MemoryIoOp } from "../../src/storage/memory_file_io.js";
 import { RECORD_BYTES } from "../../src/storage/record_format.js";
-import { sameState, seededRandom, silentLogger, stateOf, versionOf } from "./storage_test_support.js";
+import {
+  CrashingDisk,
+  sameState,
+  silentLogger,
+  stateOf,
+  versionOf,
+} from "./storage_test_support.js";
 
 const DIR = "/replica/data";
 const isSlotFile = (op: MemoryIoOp) => op.path.endsWith("slots.dat") || op.path.endsWith("slots.meta");
@@ -85,22 +91,8 @@ describe("JournalStore deferred apply", () => {
     const SECTORS = Array.from({ length: 300 }, (_, i) => (i < 280 ? i : 10_000 + i * 17));
     const MAX_VERSION = 4;
     const run = async (crashAt: number, seed: number, torn: boolean) => {
-      const random = seededRandom(seed);
-      let operations = 0;
-      let crashPoint = crashAt;
-      let onCrash: () => void = () => {};
-      const fs: MemoryFileSystem = new MemoryFileSystem({
-        schedule: (complete) => {
-          operations++;
-          if (operations === crashPoint) {
-            fs.crash({ random, tornWrites: torn });
-            onCrash();
-            return;
-          }
-          if (random() < 0.3) setImmediate(complete);
-          else queueMicrotask(complete);
-        },
-      });
+      const disk = new CrashingDisk({ seed, tornWrites: torn, crashAt });
+      const fs = disk.fs;
       const called = new Map<number, number>();
       const acked = new Map<number, number>();
       const persist = (store: JournalStore, s: number, v: number) => {
@@ -123,9 +115,9 @@ describe("JournalStore deferred apply", () => {
         }
         await store.close();
       };
-      const crashed = new Promise<"crashed">((resolve) => (onCrash = () => resolve("crashed")));
+      const crashed = disk.nextCrash();
       const outcome = await Promise.race([workload().then(() => "done" as const), crashed]);
-      crashPoint = 0; // this seed's workload may have needed fewer operations: no crash in recovery
+      disk.crashPoint = 0; // this seed's workload may have needed fewer operations: no crash in recovery
       const store = await JournalStore.open({ fs, dir: DIR, logger: silentLogger });
       let written = 0;
       for (const s of SECTORS) {
@@ -137,7 +129,7 @@ describe("JournalStore deferred apply", () => {
       }
       expect(store.writtenSectorCount()).toBe(written);
       await store.close();
-      return { operations, crashed: outcome === "crashed" };
+      return { operations: disk.operations, crashed: outcome === "crashed" };
     };
     const total = (await run(0, 1, false)).operations;
     expect(total).toBeGreaterThan(100);

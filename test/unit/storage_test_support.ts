@@ -5,6 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { pino } from "pino";
+import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
 import type { SectorState } from "../../src/storage/sector_state.js";
 import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { seededRandom } from "../helpers/seeded_random.js";
@@ -40,3 +41,39 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
 }
 
 export { seededRandom };
+
+/**
+ * A simulated disk that crashes at its `crashPoint`-th I/O operation (0: never). Completions mix
+ * microtasks and macrotasks so concurrent operations complete out of order; one seeded random
+ * source drives both that and the crash, so a case replays exactly.
+ */
+export class CrashingDisk {
+  readonly fs: MemoryFileSystem;
+  operations = 0;
+  crashPoint: number;
+  #onCrash: () => void = () => {};
+
+  constructor(options: { seed: number; tornWrites: boolean; crashAt: number }) {
+    const random = seededRandom(options.seed);
+    this.crashPoint = options.crashAt;
+    this.fs = new MemoryFileSystem({
+      schedule: (complete) => {
+        this.operations++;
+        if (this.operations === this.crashPoint) {
+          this.fs.crash({ random, tornWrites: options.tornWrites });
+          this.#onCrash();
+          return;
+        }
+        if (random() < 0.3) setImmediate(complete);
+        else queueMicrotask(complete);
+      },
+    });
+  }
+
+  /** Resolves when the next crash happens. */
+  nextCrash(): Promise<"crashed"> {
+    return new Promise((resolve) => {
+      this.#onCrash = () => resolve("crashed");
+    });
+  }
+}
