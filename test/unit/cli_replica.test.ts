@@ -52,20 +52,30 @@ function expectOneLineFailure(result: ReturnType<typeof runToExit>, text: string
   expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
 }
 
+/** Spawns replica 1 of the config on `dataDir` and resolves once it accepts connections. */
+async function spawnListeningReplica(
+  configPath: string,
+  dataDir: string,
+  port: number,
+): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [CLI_MAIN, "replica", "--config", configPath, "--rank", "1", "--data", dataDir],
+    {
+      stdio: "ignore",
+    },
+  );
+  children.push(child);
+  await waitListening({ host: "127.0.0.1", port }, 10_000, () => child.exitCode === null);
+  return child;
+}
+
 describe("atomic-disk replica", () => {
   it("accepts connections shortly after spawn and stops cleanly on SIGTERM", async () => {
     const dir = tempDir();
     const { path, ports } = await writeConfig(dir);
     const t0 = performance.now();
-    const child = spawn(
-      process.execPath,
-      [CLI_MAIN, "replica", "--config", path, "--rank", "1", "--data", join(dir, "d")],
-      {
-        stdio: "ignore",
-      },
-    );
-    children.push(child);
-    await waitListening({ host: "127.0.0.1", port: ports[0]! }, 10_000, () => child.exitCode === null);
+    const child = await spawnListeningReplica(path, join(dir, "d"), ports[0]!);
     const startMs = performance.now() - t0;
     console.log(`replica accepted its first connection ${startMs.toFixed(0)} ms after spawn`);
     // The goal is 300 ms; the bound leaves room for a shared, loaded 2-core test machine.
@@ -132,15 +142,7 @@ describe("atomic-disk replica", () => {
   it("refuses a data dir that a running replica holds", async () => {
     const dir = tempDir();
     const { path, ports } = await writeConfig(dir, 2);
-    const child = spawn(
-      process.execPath,
-      [CLI_MAIN, "replica", "--config", path, "--rank", "1", "--data", join(dir, "d")],
-      {
-        stdio: "ignore",
-      },
-    );
-    children.push(child);
-    await waitListening({ host: "127.0.0.1", port: ports[0]! }, 10_000, () => child.exitCode === null);
+    const child = await spawnListeningReplica(path, join(dir, "d"), ports[0]!);
     const result = runToExit(["replica", "--config", path, "--rank", "2", "--data", join(dir, "d")]);
     expectOneLineFailure(result, `in use by pid ${child.pid}`);
   });
