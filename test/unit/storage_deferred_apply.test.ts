@@ -6,13 +6,7 @@ import { describe, expect, it } from "vitest";
 import { JournalStore } from "../../src/storage/journal_store.js";
 import { MemoryFileSystem, type MemoryIoOp } from "../../src/storage/memory_file_io.js";
 import { RECORD_BYTES } from "../../src/storage/record_format.js";
-import {
-  CrashingDisk,
-  sameState,
-  silentLogger,
-  stateOf,
-  versionOf,
-} from "./storage_test_support.js";
+import { CrashingDisk, sameState, silentLogger, stateOf, versionOf } from "./storage_test_support.js";
 
 const DIR = "/replica/data";
 const isSlotFile = (op: MemoryIoOp) => op.path.endsWith("slots.dat") || op.path.endsWith("slots.meta");
