@@ -16,6 +16,34 @@ export const MessageType = {
   // asks with READ_TAG_PROC and gets TAG_VALUE: 80 bytes instead of a 4176-byte VALUE each.
   ReadTagProc: 0x80,
   TagValue: 0x81,
+  // Range extensions: one message covers a run of 1..MAX_RANGE_SECTORS consecutive sectors, each
+  // still its own register (see ARCHITECTURE.md "Range operations"). The run's sector count is a
+  // u16 at offset 4 (where the standard types have padding), so the decoder knows every size from
+  // the first 8 bytes, as for the standard types. Layouts (all big-endian; tag = HMAC at the end):
+  //   system (system key), 32-byte header: magic, count u16 @4, sender @6, type @7, opId @8,
+  //   first sector u64 @24; then
+  //     READ_RANGE_PROC, READ_TAG_RANGE_PROC, RANGE_ACK: nothing (64 bytes);
+  //     TAG_RANGE_VALUE: ts u64 @32, 7 padding, wr u8 @47 = the highest tag over the run (80 bytes);
+  //     RANGE_VALUE, WRITE_RANGE_PROC: count x (ts u64, 7 padding, wr u8) @32, then count x 4096
+  //       bytes of data (32 + count*4112 + 32 bytes).
+  //   client (client key): magic, count u16 @4, padding @6, type @7, request number u64 @8, first
+  //     sector u64 @16; WRITE_RANGE: count x 4096 bytes of data @24. READ_RANGE 56 bytes,
+  //     WRITE_RANGE 56 + count*4096.
+  //   response (client key): magic, count u16 @4 (echoed), status @6, type @7 (command + 0x40),
+  //     request number u64 @8; READ_RANGE with status Ok: count x 4096 bytes @16. 48 bytes, or
+  //     48 + count*4096.
+  // A count of 0 or above MAX_RANGE_SECTORS makes the type unknown (SPEC §1.4: drop 8 bytes), so
+  // no length from the wire is ever trusted beyond that bound.
+  ReadRangeProc: 0x82,
+  ReadTagRangeProc: 0x83,
+  RangeAck: 0x84,
+  TagRangeValue: 0x85,
+  RangeValue: 0x86,
+  WriteRangeProc: 0x87,
+  ReadRange: 0x88,
+  WriteRange: 0x89,
+  ReadRangeResponse: 0xc8,
+  WriteRangeResponse: 0xc9,
 } as const;
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
@@ -38,6 +66,16 @@ export const MessageSize = {
   WriteProc: 4176,
   ReadTagProc: 64,
   TagValue: 80,
+  // Range extensions: fixed parts; the variable parts are per sector (see MessageType).
+  RangeProc: 64,
+  TagRangeValue: 80,
+  /** RANGE_VALUE / WRITE_RANGE_PROC: plus RangeStatePerSector per sector. */
+  RangeStateBase: 64,
+  RangeStatePerSector: 16 + 4096,
+  /** READ_RANGE; WRITE_RANGE adds 4096 per sector. */
+  RangeCommandBase: 56,
+  /** Range response; READ_RANGE Ok adds 4096 per sector. */
+  RangeResponseBase: 48,
 } as const;
 
 export const HMAC_TAG_BYTES = 32;
@@ -62,15 +100,44 @@ export interface ClientWriteCommand {
   data: Buffer;
 }
 
-export type ClientCommand = ClientReadCommand | ClientWriteCommand;
+/** Extension 0x88: read sectors [sectorIndex, sectorIndex + sectorCount). */
+export interface ClientReadRangeCommand {
+  kind: "clientReadRange";
+  requestNumber: RequestNumber;
+  sectorIndex: number;
+  /** 1..MAX_RANGE_SECTORS. */
+  sectorCount: number;
+}
+
+/** Extension 0x89: write sectors [sectorIndex, sectorIndex + sectorCount). */
+export interface ClientWriteRangeCommand {
+  kind: "clientWriteRange";
+  requestNumber: RequestNumber;
+  sectorIndex: number;
+  /** 1..MAX_RANGE_SECTORS. */
+  sectorCount: number;
+  /** Exactly sectorCount * SECTOR_SIZE_BYTES. */
+  data: Buffer;
+}
+
+export type ClientCommand =
+  | ClientReadCommand
+  | ClientWriteCommand
+  | ClientReadRangeCommand
+  | ClientWriteRangeCommand;
+
+/** Which command a response answers. */
+export type ClientCommandName = "read" | "write" | "readRange" | "writeRange";
 
 export interface ClientResponse {
   kind: "clientResponse";
-  /** Which command this answers (READ 0x41 / WRITE 0x42 on the wire). */
-  command: "read" | "write";
+  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 on the wire). */
+  command: ClientCommandName;
   status: ResponseStatusCode;
   requestNumber: RequestNumber;
-  /** Present only for a READ with status Ok. */
+  /** Range commands only: the command's sector count, echoed. */
+  sectorCount?: number;
+  /** Present only for a READ (sectorCount * 4096 bytes for READ_RANGE) with status Ok. */
   data?: Buffer;
 }
 
@@ -116,12 +183,70 @@ export interface TagValueMessage extends SystemHeader {
   wr: number;
 }
 
+interface RangeHeader extends SystemHeader {
+  /** The run is [sectorIndex, sectorIndex + sectorCount); 1..MAX_RANGE_SECTORS. */
+  sectorCount: number;
+}
+
+/** A tag as it travels in range messages. */
+export interface WireTag {
+  ts: bigint;
+  wr: number;
+}
+
+/** Extension 0x82: READ_PROC for each sector of a run; answered by one RANGE_VALUE. */
+export interface ReadRangeProcMessage extends RangeHeader {
+  kind: "readRangeProc";
+}
+
+/** Extension 0x83: READ_TAG_PROC for a run; answered by one TAG_RANGE_VALUE. */
+export interface ReadTagRangeProcMessage extends RangeHeader {
+  kind: "readTagRangeProc";
+}
+
+/** Extension 0x84: ACK for every sector of a WRITE_RANGE_PROC's run. */
+export interface RangeAckMessage extends RangeHeader {
+  kind: "rangeAck";
+}
+
+/** Extension 0x85: the highest durable tag over the run. */
+export interface TagRangeValueMessage extends RangeHeader {
+  kind: "tagRangeValue";
+  ts: bigint;
+  wr: number;
+}
+
+/** Extension 0x86: VALUE for each sector of the run. */
+export interface RangeValueMessage extends RangeHeader {
+  kind: "rangeValue";
+  /** One per sector, in order. */
+  tags: WireTag[];
+  /** sectorCount * SECTOR_SIZE_BYTES: sector i at i * 4096. */
+  data: Buffer;
+}
+
+/** Extension 0x87: WRITE_PROC for each sector of the run (each sector with its own tag). */
+export interface WriteRangeProcMessage extends RangeHeader {
+  kind: "writeRangeProc";
+  tags: WireTag[];
+  data: Buffer;
+}
+
+export type RangeSystemMessage =
+  | ReadRangeProcMessage
+  | ReadTagRangeProcMessage
+  | RangeAckMessage
+  | TagRangeValueMessage
+  | RangeValueMessage
+  | WriteRangeProcMessage;
+
 export type SystemMessage =
   | ReadProcMessage
   | ValueMessage
   | WriteProcMessage
   | AckMessage
   | ReadTagProcMessage
-  | TagValueMessage;
+  | TagValueMessage
+  | RangeSystemMessage;
 
 export type AtddMessage = ClientCommand | ClientResponse | SystemMessage;

@@ -6,8 +6,18 @@ export const SECTOR_SIZE_BYTES = 4096;
 /** Largest number of replicas: ranks are a u8 and rank 0 means "never written" (SPEC §2). */
 export const MAX_REPLICAS = 254;
 
-/** Largest atdd message (VALUE / WRITE_PROC); decoders never buffer more than this per message. */
-export const MAX_ATDD_MESSAGE_BYTES = 4176;
+/**
+ * Most sectors in one range message (extensions 0x82..0x89): 1 MiB of data, so one message per
+ * hop carries a typical sequential request (the kernel and qemu split at 128 KiB..1 MiB) while a
+ * single message never holds a peer link for more than about a millisecond.
+ */
+export const MAX_RANGE_SECTORS = 256;
+
+/**
+ * Largest atdd message (a full WRITE_RANGE_PROC / RANGE_VALUE: 64 + 256 * (16 + 4096) bytes);
+ * decoders never buffer more than this per message.
+ */
+export const MAX_ATDD_MESSAGE_BYTES = 64 + MAX_RANGE_SECTORS * (16 + 4096);
 
 /** Largest volume: sector indexes travel as u64 but are handled as JS numbers (safe up to 2^53). */
 export const MAX_SECTORS = 2 ** 40;
