@@ -4,7 +4,13 @@
 import { randomBytes } from "node:crypto";
 import { v4 as uuidv4 } from "uuid";
 import { encodeSystemMessage } from "../protocol/codec.js";
-import { type ClientCommand, OP_ID_BYTES, ResponseStatus, type SystemMessage } from "../protocol/messages.js";
+import {
+  type ClientCommand,
+  type ClientCommandName,
+  OP_ID_BYTES,
+  ResponseStatus,
+  type SystemMessage,
+} from "../protocol/messages.js";
 import type { CoreEffect, CoreEvent } from "../register/core_types.js";
 import { RegisterCore } from "../register/register_core.js";
 import type { SectorStore } from "../storage/sector_store.js";
@@ -21,7 +27,9 @@ const OP_ID_POOL = 256;
 interface PendingClientOp {
   connection: InboundConnection;
   requestNumber: bigint;
-  command: "read" | "write";
+  command: ClientCommandName;
+  /** Range commands: echoed in the response. */
+  sectorCount: number | undefined;
 }
 
 export interface ReplicaDriverOptions {
@@ -103,13 +111,31 @@ export class ReplicaDriver {
   clientCommand(connection: InboundConnection, command: ClientCommand): void {
     if (this.stopped) return;
     const token = this.nextToken++;
-    const kind = command.kind === "clientRead" ? "read" : "write";
-    this.pending.set(token, { connection, requestNumber: command.requestNumber, command: kind });
+    const { requestNumber, sectorIndex } = command;
     this.stats.clientOps++;
-    if (command.kind === "clientRead") {
-      this.run({ kind: "clientRead", token, sectorIndex: command.sectorIndex });
-    } else {
-      this.run({ kind: "clientWrite", token, sectorIndex: command.sectorIndex, data: command.data });
+    switch (command.kind) {
+      case "clientRead":
+        this.pending.set(token, { connection, requestNumber, command: "read", sectorCount: undefined });
+        this.run({ kind: "clientRead", token, sectorIndex });
+        return;
+      case "clientWrite":
+        this.pending.set(token, { connection, requestNumber, command: "write", sectorCount: undefined });
+        this.run({ kind: "clientWrite", token, sectorIndex, data: command.data });
+        return;
+      case "clientReadRange": {
+        const { sectorCount } = command;
+        this.pending.set(token, { connection, requestNumber, command: "readRange", sectorCount });
+        this.run({ kind: "clientRead", token, sectorIndex, sectorCount });
+        return;
+      }
+      case "clientWriteRange": {
+        const { sectorCount, data } = command;
+        this.pending.set(token, { connection, requestNumber, command: "writeRange", sectorCount });
+        this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
+        return;
+      }
+      default:
+        unreachable(command);
     }
   }
 
@@ -213,7 +239,8 @@ export class ReplicaDriver {
     if (op === undefined) return;
     this.pending.delete(token);
     this.stats.completedOps++;
-    if (op.command === "read") assert(data !== undefined, "a completed read carries its value");
+    const isRead = op.command === "read" || op.command === "readRange";
+    if (isRead) assert(data !== undefined, "a completed read carries its value");
     // A client that went away simply loses its reply.
     if (!op.connection.isOpen()) return;
     op.connection.completeCommand({
@@ -221,7 +248,8 @@ export class ReplicaDriver {
       command: op.command,
       status: ResponseStatus.Ok,
       requestNumber: op.requestNumber,
-      ...(op.command === "read" ? { data } : {}),
+      ...(op.sectorCount !== undefined ? { sectorCount: op.sectorCount } : {}),
+      ...(isRead ? { data } : {}),
     });
   }
 

@@ -10,9 +10,15 @@ export type ClientOpToken = number;
 export type PersistToken = number;
 
 export type CoreEvent =
-  /** A client command (sector index already validated against the volume size by the driver). */
-  | { kind: "clientRead"; token: ClientOpToken; sectorIndex: number }
-  | { kind: "clientWrite"; token: ClientOpToken; sectorIndex: number; data: Buffer }
+  /**
+   * A client command (sectors already validated against the volume size by the driver) on the run
+   * [sectorIndex, sectorIndex + sectorCount); sectorCount defaults to 1 and is at most
+   * MAX_RANGE_SECTORS. Each sector of a run is its own register: a run shares messages and waits
+   * for the FIFO turn of every one of its sectors, nothing more.
+   */
+  | { kind: "clientRead"; token: ClientOpToken; sectorIndex: number; sectorCount?: number }
+  /** `data` holds sectorCount * SECTOR_SIZE_BYTES bytes. */
+  | { kind: "clientWrite"; token: ClientOpToken; sectorIndex: number; sectorCount?: number; data: Buffer }
   /** A system message from any rank, this replica's own included (delivered without the network). */
   | { kind: "message"; message: SystemMessage }
   /** The persist with this token is durable. */
@@ -32,7 +38,7 @@ export type CoreEffect =
   | { kind: "persist"; token: PersistToken; sectorIndex: number; state: SectorState }
   /** Read the sector's stored state and report it with a `loaded` event. */
   | { kind: "load"; sectorIndex: number }
-  /** The client operation finished; for reads `data` is the value read. */
+  /** The client operation finished; for reads `data` is the value read (every sector of the run). */
   | { kind: "complete"; token: ClientOpToken; data?: Buffer };
 
 /**

@@ -33,11 +33,41 @@
 //    write; persisting the lower tag afterwards would roll back a durable, ACKed state on this
 //    disk. Found by the simulator (seeds 50743 and 100795). Any tag above the query maximum keeps
 //    ABD's argument intact, so taking the larger base is safe.
-import type { SystemMessage, TagValueMessage, ValueMessage, WriteProcMessage } from "../protocol/messages.js";
+//
+// 6. Range operations (extensions 0x82..0x89) are the per-sector algorithm run for every sector of
+//    a run [start, start + count) at once, sharing messages: one query and one update message per
+//    rank carry all the run's sectors. Per sector this is exactly ABD: a range WRITE's query phase
+//    asks for the highest durable tag over the run (TAG_RANGE_VALUE), which bounds every sector's
+//    tag from above, so the single new tag (max(query maximum, own issued tags of the run).ts + 1,
+//    rank) is above each sector's query maximum and own issued tag (rule 5); it is stored durably
+//    here for every sector of the run before WRITE_RANGE_PROC leaves (rule 2). A range READ keeps,
+//    per sector, the highest-tagged value and how many ranks reported it; it skips its write-back
+//    only when every sector of the run meets rule 3's condition, and otherwise writes back each
+//    sector with its own highest tag (WRITE_RANGE_PROC carries a tag per sector). A replica
+//    answers a range message only when it could answer the single-sector message for every sector
+//    of the run (rule 4: a corrupt sector makes it stay silent), and ACKs a WRITE_RANGE_PROC only
+//    once every sector's durable tag covers that sector's tag (rule 1). A range operation enters
+//    the FIFO of every sector of its run at once, in arrival order, and starts when it heads all of
+//    them: any two operations sharing sectors are then in the same order in every shared FIFO, so
+//    they can never wait for each other in a cycle.
+import type {
+  RangeAckMessage,
+  RangeValueMessage,
+  ReadRangeProcMessage,
+  ReadTagRangeProcMessage,
+  SystemMessage,
+  TagRangeValueMessage,
+  TagValueMessage,
+  ValueMessage,
+  WireTag,
+  WriteProcMessage,
+  WriteRangeProcMessage,
+} from "../protocol/messages.js";
 import { compareTags, type SectorState } from "../storage/sector_state.js";
 import { assert, unreachable } from "../util/assert.js";
 import {
   CORE_CACHE_SECTORS,
+  MAX_RANGE_SECTORS,
   MAX_REPLICAS,
   RETRANSMIT_INITIAL_MS,
   RETRANSMIT_MAX_MS,
@@ -68,7 +98,10 @@ export function quorumSize(replicaCount: number): number {
 interface ClientOp {
   token: ClientOpToken;
   kind: "read" | "write";
-  /** The value to write (writes only). */
+  /** The run [start, start + count); count is 1 for the standard single-sector messages. */
+  start: number;
+  count: number;
+  /** The value to write, count sectors (writes only). */
   data: Buffer | null;
 }
 
@@ -95,12 +128,47 @@ interface ActiveOp {
   bestCount: number;
   /** The state a write stores and then imposes (set once the query phase completes). */
   written: SectorState | null;
+  /** Range operations (count > 1) only; null otherwise. */
+  range: RangeProgress | null;
+}
+
+/** What a range operation (rule 6) accumulates across its phases. */
+interface RangeProgress {
+  /** Range READ query: per sector, the highest tag seen, its data and how many ranks reported it. */
+  bestTags: Tag[];
+  bestData: Buffer[];
+  bestCounts: number[];
+  /** What the update phase imposes: a tag per sector and count sectors of data. */
+  writtenTags: WireTag[] | null;
+  writtenData: Buffer | null;
+  /** Range WRITE: own persists of the run not yet durable; the update phase starts at 0. */
+  ownPending: number;
+}
+
+/** A WRITE_RANGE_PROC waiting for its sectors to become durable (rule 6). */
+interface RangeAckWaiter {
+  to: number;
+  opId: Buffer;
+  start: number;
+  count: number;
+  /** Sectors whose durable tag does not cover their tag yet. */
+  remaining: number;
+}
+
+type RangeProcMessage = ReadRangeProcMessage | ReadTagRangeProcMessage | WriteRangeProcMessage;
+
+/** A range READ_PROC / READ_TAG_PROC / WRITE_PROC waiting for sectors of its run to load. */
+interface RangeDeferral {
+  message: RangeProcMessage;
+  missing: number;
 }
 
 interface AckWaiter {
   to: number;
   opId: Buffer;
   tag: Tag;
+  /** Set when this sector is one of a WRITE_RANGE_PROC's run: the ACK is the run's RANGE_ACK. */
+  range: RangeAckWaiter | null;
 }
 
 interface SectorEntry {
@@ -117,7 +185,13 @@ interface SectorEntry {
   ackWaiters: AckWaiter[];
   /** READ_PROC / WRITE_PROC that arrived before the state was loaded, in arrival order. */
   deferred: SystemMessage[];
+  /** Range messages waiting (also) for this sector to load. */
+  deferredRanges: RangeDeferral[];
+  /** Range messages being deferred that cover this sector: keeps the entry from eviction. */
+  pins: number;
+  /** Client operations waiting for their turn on this sector (a range op is in each of its sectors' queues). */
   queue: ClientOp[];
+  /** The coordinated operation running on this sector (a range op is active on all its sectors). */
   active: ActiveOp | null;
 }
 
@@ -134,6 +208,16 @@ function maxTag(a: Tag, b: Tag): Tag {
 
 function tagOf(state: SectorState): Tag {
   return { ts: state.ts, wr: state.wr };
+}
+
+/**
+ * Sector i of a run, copied: a view would keep the whole run's buffer (up to 1 MiB) alive for as
+ * long as the cache or the store holds any one of its sectors.
+ */
+function sectorCopy(run: Buffer, i: number): Buffer {
+  const data = Buffer.allocUnsafeSlow(SECTOR_SIZE_BYTES);
+  run.copy(data, 0, i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+  return data;
 }
 
 export class RegisterCore {
@@ -184,12 +268,15 @@ export class RegisterCore {
     assert(this.#effects.length === 0, "step is not re-entrant");
     switch (event.kind) {
       case "clientRead":
-        this.#onClientOp(event.sectorIndex, { token: event.token, kind: "read", data: null });
+      case "clientWrite": {
+        const count = event.sectorCount ?? 1;
+        assert(Number.isInteger(count) && count >= 1 && count <= MAX_RANGE_SECTORS, "sector count");
+        const data = event.kind === "clientWrite" ? event.data : null;
+        if (data !== null) assert(data.length === count * SECTOR_SIZE_BYTES, "client write data size");
+        const kind = event.kind === "clientWrite" ? "write" : "read";
+        this.#onClientOp({ token: event.token, kind, start: event.sectorIndex, count, data });
         break;
-      case "clientWrite":
-        assert(event.data.length === SECTOR_SIZE_BYTES, "client write must carry one sector");
-        this.#onClientOp(event.sectorIndex, { token: event.token, kind: "write", data: event.data });
-        break;
+      }
       case "message":
         this.#onMessage(event.message);
         break;
@@ -227,6 +314,8 @@ export class RegisterCore {
         pendingPersists: 0,
         ackWaiters: [],
         deferred: [],
+        deferredRanges: [],
+        pins: 0,
         queue: [],
         active: null,
       };
@@ -245,6 +334,7 @@ export class RegisterCore {
       entry.pendingPersists === 0 &&
       entry.ackWaiters.length === 0 &&
       entry.deferred.length === 0 &&
+      entry.pins === 0 &&
       !entry.loading
     );
   }
@@ -286,6 +376,18 @@ export class RegisterCore {
       case "ack":
         this.#onAck(message);
         return;
+      case "readRangeProc":
+      case "readTagRangeProc":
+      case "writeRangeProc":
+        this.#onRangeProc(message);
+        return;
+      case "rangeValue":
+      case "tagRangeValue":
+        this.#onRangeValue(message);
+        return;
+      case "rangeAck":
+        this.#onRangeAck(message);
+        return;
       default:
         unreachable(message);
     }
@@ -313,6 +415,12 @@ export class RegisterCore {
     const deferred = entry.deferred;
     entry.deferred = [];
     for (const message of deferred) this.#handleProc(entry, message);
+    const ranges = entry.deferredRanges;
+    entry.deferredRanges = [];
+    for (const deferral of ranges) {
+      deferral.missing--;
+      if (deferral.missing === 0) this.#runRangeProc(deferral.message);
+    }
   }
 
   #handleProc(entry: SectorEntry, message: SystemMessage): void {
@@ -345,7 +453,7 @@ export class RegisterCore {
     if (compareTags(incoming, entry.issuedTag) > 0) {
       this.#persist(entry, { ts: message.ts, wr: message.wr, data: message.data }, null);
     }
-    const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming };
+    const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming, range: null };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
       this.#sendAck(entry.sectorIndex, waiter);
     } else {
@@ -381,33 +489,50 @@ export class RegisterCore {
     // may be reported out of order, so the shown state only moves forward.
     if (entry.state === null || compareTags(tag, tagOf(entry.state)) > 0) entry.state = record.state;
     entry.corrupt = false;
-    if (record.ownWrite !== null) this.#startUpdatePhase(entry, record.ownWrite);
+    const own = record.ownWrite;
+    if (own !== null) {
+      if (own.range === null) this.#startUpdatePhase(entry, own);
+      else if (--own.range.ownPending === 0) this.#startRangeUpdatePhase(own);
+    }
     if (entry.ackWaiters.length > 0) {
       const waiting = entry.ackWaiters;
       entry.ackWaiters = [];
       for (const waiter of waiting) {
-        if (compareTags(entry.durableTag, waiter.tag) >= 0) this.#sendAck(entry.sectorIndex, waiter);
-        else entry.ackWaiters.push(waiter);
+        if (compareTags(entry.durableTag, waiter.tag) < 0) entry.ackWaiters.push(waiter);
+        else if (waiter.range === null) this.#sendAck(entry.sectorIndex, waiter);
+        else if (--waiter.range.remaining === 0) this.#sendRangeAck(waiter.range);
       }
     }
   }
 
   // ---- coordinator role -----------------------------------------------------------------------
 
-  #onClientOp(sectorIndex: number, op: ClientOp): void {
-    const entry = this.#entry(sectorIndex);
-    entry.queue.push(op);
-    if (entry.active === null) this.#startNext(entry);
+  #onClientOp(op: ClientOp): void {
+    // Rule 6: the operation joins every FIFO of its run in one step.
+    for (let i = 0; i < op.count; i++) this.#entry(op.start + i).queue.push(op);
+    this.#tryStart(op);
   }
 
-  #startNext(entry: SectorEntry): void {
-    assert(entry.active === null, "one coordinated operation per sector at a time");
-    const client = entry.queue.shift();
-    if (client === undefined) return;
+  /** Starts `client` if it heads the FIFO of every sector of its run and none of them is busy. */
+  #tryStart(client: ClientOp): void {
+    for (let i = 0; i < client.count; i++) {
+      const entry = this.#sectors.get(client.start + i);
+      assert(entry !== undefined, "a queued operation keeps its sectors in memory");
+      if (entry.active !== null || entry.queue[0] !== client) return;
+    }
     const opId = this.#newOpId();
     assert(opId.length === 16, "operation ids are 16 bytes");
-    const op: ActiveOp = { client, opId, phase: null, best: null, bestCount: 0, written: null };
-    entry.active = op;
+    const op: ActiveOp = { client, opId, phase: null, best: null, bestCount: 0, written: null, range: null };
+    for (let i = 0; i < client.count; i++) {
+      const entry = this.#sectors.get(client.start + i)!;
+      entry.queue.shift();
+      entry.active = op;
+    }
+    const entry = this.#sectors.get(client.start)!;
+    if (client.count > 1) {
+      this.#startRangeOp(entry, op);
+      return;
+    }
     const readProc: SystemMessage = {
       kind: "readProc",
       sender: this.#rank,
@@ -462,6 +587,7 @@ export class RegisterCore {
     const current = this.#currentOp(message, "query");
     if (current === null) return;
     const [entry, op] = current;
+    if (op.range !== null) return;
     // A read returns data: only full VALUEs can answer its query.
     if (message.kind === "tagValue" && op.client.kind === "read") return;
     const phase = op.phase!;
@@ -525,6 +651,7 @@ export class RegisterCore {
     const current = this.#currentOp(message, "update");
     if (current === null) return;
     const [entry, op] = current;
+    if (op.range !== null) return;
     const phase = op.phase!;
     if (!this.#recordReply(phase, message.sender)) return;
     if (phase.replyCount < this.#quorum) return;
@@ -535,14 +662,248 @@ export class RegisterCore {
 
   #complete(entry: SectorEntry, op: ActiveOp, data: Buffer | undefined): void {
     assert(entry.active === op, "completing the active operation");
-    entry.active = null;
+    const { start, count } = op.client;
     const effect: CoreEffect = { kind: "complete", token: op.client.token };
     if (op.client.kind === "read") {
-      assert(data !== undefined && data.length === SECTOR_SIZE_BYTES, "a read returns one sector");
+      assert(data !== undefined && data.length === count * SECTOR_SIZE_BYTES, "a read returns its run");
       effect.data = data;
     }
     this.#effects.push(effect);
-    this.#startNext(entry);
+    for (let i = 0; i < count; i++) {
+      const sector = this.#sectors.get(start + i);
+      assert(sector?.active === op, "a range operation is active on all its sectors");
+      sector.active = null;
+    }
+    for (let i = 0; i < count; i++) {
+      const next = this.#sectors.get(start + i)!.queue[0];
+      if (next !== undefined) this.#tryStart(next);
+    }
+  }
+
+  // ---- range operations (rule 6) ---------------------------------------------------------------
+
+  #startRangeOp(entry: SectorEntry, op: ActiveOp): void {
+    const { kind, start, count } = op.client;
+    op.range = {
+      bestTags: [],
+      bestData: [],
+      bestCounts: [],
+      writtenTags: null,
+      writtenData: null,
+      ownPending: 0,
+    };
+    const header = { sender: this.#rank, opId: op.opId, sectorIndex: start, sectorCount: count };
+    const query: SystemMessage =
+      kind === "write" ? { kind: "readTagRangeProc", ...header } : { kind: "readRangeProc", ...header };
+    this.#startPhase(entry, op, "query", query);
+  }
+
+  /** The active range operation a reply is for, or null (stale, other phase, or not matching). */
+  #currentRangeOp(
+    message: RangeValueMessage | TagRangeValueMessage | RangeAckMessage,
+    phaseKind: Phase["kind"],
+  ): [SectorEntry, ActiveOp, RangeProgress] | null {
+    const current = this.#currentOp(message, phaseKind);
+    if (current === null) return null;
+    const [entry, op] = current;
+    if (op.range === null || op.client.count !== message.sectorCount) return null;
+    return [entry, op, op.range];
+  }
+
+  #onRangeValue(message: RangeValueMessage | TagRangeValueMessage): void {
+    const current = this.#currentRangeOp(message, "query");
+    if (current === null) return;
+    const [entry, op, range] = current;
+    const wantsData = op.client.kind === "read";
+    if ((message.kind === "rangeValue") !== wantsData) return;
+    const phase = op.phase!;
+    if (!this.#recordReply(phase, message.sender)) return;
+    if (message.kind === "tagRangeValue") {
+      if (op.best === null || compareTags(message, op.best) > 0) {
+        op.best = { ts: message.ts, wr: message.wr, data: null };
+      }
+    } else {
+      for (let i = 0; i < op.client.count; i++) {
+        const tag = message.tags[i]!;
+        const best = range.bestTags[i];
+        const order = best === undefined ? 1 : compareTags(tag, best);
+        if (order > 0) {
+          range.bestTags[i] = { ts: tag.ts, wr: tag.wr };
+          range.bestData[i] = message.data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+          range.bestCounts[i] = 1;
+        } else if (order === 0) {
+          range.bestCounts[i]!++;
+        }
+      }
+    }
+    if (phase.replyCount < this.#quorum) return;
+    // Rule 2: a write's query must include this replica's own state.
+    if (!wantsData && !phase.answered.has(this.#rank)) return;
+    op.phase = null;
+    this.#activeSectors.delete(entry.sectorIndex);
+    if (wantsData) this.#finishRangeReadQuery(entry, op, range);
+    else this.#finishRangeWriteQuery(op, range);
+  }
+
+  #finishRangeReadQuery(entry: SectorEntry, op: ActiveOp, range: RangeProgress): void {
+    const count = op.client.count;
+    const data = Buffer.allocUnsafe(count * SECTOR_SIZE_BYTES);
+    let settled = true;
+    for (let i = 0; i < count; i++) {
+      range.bestData[i]!.copy(data, i * SECTOR_SIZE_BYTES);
+      if (range.bestCounts[i]! < this.#quorum) settled = false;
+    }
+    range.bestData = [];
+    if (this.#faults.skipReadWriteBack || settled) {
+      this.#complete(entry, op, data);
+      return;
+    }
+    // Each sector is written back with its own highest tag (rule 6).
+    range.writtenTags = range.bestTags;
+    range.writtenData = data;
+    this.#startRangeUpdatePhase(op);
+  }
+
+  #finishRangeWriteQuery(op: ActiveOp, range: RangeProgress): void {
+    const { start, count, data } = op.client;
+    assert(op.best !== null && data !== null, "a completed range write query has a tag and data");
+    // Rule 5, over the run: above the query maximum and every tag issued here for the run.
+    let baseTs = op.best.ts;
+    for (let i = 0; i < count; i++) {
+      const issued = this.#sectors.get(start + i)!.issuedTag.ts;
+      if (issued > baseTs) baseTs = issued;
+    }
+    const tag: WireTag = { ts: baseTs + 1n, wr: this.#rank };
+    range.writtenTags = Array.from({ length: count }, () => tag);
+    range.writtenData = data;
+    range.ownPending = count;
+    // Store locally first (rule 2); the update phase starts when the whole run is durable.
+    for (let i = 0; i < count; i++) {
+      const entry = this.#sectors.get(start + i)!;
+      this.#persist(entry, { ts: tag.ts, wr: tag.wr, data: sectorCopy(data, i) }, op);
+    }
+  }
+
+  #startRangeUpdatePhase(op: ActiveOp): void {
+    const { start, count } = op.client;
+    const range = op.range;
+    assert(range !== null && range.writtenTags !== null && range.writtenData !== null, "range update");
+    const entry = this.#sectors.get(start)!;
+    assert(entry.active === op, "update phase of the active operation");
+    this.#startPhase(entry, op, "update", {
+      kind: "writeRangeProc",
+      sender: this.#rank,
+      opId: op.opId,
+      sectorIndex: start,
+      sectorCount: count,
+      tags: range.writtenTags,
+      data: range.writtenData,
+    });
+  }
+
+  #onRangeAck(message: RangeAckMessage): void {
+    const current = this.#currentRangeOp(message, "update");
+    if (current === null) return;
+    const [entry, op, range] = current;
+    const phase = op.phase!;
+    if (!this.#recordReply(phase, message.sender)) return;
+    if (phase.replyCount < this.#quorum) return;
+    op.phase = null;
+    this.#activeSectors.delete(entry.sectorIndex);
+    this.#complete(entry, op, op.client.kind === "read" ? range.writtenData! : undefined);
+  }
+
+  // ---- replica role for range messages (rule 6) -----------------------------------------------
+
+  #onRangeProc(message: RangeProcMessage): void {
+    const { sectorIndex: start, sectorCount: count } = message;
+    assert(Number.isInteger(count) && count >= 1 && count <= MAX_RANGE_SECTORS, "range sector count");
+    const deferral: RangeDeferral = { message, missing: 0 };
+    for (let i = 0; i < count; i++) {
+      const entry = this.#entry(start + i);
+      entry.pins++;
+      if (entry.state === null && !entry.corrupt) {
+        entry.deferredRanges.push(deferral);
+        deferral.missing++;
+        this.#ensureLoading(entry);
+      }
+    }
+    if (deferral.missing === 0) this.#runRangeProc(message);
+  }
+
+  /** Handles a range message once every sector of its run is loaded (or known corrupt). */
+  #runRangeProc(message: RangeProcMessage): void {
+    const { sectorIndex: start, sectorCount: count } = message;
+    const entries: SectorEntry[] = [];
+    for (let i = 0; i < count; i++) {
+      const entry = this.#sectors.get(start + i);
+      assert(entry !== undefined && entry.pins > 0, "a deferred range keeps its sectors in memory");
+      entry.pins--;
+      entries.push(entry);
+    }
+    const header = { sender: this.#rank, opId: message.opId, sectorIndex: start, sectorCount: count };
+    switch (message.kind) {
+      case "readTagRangeProc":
+      case "readRangeProc": {
+        // Rule 4: one corrupt sector and the whole run goes unanswered here.
+        const states: SectorState[] = [];
+        for (const entry of entries) {
+          if (entry.corrupt || entry.state === null) return;
+          states.push(entry.state);
+        }
+        if (message.kind === "readTagRangeProc") {
+          let best: Tag = ZERO_TAG;
+          for (const state of states) best = maxTag(best, tagOf(state));
+          this.#send(message.sender, { kind: "tagRangeValue", ...header, ts: best.ts, wr: best.wr });
+          return;
+        }
+        const data = Buffer.allocUnsafe(count * SECTOR_SIZE_BYTES);
+        for (const [i, state] of states.entries()) state.data.copy(data, i * SECTOR_SIZE_BYTES);
+        this.#send(message.sender, { kind: "rangeValue", ...header, tags: states.map(tagOf), data });
+        return;
+      }
+      case "writeRangeProc":
+        this.#onWriteRangeProc(entries, message);
+        return;
+      default:
+        unreachable(message);
+    }
+  }
+
+  #onWriteRangeProc(entries: SectorEntry[], message: WriteRangeProcMessage): void {
+    assert(
+      message.tags.length === entries.length && message.data.length === entries.length * SECTOR_SIZE_BYTES,
+      "WRITE_RANGE_PROC carries a tag and a sector per sector of its run",
+    );
+    const waiter: RangeAckWaiter = {
+      to: message.sender,
+      opId: message.opId,
+      start: message.sectorIndex,
+      count: message.sectorCount,
+      remaining: 0,
+    };
+    for (const [i, entry] of entries.entries()) {
+      const incoming = message.tags[i]!;
+      // As #onWriteProc, sector by sector (rules 1 and 4).
+      if (compareTags(incoming, entry.issuedTag) > 0) {
+        this.#persist(entry, { ts: incoming.ts, wr: incoming.wr, data: sectorCopy(message.data, i) }, null);
+      }
+      if (!this.#faults.ackBeforeDurable && compareTags(entry.durableTag, incoming) < 0) {
+        entry.ackWaiters.push({ to: message.sender, opId: message.opId, tag: incoming, range: waiter });
+        waiter.remaining++;
+      }
+    }
+    if (waiter.remaining === 0) this.#sendRangeAck(waiter);
+  }
+
+  #sendRangeAck(waiter: RangeAckWaiter): void {
+    this.#send(waiter.to, {
+      kind: "rangeAck",
+      sender: this.#rank,
+      opId: waiter.opId,
+      sectorIndex: waiter.start,
+      sectorCount: waiter.count,
+    });
   }
 
   // ---- time -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import type { SystemMessage } from "../protocol/messages.js";
 import type { ClientOpToken, CoreEffect, CoreEvent, CoreFaults } from "../register/core_types.js";
 import { RegisterCore } from "../register/register_core.js";
 import { assert, unreachable } from "../util/assert.js";
-import { CORE_TICK_MS } from "../util/limits.js";
+import { CORE_TICK_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { EventQueue } from "./event_queue.js";
 import type { Prng } from "./prng.js";
 import type { NetworkEndpoint, SimNetwork } from "./sim_network.js";
@@ -202,5 +202,14 @@ export function describeMessage(message: SystemMessage): string {
   if (message.kind === "value" || message.kind === "writeProc") {
     return `${head} ${message.ts}.${message.wr} v${peekValue(message.data)}`;
   }
+  if (message.kind === "rangeValue" || message.kind === "writeRangeProc") {
+    const sectors = message.tags.map(
+      (tag, i) => `${tag.ts}.${tag.wr}:v${peekValue(message.data.subarray(i * SECTOR_SIZE_BYTES))}`,
+    );
+    return `${head}+${message.sectorCount} [${sectors.join(" ")}]`;
+  }
+  if (message.kind === "tagRangeValue")
+    return `${head}+${message.sectorCount} max ${message.ts}.${message.wr}`;
+  if ("sectorCount" in message) return `${head}+${message.sectorCount}`;
   return head;
 }

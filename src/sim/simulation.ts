@@ -4,6 +4,7 @@
 // simulated time; then one final read per sector (durability); then the linearizability check.
 import type { CoreFaults } from "../register/core_types.js";
 import { assert } from "../util/assert.js";
+import { SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { EventQueue } from "./event_queue.js";
 import { drawProfile, type FaultMode, type FaultProfile } from "./fault_profile.js";
 import { describeOp, History, type HistoryOp } from "./history.js";
@@ -118,39 +119,52 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   const queue = new EventQueue();
   const trace = new Trace(options.log);
   const history = new History();
-  /** Operations handed to a live coordinator and not yet answered, by token (= op id). */
-  const inFlight = new Map<number, HistoryOp>();
+  /** Operations (per-sector runs) handed to a live coordinator and not yet answered, by token (= first op id). */
+  const inFlight = new Map<number, HistoryOp[]>();
   let phase: "faults" | "quiet" = "faults";
   const stayDown = new Set<number>();
 
+  const clientCount = workloadRng.range(2, 6);
+  const hotSectors = workloadRng.range(1, 4);
+  // Half the runs use range operations: their hot sectors are consecutive.
+  const rangeMaxSectors = hotSectors > 1 && workloadRng.chance(0.5) ? workloadRng.range(2, hotSectors) : 1;
+  const rangeBase = workloadRng.int(1000);
   const workloadParams: WorkloadParams = {
-    clientCount: workloadRng.range(2, 6),
-    sectors: Array.from({ length: workloadRng.range(1, 4) }, (_, i) => i * 1000 + workloadRng.int(1000)),
+    clientCount,
+    sectors: Array.from({ length: hotSectors }, (_, i) =>
+      rangeMaxSectors > 1 ? rangeBase + i : i * 1000 + workloadRng.int(1000),
+    ),
     readFraction: workloadRng.pick([0.2, 0.5, 0.7]),
     thinkMaxUs: workloadRng.pick([0, 2_000, 20_000]),
+    rangeMaxSectors,
   };
 
   const hooks: ReplicaHooks = {
     onComplete(rank, token, data) {
-      const op = inFlight.get(token);
+      const run = inFlight.get(token);
       assert(
-        op !== undefined && op.coordinator === rank,
+        run !== undefined && run[0]!.coordinator === rank,
         `completion for unknown token ${token} at r${rank}`,
       );
       inFlight.delete(token);
-      let readValue: number | undefined;
-      if (op.kind === "read") {
-        assert(data !== undefined, "a read completes with data");
-        const decoded = decodeValue(data);
-        if (decoded === null) {
-          throw new ViolationFound(
-            "torn-read",
-            `read returned a sector that is no single written value: ${describeOp(op)}`,
-          );
-        }
-        readValue = decoded;
+      let readValues: number[] | undefined;
+      if (run[0]!.kind === "read") {
+        assert(
+          data !== undefined && data.length === run.length * SECTOR_SIZE_BYTES,
+          "a read returns its run",
+        );
+        readValues = run.map((op, i) => {
+          const decoded = decodeValue(data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES));
+          if (decoded === null) {
+            throw new ViolationFound(
+              "torn-read",
+              `read returned a sector that is no single written value: ${describeOp(op)}`,
+            );
+          }
+          return decoded;
+        });
       }
-      workload.answered(op, readValue);
+      workload.answered(run, readValues);
     },
     crashDelayAfterPersistUs() {
       if (phase !== "faults" || !faultRng.chance(profile.crashAfterPersist)) return null;
@@ -166,10 +180,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       return faultRng.range(0, profile.selfDelayMaxUs);
     },
     onCrash(rank) {
-      for (const [token, op] of inFlight) {
-        if (op.coordinator !== rank) continue;
+      for (const [token, run] of inFlight) {
+        if (run[0]!.coordinator !== rank) continue;
         inFlight.delete(token);
-        workload.lost(op);
+        workload.lost(run);
       }
       queue.after(faultRng.range(profile.restartMinUs, profile.restartMaxUs), () => {
         const replica = replicas[rank - 1]!;
@@ -211,17 +225,21 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       const up = replicas.filter((r) => r.isUp);
       return up.length === 0 ? null : workloadRng.pick(up).rank;
     },
-    submit(op) {
-      inFlight.set(op.id, op);
-      const replica = replicas[op.coordinator - 1]!;
-      if (op.kind === "read")
-        replica.submit({ kind: "clientRead", token: op.id, sectorIndex: op.sectorIndex });
-      else {
+    submit(run) {
+      const first = run[0]!;
+      inFlight.set(first.id, run);
+      const replica = replicas[first.coordinator - 1]!;
+      // A single sector goes as the standard command; a run as one range command.
+      const sectorCount = run.length > 1 ? run.length : undefined;
+      if (first.kind === "read") {
+        replica.submit({ kind: "clientRead", token: first.id, sectorIndex: first.sectorIndex, sectorCount });
+      } else {
         replica.submit({
           kind: "clientWrite",
-          token: op.id,
-          sectorIndex: op.sectorIndex,
-          data: encodeValue(op.value!),
+          token: first.id,
+          sectorIndex: first.sectorIndex,
+          sectorCount,
+          data: Buffer.concat(run.map((op) => encodeValue(op.value!))),
         });
       }
     },
@@ -298,7 +316,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
 
     const drained = await runUntil(() => inFlight.size === 0, LIVENESS_BOUND_US);
     if (!drained) {
-      const stuck = [...inFlight.values()].map((op) => `  ${describeOp(op)}`).join("\n");
+      const stuck = [...inFlight.values()].map((run) => `  ${run.map(describeOp).join("; ")}`).join("\n");
       throw new ViolationFound(
         "liveness",
         `${inFlight.size} operations still pending ${LIVENESS_BOUND_US / 1e6} s after faults stopped:\n${stuck}`,

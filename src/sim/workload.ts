@@ -2,6 +2,12 @@
 // chosen live coordinator, one operation at a time per client. When a coordinator crashes, its
 // operations stay unanswered forever (they may or may not have taken effect) and their clients
 // move on to new operations.
+//
+// With rangeMaxSectors > 1 the hot sectors are consecutive and some operations cover a run of
+// them (one range command). A range operation enters the history as one operation per sector,
+// invoked together and answered together: each sector is its own register, so each sector's
+// history must be linearizable on its own.
+import { assert } from "../util/assert.js";
 import type { EventQueue } from "./event_queue.js";
 import type { History, HistoryOp } from "./history.js";
 import type { Prng } from "./prng.js";
@@ -12,13 +18,18 @@ export interface WorkloadParams {
   sectors: readonly number[];
   readFraction: number;
   thinkMaxUs: number;
+  /** Longest run of one operation (1: single-sector operations only; sectors must be consecutive). */
+  rangeMaxSectors: number;
 }
 
 export interface WorkloadPort {
   /** A live replica to coordinate the next operation, or null if none is up. */
   pickCoordinator(): number | null;
-  /** Hands the operation to its coordinator (op.coordinator). */
-  submit(op: HistoryOp): void;
+  /**
+   * Hands an operation to its coordinator: one history op per sector of its run, in sector order,
+   * all with the same kind and coordinator.
+   */
+  submit(run: HistoryOp[]): void;
 }
 
 const RETRY_NO_COORDINATOR_US = 20_000;
@@ -26,8 +37,8 @@ const RETRY_NO_COORDINATOR_US = 20_000;
 export class Workload {
   private nextValueId = 1;
   private issuing = false;
-  /** The operation each client waits for, if any. */
-  private readonly current: (HistoryOp | null)[];
+  /** The operation (its per-sector history ops) each client waits for, if any. */
+  private readonly current: (HistoryOp[] | null)[];
 
   constructor(
     private readonly params: WorkloadParams,
@@ -67,32 +78,37 @@ export class Workload {
           this.queue.nowUs,
           `invoke op ${op.id} final read s${sectorIndex} via r${coordinator}`,
         );
-        this.port.submit(op);
+        this.port.submit([op]);
         ops.push(op);
       }
     }
     return ops;
   }
 
-  answered(op: HistoryOp, readValue: number | undefined): void {
-    this.history.complete(op, this.queue.nowUs, readValue);
-    this.trace.record(
-      this.queue.nowUs,
-      `answer op ${op.id} ${op.kind}${op.kind === "read" ? ` -> v${readValue}` : ` v${op.value}`}`,
-    );
-    this.release(op);
+  /** The run's answer; readValues has one value per sector for reads. */
+  answered(run: HistoryOp[], readValues: number[] | undefined): void {
+    for (const [i, op] of run.entries()) {
+      const readValue = readValues?.[i];
+      this.history.complete(op, this.queue.nowUs, readValue);
+      this.trace.record(
+        this.queue.nowUs,
+        `answer op ${op.id} ${op.kind}${op.kind === "read" ? ` -> v${readValue}` : ` v${op.value}`}`,
+      );
+    }
+    this.release(run);
   }
 
-  /** The coordinator crashed: the op gets no answer. */
-  lost(op: HistoryOp): void {
-    this.trace.record(this.queue.nowUs, `lost op ${op.id}`);
-    this.release(op);
+  /** The coordinator crashed: the run gets no answer. */
+  lost(run: HistoryOp[]): void {
+    this.trace.record(this.queue.nowUs, `lost op ${run.map((op) => op.id).join(",")}`);
+    this.release(run);
   }
 
-  private release(op: HistoryOp): void {
-    if (this.current[op.client] === op) {
-      this.current[op.client] = null;
-      this.scheduleNext(op.client);
+  private release(run: HistoryOp[]): void {
+    const client = run[0]!.client;
+    if (this.current[client] === run) {
+      this.current[client] = null;
+      this.scheduleNext(client);
     }
   }
 
@@ -107,19 +123,31 @@ export class Workload {
       this.queue.after(RETRY_NO_COORDINATOR_US, () => this.issue(client));
       return;
     }
-    const sectorIndex = this.rng.pick(this.params.sectors);
+    const { sectors, rangeMaxSectors } = this.params;
+    let first = this.rng.int(sectors.length);
+    let count = 1;
+    if (rangeMaxSectors > 1 && sectors.length > 1 && this.rng.chance(0.5)) {
+      count = this.rng.range(2, Math.min(rangeMaxSectors, sectors.length));
+      first = this.rng.int(sectors.length - count + 1);
+    }
     const isRead = this.rng.chance(this.params.readFraction);
-    const op = isRead
-      ? this.history.invoke({ client, sectorIndex, kind: "read", coordinator }, this.queue.nowUs)
-      : this.history.invoke(
-          { client, sectorIndex, kind: "write", coordinator, value: this.nextValueId++ },
-          this.queue.nowUs,
-        );
-    this.current[client] = op;
-    this.trace.record(
-      this.queue.nowUs,
-      `invoke op ${op.id} c${client} ${op.kind}${isRead ? "" : ` v${op.value}`} s${sectorIndex} via r${coordinator}`,
-    );
-    this.port.submit(op);
+    const run: HistoryOp[] = [];
+    for (let i = 0; i < count; i++) {
+      const sectorIndex = sectors[first + i]!;
+      if (i > 0) assert(sectorIndex === run[0]!.sectorIndex + i, "range workloads use consecutive sectors");
+      const op = isRead
+        ? this.history.invoke({ client, sectorIndex, kind: "read", coordinator }, this.queue.nowUs)
+        : this.history.invoke(
+            { client, sectorIndex, kind: "write", coordinator, value: this.nextValueId++ },
+            this.queue.nowUs,
+          );
+      run.push(op);
+      this.trace.record(
+        this.queue.nowUs,
+        `invoke op ${op.id} c${client} ${op.kind}${isRead ? "" : ` v${op.value}`} s${sectorIndex}${count > 1 ? ` (run of ${count})` : ""} via r${coordinator}`,
+      );
+    }
+    this.current[client] = run;
+    this.port.submit(run);
   }
 }

@@ -1,0 +1,191 @@
+// Unit tests of range operations in the register core (rule 6 in register_core.ts): a run of
+// sectors shares messages, and each sector stays its own register.
+import { describe, expect, it } from "vitest";
+import type { SystemMessage } from "../../src/protocol/messages.js";
+import { RegisterCore } from "../../src/register/register_core.js";
+import { CoreHarness, sectorOf } from "../helpers/core_harness.js";
+
+function run(...bytes: number[]): Buffer {
+  return Buffer.concat(bytes.map(sectorOf));
+}
+
+function writeRange(h: CoreHarness, rank: number, token: number, start: number, data: Buffer): void {
+  h.step(rank, { kind: "clientWrite", token, sectorIndex: start, sectorCount: data.length / 4096, data });
+}
+
+function readRange(h: CoreHarness, rank: number, token: number, start: number, count: number): void {
+  h.step(rank, { kind: "clientRead", token, sectorIndex: start, sectorCount: count });
+}
+
+const kinds = (h: CoreHarness) => h.network.map((m) => m.message.kind);
+
+describe("register core: range operations", () => {
+  it("a range write and a range read each use one message per rank and phase, and round-trip", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 10, run(1, 2, 3, 4));
+    expect(kinds(h)).toEqual(["readTagRangeProc", "readTagRangeProc", "readTagRangeProc"]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
+    const sent = h.log
+      .filter((e) => e.effect.kind === "send")
+      .map((e) => (e.effect as { message: SystemMessage }).message.kind);
+    expect(new Set(sent)).toEqual(
+      new Set(["readTagRangeProc", "tagRangeValue", "writeRangeProc", "rangeAck"]),
+    );
+    expect(sent).toHaveLength(12);
+    // Every replica stored each sector on its own, with one tag for the run.
+    for (const disk of h.disks) {
+      expect([10, 11, 12, 13].map((s) => disk.get(s)?.data[0])).toEqual([1, 2, 3, 4]);
+      expect(new Set([10, 11, 12, 13].map((s) => String(disk.get(s)?.ts)))).toEqual(new Set(["1"]));
+    }
+    readRange(h, 2, 2, 9, 6);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(run(0, 1, 2, 3, 4, 0));
+    // Single-sector operations see the range's sectors.
+    h.read(3, 3, 12);
+    h.settle();
+    expect(h.completed.get(3)).toEqual(sectorOf(3));
+  });
+
+  it("a range write's tag is above the highest tag of any sector of the run", () => {
+    const h = new CoreHarness(3);
+    for (let i = 0; i < 5; i++) {
+      h.write(2, 100 + i, 21, sectorOf(i));
+      h.settle();
+    }
+    writeRange(h, 1, 1, 20, run(7, 8, 9));
+    h.settle();
+    const tag = h.disks[0]!.get(20)!;
+    expect(tag.ts).toBe(6n);
+    expect(tag.wr).toBe(1);
+    h.read(3, 2, 21);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(sectorOf(8));
+  });
+
+  it("a range write stores the whole run durably here before WRITE_RANGE_PROC leaves", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 0, run(5, 6));
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    h.deliver();
+    expect(h.persists.map((p) => [p.rank, p.sectorIndex])).toEqual([
+      [1, 0],
+      [1, 1],
+    ]);
+    expect(kinds(h)).not.toContain("writeRangeProc");
+    // One of the two own persists durable is not enough.
+    const [first] = h.persists.splice(0, 1);
+    h.step(1, { kind: "persisted", token: first!.token });
+    expect(kinds(h)).not.toContain("writeRangeProc");
+    h.syncPersists(1);
+    expect(kinds(h).filter((k) => k === "writeRangeProc")).toHaveLength(3);
+  });
+
+  it("a replica sends RANGE_ACK only once every sector of the run is durable", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 0, run(5, 6, 7));
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    h.deliver();
+    h.syncPersists(1);
+    h.deliver((m) => m.message.kind === "writeRangeProc" && m.to === 2);
+    const atTwo = h.persists.filter((p) => p.rank === 2);
+    expect(atTwo).toHaveLength(3);
+    for (const p of atTwo.slice(0, 2)) {
+      h.persists.splice(h.persists.indexOf(p), 1);
+      h.step(2, { kind: "persisted", token: p.token });
+    }
+    expect(h.network.some((m) => m.message.kind === "rangeAck" && m.from === 2)).toBe(false);
+    h.syncPersists(2);
+    expect(h.network.filter((m) => m.message.kind === "rangeAck" && m.from === 2)).toHaveLength(1);
+  });
+
+  it("a range read writes back each sector with its own newest tag when the quorum disagrees", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 31, sectorOf(0x31));
+    h.settle(new Set([3])); // replica 3 missed it
+    h.write(2, 2, 30, sectorOf(0x30));
+    h.settle(new Set([1])); // replica 1 missed this one
+    // Replica 3's read sees {2, 3} for sector 30 (agree) and {?} ... let it query 1 and 3 only.
+    readRange(h, 3, 3, 30, 2);
+    h.deliver((m) => m.to !== 2 && m.from !== 2);
+    h.settle();
+    expect(h.completed.get(3)).toEqual(run(0x30, 0x31));
+    const writeBack = h.log.find(
+      (e) => e.effect.kind === "send" && e.effect.message.kind === "writeRangeProc",
+    );
+    expect(writeBack).toBeDefined();
+    const message = (writeBack!.effect as { message: SystemMessage }).message;
+    expect(message.kind === "writeRangeProc" && message.tags.map((t) => [t.ts, t.wr])).toEqual([
+      [1n, 2],
+      [1n, 1],
+    ]);
+    // Now every replica holds both sectors.
+    for (const disk of h.disks) expect([disk.get(30)?.data[0], disk.get(31)?.data[0]]).toEqual([0x30, 0x31]);
+  });
+
+  it("a range read whose quorum agrees on every sector skips the write-back", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 0, run(1, 2));
+    h.settle();
+    h.log.length = 0;
+    readRange(h, 2, 2, 0, 2);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(run(1, 2));
+    expect(h.log.some((e) => e.effect.kind === "send" && e.effect.message.kind === "writeRangeProc")).toBe(
+      false,
+    );
+  });
+
+  it("overlapping range and single operations at one replica run in arrival order and never deadlock", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 0, run(1, 1, 1)); // sectors 0..2
+    h.write(1, 2, 2, sectorOf(2)); // sector 2, behind op 1
+    writeRange(h, 1, 3, 1, run(3, 3, 3)); // sectors 1..3, behind op 1 (and op 2 on sector 2)
+    h.write(1, 4, 3, sectorOf(4)); // sector 3, behind op 3
+    readRange(h, 1, 5, 0, 4);
+    const order: number[] = [];
+    for (let round = 0; round < 200 && order.length < 5; round++) {
+      h.settle();
+      for (const t of [1, 2, 3, 4, 5]) if (h.completed.has(t) && !order.includes(t)) order.push(t);
+    }
+    expect(order).toEqual([1, 2, 3, 4, 5]);
+    expect(h.completed.get(5)).toEqual(run(1, 3, 3, 4));
+  });
+
+  it("a replica with one corrupt sector in the run does not answer the range query, and a range write heals it", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 0, run(1, 2));
+    h.settle();
+    h.cores[2] = new RegisterCore({ rank: 3, replicaCount: 3, newOpId: () => Buffer.alloc(16, 3) });
+    readRange(h, 2, 2, 0, 2);
+    h.deliver((m) => m.to === 3);
+    expect(h.loads.map((l) => l.sectorIndex).sort()).toEqual([0, 1]);
+    const loads = h.loads;
+    h.loads = [];
+    h.step(3, { kind: "loaded", sectorIndex: 0, state: h.disks[2]!.get(0)! });
+    h.step(3, { kind: "loaded", sectorIndex: 1, state: null });
+    expect(h.network.some((m) => m.from === 3)).toBe(false);
+    expect(loads).toHaveLength(2);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(run(1, 2));
+    writeRange(h, 1, 3, 0, run(7, 8));
+    h.settle();
+    expect(h.completed.has(3)).toBe(true);
+    expect(h.disks[2]!.get(1)?.data[0]).toBe(8);
+  });
+
+  it("a range write completes with a majority while one replica of three is down, and waits without one", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 5, run(9, 9, 9, 9));
+    h.settle(new Set([2, 3]));
+    expect(h.completed.has(1)).toBe(false);
+    expect(h.persists.length + h.disks[0]!.size).toBe(0);
+    h.step(1, { kind: "tick", nowMs: 10_000 });
+    h.settle(new Set([3]));
+    expect(h.completed.has(1)).toBe(true);
+  });
+});
