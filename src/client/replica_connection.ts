@@ -1,5 +1,6 @@
-// One client connection to one replica: sends READ/WRITE commands (SPEC §1.1) and matches the
-// responses, which may come back in any order, by request number. Used by the NBD gateway, tests
+// One client connection to one replica: sends READ/WRITE commands (SPEC §1.1) and the range
+// extensions READ_RANGE/WRITE_RANGE (0x88/0x89: a run of 1..MAX_RANGE_SECTORS sectors in one
+// message), and matches the responses, which may come back in any order, by request number. Used by the NBD gateway, tests
 // and benchmarks. No retries here: when the connection dies every outstanding command fails with
 // REPLICA_UNAVAILABLE and the caller decides where (and whether) to resend.
 import { randomBytes } from "node:crypto";
@@ -7,10 +8,16 @@ import net from "node:net";
 import { TickCorkedWriter } from "../net/tick_corked_writer.js";
 import { encodeClientCommand } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
-import { CLIENT_KEY_BYTES, type ClientResponse, ResponseStatus } from "../protocol/messages.js";
+import {
+  CLIENT_KEY_BYTES,
+  type ClientCommand,
+  type ClientCommandName,
+  type ClientResponse,
+  ResponseStatus,
+} from "../protocol/messages.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { REPLICA_CONNECT_TIMEOUT_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { MAX_RANGE_SECTORS, REPLICA_CONNECT_TIMEOUT_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 
 export interface ReplicaConnectionOptions {
@@ -21,8 +28,10 @@ export interface ReplicaConnectionOptions {
 }
 
 interface Outstanding {
-  command: "read" | "write";
+  command: ClientCommandName;
   sectorIndex: number;
+  /** Sectors the command covers: 1 for READ/WRITE. */
+  sectorCount: number;
   resolve: (data: Buffer | undefined) => void;
   reject: (err: Error) => void;
 }
@@ -100,14 +109,30 @@ export class ReplicaConnection {
   }
 
   async read(sectorIndex: number): Promise<Buffer> {
-    const data = await this.send("read", sectorIndex, undefined);
-    assert(data !== undefined && data.length === SECTOR_SIZE_BYTES, "successful READ carries a sector");
+    const data = await this.send("read", sectorIndex, 1, undefined);
+    assert(data !== undefined, "a successful READ carries its sector");
     return data;
   }
 
   async write(sectorIndex: number, data: Buffer): Promise<void> {
     assert(data.length === SECTOR_SIZE_BYTES, "WRITE data must be exactly one sector");
-    await this.send("write", sectorIndex, data);
+    await this.send("write", sectorIndex, 1, data);
+  }
+
+  /** Sectors [sectorIndex, sectorIndex + sectorCount) in one READ_RANGE: sector i at i * 4096. */
+  async readRange(sectorIndex: number, sectorCount: number): Promise<Buffer> {
+    assertRunLength(sectorCount);
+    const data = await this.send("readRange", sectorIndex, sectorCount, undefined);
+    assert(data !== undefined, "a successful READ_RANGE carries its sectors");
+    return data;
+  }
+
+  /** One WRITE_RANGE of data.length / 4096 whole sectors starting at sectorIndex. */
+  async writeRange(sectorIndex: number, data: Buffer): Promise<void> {
+    assert(data.length % SECTOR_SIZE_BYTES === 0, "WRITE_RANGE data must be whole sectors");
+    const sectorCount = data.length / SECTOR_SIZE_BYTES;
+    assertRunLength(sectorCount);
+    await this.send("writeRange", sectorIndex, sectorCount, data);
   }
 
   /** Commands sent and not yet answered. Callers bound this; the connection itself does not. */
@@ -132,8 +157,9 @@ export class ReplicaConnection {
   }
 
   private send(
-    command: "read" | "write",
+    command: ClientCommandName,
     sectorIndex: number,
+    sectorCount: number,
     data: Buffer | undefined,
   ): Promise<Buffer | undefined> {
     assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0, `bad sector index ${sectorIndex}`);
@@ -141,15 +167,12 @@ export class ReplicaConnection {
     const requestNumber = this.nextRequestNumber;
     this.nextRequestNumber = (requestNumber + 1n) & U64_MASK;
     assert(!this.outstanding.has(requestNumber), "request number reused while outstanding");
-    const message =
-      command === "read"
-        ? encodeClientCommand({ kind: "clientRead", requestNumber, sectorIndex }, this.clientKey)
-        : encodeClientCommand(
-            { kind: "clientWrite", requestNumber, sectorIndex, data: data! },
-            this.clientKey,
-          );
+    const message = encodeClientCommand(
+      commandMessage(command, requestNumber, sectorIndex, sectorCount, data),
+      this.clientKey,
+    );
     return new Promise((resolve, reject) => {
-      this.outstanding.set(requestNumber, { command, sectorIndex, resolve, reject });
+      this.outstanding.set(requestNumber, { command, sectorIndex, sectorCount, resolve, reject });
       this.enqueue(message);
     });
   }
@@ -187,13 +210,9 @@ export class ReplicaConnection {
       return;
     }
     this.outstanding.delete(response.requestNumber);
-    if (entry.command !== response.command) {
-      entry.reject(
-        new AtomicDiskError(
-          "PROTOCOL_VIOLATION",
-          `replica ${this.address} answered a ${entry.command.toUpperCase()} as a ${response.command.toUpperCase()}`,
-        ),
-      );
+    const mismatch = responseMismatch(entry, response);
+    if (mismatch !== undefined) {
+      entry.reject(new AtomicDiskError("PROTOCOL_VIOLATION", `replica ${this.address} answered ${mismatch}`));
       return;
     }
     switch (response.status) {
@@ -212,7 +231,7 @@ export class ReplicaConnection {
         entry.reject(
           new AtomicDiskError(
             "INVALID_SECTOR_INDEX",
-            `sector ${entry.sectorIndex} is beyond the volume served by ${this.address}`,
+            `${describeRun(entry)} beyond the volume served by ${this.address}`,
           ),
         );
         return;
@@ -242,4 +261,64 @@ export class ReplicaConnection {
       cause: this.closeError,
     });
   }
+}
+
+function assertRunLength(sectorCount: number): void {
+  assert(
+    Number.isSafeInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
+    `a range holds 1..${MAX_RANGE_SECTORS} sectors, not ${sectorCount}`,
+  );
+}
+
+function commandMessage(
+  command: ClientCommandName,
+  requestNumber: bigint,
+  sectorIndex: number,
+  sectorCount: number,
+  data: Buffer | undefined,
+): ClientCommand {
+  switch (command) {
+    case "read":
+      return { kind: "clientRead", requestNumber, sectorIndex };
+    case "write":
+      return { kind: "clientWrite", requestNumber, sectorIndex, data: data! };
+    case "readRange":
+      return { kind: "clientReadRange", requestNumber, sectorIndex, sectorCount };
+    case "writeRange":
+      return { kind: "clientWriteRange", requestNumber, sectorIndex, sectorCount, data: data! };
+  }
+}
+
+const WIRE_NAMES: Record<ClientCommandName, string> = {
+  read: "READ",
+  write: "WRITE",
+  readRange: "READ_RANGE",
+  writeRange: "WRITE_RANGE",
+};
+
+function isRange(command: ClientCommandName): boolean {
+  return command === "readRange" || command === "writeRange";
+}
+
+function describeRun(entry: Outstanding): string {
+  return isRange(entry.command)
+    ? `sectors ${entry.sectorIndex}..${entry.sectorIndex + entry.sectorCount - 1} are`
+    : `sector ${entry.sectorIndex} is`;
+}
+
+/** Why `response` cannot be the answer to `entry`, or undefined if it can. */
+function responseMismatch(entry: Outstanding, response: ClientResponse): string | undefined {
+  if (entry.command !== response.command) {
+    return `a ${WIRE_NAMES[entry.command]} as a ${WIRE_NAMES[response.command] ?? String(response.command)}`;
+  }
+  if (isRange(entry.command) && response.sectorCount !== entry.sectorCount) {
+    return `a ${WIRE_NAMES[entry.command]} of ${entry.sectorCount} sectors with a count of ${response.sectorCount}`;
+  }
+  if (response.status === ResponseStatus.Ok && (entry.command === "read" || entry.command === "readRange")) {
+    const expected = entry.sectorCount * SECTOR_SIZE_BYTES;
+    if (response.data?.length !== expected) {
+      return `a ${WIRE_NAMES[entry.command]} with ${response.data?.length ?? 0} bytes instead of ${expected}`;
+    }
+  }
+  return undefined;
 }
