@@ -1,7 +1,7 @@
 // An in-process SectorBackend holding only written sectors: for protocol tests and local experiments.
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { SectorBackend } from "./sector_backend.js";
 
 export class MemoryBackend implements SectorBackend {
@@ -12,19 +12,34 @@ export class MemoryBackend implements SectorBackend {
     private readonly delayMs = 0,
   ) {}
 
-  async readSector(index: number): Promise<Buffer> {
-    await this.pause();
-    this.check(index);
-    const stored = this.data.get(index);
-    return stored === undefined ? Buffer.alloc(SECTOR_SIZE_BYTES) : Buffer.from(stored);
+  readSector(index: number): Promise<Buffer> {
+    return this.readSectors(index, 1);
   }
 
-  async writeSector(index: number, data: Buffer): Promise<void> {
+  writeSector(index: number, data: Buffer): Promise<void> {
     assert(data.length === SECTOR_SIZE_BYTES, "writeSector: data must be one sector");
-    const copy = Buffer.from(data);
+    return this.writeSectors(index, data);
+  }
+
+  async readSectors(index: number, count: number): Promise<Buffer> {
+    assertRun(count);
     await this.pause();
-    this.check(index);
-    this.data.set(index, copy);
+    this.check(index, count);
+    const out = Buffer.alloc(count * SECTOR_SIZE_BYTES);
+    for (let i = 0; i < count; i++) this.data.get(index + i)?.copy(out, i * SECTOR_SIZE_BYTES);
+    return out;
+  }
+
+  async writeSectors(index: number, data: Buffer): Promise<void> {
+    assert(data.length % SECTOR_SIZE_BYTES === 0, "writeSectors: data must be whole sectors");
+    const count = data.length / SECTOR_SIZE_BYTES;
+    assertRun(count);
+    const copies = Array.from({ length: count }, (_, i) =>
+      Buffer.from(data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES)),
+    );
+    await this.pause();
+    this.check(index, count);
+    for (const [i, copy] of copies.entries()) this.data.set(index + i, copy);
   }
 
   async close(): Promise<void> {}
@@ -34,13 +49,20 @@ export class MemoryBackend implements SectorBackend {
     return this.data.size;
   }
 
-  private check(index: number): void {
-    if (index < 0 || index >= this.sectors) {
-      throw new AtomicDiskError("INVALID_SECTOR_INDEX", `sector ${index} out of range`);
+  private check(index: number, count: number): void {
+    if (index < 0 || index + count > this.sectors) {
+      throw new AtomicDiskError("INVALID_SECTOR_INDEX", `sectors ${index}+${count} out of range`);
     }
   }
 
   private pause(): Promise<void> {
     return this.delayMs > 0 ? new Promise((r) => setTimeout(r, this.delayMs)) : Promise.resolve();
   }
+}
+
+function assertRun(count: number): void {
+  assert(
+    Number.isSafeInteger(count) && count >= 1 && count <= MAX_RANGE_SECTORS,
+    `a run holds 1..${MAX_RANGE_SECTORS} sectors, not ${count}`,
+  );
 }

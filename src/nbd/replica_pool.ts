@@ -1,6 +1,7 @@
 // Connections from the gateway to every replica (several per replica), implementing SectorBackend.
 // Commands go to the least-loaded live connection of any replica; each replica coordinates the
-// register operation itself, so any replica can serve any sector.
+// register operation itself, so any replica can serve any sector. A run of sectors travels as one
+// range command (READ_RANGE / WRITE_RANGE); a run of one as the standard READ / WRITE.
 //
 // Failover without zombie writes (SPEC §4). A WRITE that reached a replica may still be running
 // there even after our connection to it broke: the replica keeps coordinating it. If we resent the
@@ -8,7 +9,8 @@
 // still finish afterwards and overwrite the newer value. So a WRITE whose connection failed is only
 // resent where it cannot race itself:
 //   - reconnect to the same replica; if that succeeds, resend there: the replica runs commands on
-//     one sector in FIFO order, so the resent copy runs after the first one, never before;
+//     one sector in FIFO order, so the resent copy runs after the first one, never before. A range
+//     write holds the FIFO position of every sector of its run, so the same holds for each of them;
 //   - if the reconnect is refused (ECONNREFUSED), no process listens there: the old process is dead,
 //     and a dead (or later restarted) process completes nothing, so the write may go elsewhere.
 //     Only a refusal of an attempt that started after the write's connection failed counts;
@@ -18,12 +20,19 @@
 //     request times out with EIO; the gateway's per-sector lock keeps later writes of that sector
 //     behind it until it settles).
 // A slow write is never resent anywhere. READs have no side effect that matters, so they are
-// retried at once on any live connection.
+// retried at once on any live connection. Single-sector and range commands share these two paths
+// (readAnywhere, writeWithoutZombies).
 import type { ClusterConfig } from "../cli/config.js";
 import { ReplicaConnection } from "../client/replica_connection.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
-import { RECONNECT_INITIAL_MS, RECONNECT_MAX_MS, REPLICA_CONNECT_TIMEOUT_MS } from "../util/limits.js";
+import {
+  MAX_RANGE_SECTORS,
+  RECONNECT_INITIAL_MS,
+  RECONNECT_MAX_MS,
+  REPLICA_CONNECT_TIMEOUT_MS,
+  SECTOR_SIZE_BYTES,
+} from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 import type { SectorBackend } from "./sector_backend.js";
 
@@ -31,6 +40,8 @@ import type { SectorBackend } from "./sector_backend.js";
 export interface ReplicaLink {
   read(sectorIndex: number): Promise<Buffer>;
   write(sectorIndex: number, data: Buffer): Promise<void>;
+  readRange(sectorIndex: number, sectorCount: number): Promise<Buffer>;
+  writeRange(sectorIndex: number, data: Buffer): Promise<void>;
   inflight(): number;
   close(): void;
   onClose(listener: (err?: Error) => void): void;
@@ -175,11 +186,35 @@ export class ReplicaPool implements SectorBackend {
     return this.replicas.filter((r) => r.isUp()).map((r) => r.rank);
   }
 
-  async readSector(index: number): Promise<Buffer> {
+  readSector(index: number): Promise<Buffer> {
+    return this.readAnywhere((link) => link.read(index));
+  }
+
+  writeSector(index: number, data: Buffer): Promise<void> {
+    assert(data.length === SECTOR_SIZE_BYTES, "writeSector: data must be one sector");
+    return this.writeWithoutZombies(index, 1, (link) => link.write(index, data));
+  }
+
+  readSectors(index: number, count: number): Promise<Buffer> {
+    assertRun(count);
+    if (count === 1) return this.readSector(index);
+    return this.readAnywhere((link) => link.readRange(index, count));
+  }
+
+  writeSectors(index: number, data: Buffer): Promise<void> {
+    assert(data.length % SECTOR_SIZE_BYTES === 0, "writeSectors: data must be whole sectors");
+    const count = data.length / SECTOR_SIZE_BYTES;
+    assertRun(count);
+    if (count === 1) return this.writeSector(index, data);
+    return this.writeWithoutZombies(index, count, (link) => link.writeRange(index, data));
+  }
+
+  /** Runs a read on the least-loaded live connection, again elsewhere each time one fails. */
+  private async readAnywhere(read: (link: ReplicaLink) => Promise<Buffer>): Promise<Buffer> {
     for (;;) {
       const link = await this.anyLink();
       try {
-        return await link.read(index);
+        return await read(link);
       } catch (err) {
         if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE") || this.closed) throw err;
         // Reads are safe to retry anywhere.
@@ -188,13 +223,21 @@ export class ReplicaPool implements SectorBackend {
     }
   }
 
-  async writeSector(index: number, data: Buffer): Promise<void> {
+  /**
+   * Runs a write of sectors [index, index + count) on one replica and resends it only where it
+   * cannot race an earlier copy of itself: see the comment at the top of the file.
+   */
+  private async writeWithoutZombies(
+    index: number,
+    count: number,
+    write: (link: ReplicaLink) => Promise<void>,
+  ): Promise<void> {
     let replica = await this.anyReplica();
     for (;;) {
       const link = replica.bestLink();
       if (link !== undefined) {
         try {
-          await link.write(index, data);
+          await write(link);
           return;
         } catch (err) {
           if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE") || this.closed) throw err;
@@ -205,7 +248,10 @@ export class ReplicaPool implements SectorBackend {
       const outcome = await replica.nextOutcome();
       if (this.closed) throw shuttingDown();
       if (outcome === "refused") {
-        this.log.info({ rank: replica.rank, sector: index }, "replica refused reconnect; rerouting write");
+        this.log.info(
+          { rank: replica.rank, sector: index, sectors: count },
+          "replica refused reconnect; rerouting write",
+        );
         replica = await this.anyReplica(replica);
       }
     }
@@ -318,4 +364,11 @@ export class ReplicaPool implements SectorBackend {
 
 function shuttingDown(): AtomicDiskError {
   return new AtomicDiskError("SHUTTING_DOWN", "gateway is shutting down");
+}
+
+function assertRun(count: number): void {
+  assert(
+    Number.isSafeInteger(count) && count >= 1 && count <= MAX_RANGE_SECTORS,
+    `a run holds 1..${MAX_RANGE_SECTORS} sectors, not ${count}`,
+  );
 }

@@ -1,5 +1,7 @@
-// What the gateway needs from the storage below it: whole-sector reads and writes of one register.
-// replica_pool.ts implements it over the replicas; memory_backend.ts in-process for protocol tests.
+// What the gateway needs from the storage below it: whole-sector reads and writes of registers,
+// one sector or a run of 1..MAX_RANGE_SECTORS consecutive sectors (each sector stays its own
+// register; a run is only carried in one command). replica_pool.ts implements it over the replicas;
+// memory_backend.ts in-process for protocol tests.
 
 export interface SectorBackend {
   /** Number of sectors of the volume. */
@@ -11,5 +13,16 @@ export interface SectorBackend {
    * backend must neither modify nor keep it after the promise settles (the zero buffer is shared).
    */
   writeSector(index: number, data: Buffer): Promise<void>;
+  /**
+   * Sectors [index, index + count), count in 1..MAX_RANGE_SECTORS: resolves with exactly
+   * count * SECTOR_SIZE_BYTES bytes (sector i at i * SECTOR_SIZE_BYTES) the caller may keep and modify.
+   */
+  readSectors(index: number, count: number): Promise<Buffer>;
+  /**
+   * Writes sectors [index, index + data.length / SECTOR_SIZE_BYTES), a run of 1..MAX_RANGE_SECTORS
+   * whole sectors; resolves once every one of them is durable on a majority. Same ownership rule
+   * for `data` as writeSector.
+   */
+  writeSectors(index: number, data: Buffer): Promise<void>;
   close(): Promise<void>;
 }

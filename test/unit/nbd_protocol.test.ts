@@ -65,6 +65,14 @@ class GatedBackend implements SectorBackend {
     await this.gate;
     return this.inner.writeSector(i, d);
   }
+  async readSectors(i: number, n: number): Promise<Buffer> {
+    await this.gate;
+    return this.inner.readSectors(i, n);
+  }
+  async writeSectors(i: number, d: Buffer): Promise<void> {
+    await this.gate;
+    return this.inner.writeSectors(i, d);
+  }
   async close(): Promise<void> {}
 }
 
@@ -240,6 +248,11 @@ describe("nbd transmission", () => {
         return inner.readSector(i);
       },
       writeSector: (i, d) => inner.writeSector(i, d),
+      readSectors: (i, n) => {
+        reads += n;
+        return inner.readSectors(i, n);
+      },
+      writeSectors: (i, d) => inner.writeSectors(i, d),
       close: async () => {},
     };
     const c = await transmitting(await startServer(counting, 300));

@@ -1,6 +1,7 @@
 // ReplicaPool failover rules (SPEC §4) with fake replica links: reads retry anywhere; a write whose
 // connection failed is resent only to the same replica after a successful reconnect, or elsewhere
-// only once a reconnect was refused; a merely slow write is never resent.
+// only once a reconnect was refused; a merely slow write is never resent. Every rule is checked for
+// single-sector commands and for range commands (a run of sectors in one READ_RANGE / WRITE_RANGE).
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { type ReplicaLink, ReplicaPool } from "../../src/nbd/replica_pool.js";
@@ -8,7 +9,10 @@ import { AtomicDiskError } from "../../src/util/errors.js";
 
 interface Pending {
   kind: "read" | "write";
+  /** Sent as a range command (READ_RANGE / WRITE_RANGE) rather than READ / WRITE. */
+  range: boolean;
   sector: number;
+  count: number;
   resolve: (v: Buffer | undefined) => void;
   reject: (e: Error) => void;
 }
@@ -19,15 +23,22 @@ class FakeLink implements ReplicaLink {
   private listeners: Array<() => void> = [];
   constructor(readonly rank: number) {}
   read(sector: number): Promise<Buffer> {
-    if (this.closed) return Promise.reject(unavailable());
-    return new Promise((resolve, reject) =>
-      this.pending.push({ kind: "read", sector, resolve: (v) => resolve(v!), reject }),
-    );
+    return this.send("read", false, sector, 1) as Promise<Buffer>;
   }
-  write(sector: number, _data: Buffer): Promise<void> {
+  write(sector: number, data: Buffer): Promise<void> {
+    expect(data.length).toBe(4096);
+    return this.send("write", false, sector, 1).then(() => {});
+  }
+  readRange(sector: number, count: number): Promise<Buffer> {
+    return this.send("read", true, sector, count) as Promise<Buffer>;
+  }
+  writeRange(sector: number, data: Buffer): Promise<void> {
+    return this.send("write", true, sector, data.length / 4096).then(() => {});
+  }
+  private send(kind: "read" | "write", range: boolean, sector: number, count: number) {
     if (this.closed) return Promise.reject(unavailable());
-    return new Promise((resolve, reject) =>
-      this.pending.push({ kind: "write", sector, resolve: () => resolve(), reject }),
+    return new Promise<Buffer | undefined>((resolve, reject) =>
+      this.pending.push({ kind, range, sector, count, resolve, reject }),
     );
   }
   inflight(): number {
@@ -45,7 +56,7 @@ class FakeLink implements ReplicaLink {
     this.listeners.push(listener);
   }
   completeAll(): void {
-    for (const p of this.pending.splice(0)) p.resolve(Buffer.alloc(4096, this.rank));
+    for (const p of this.pending.splice(0)) p.resolve(Buffer.alloc(4096 * p.count, this.rank));
   }
 }
 
@@ -101,28 +112,65 @@ function rankOfWrite(links: FakeLink[]): number {
   return l.rank;
 }
 
-describe("ReplicaPool", () => {
+/** How a test issues its command: one sector, or a run of RUN sectors in one range command. */
+interface Variant {
+  name: string;
+  range: boolean;
+  count: number;
+  read(pool: ReplicaPool, sector: number): Promise<Buffer>;
+  write(pool: ReplicaPool, sector: number): Promise<void>;
+}
+
+const RUN = 16;
+const variants: Variant[] = [
+  {
+    name: "single sector",
+    range: false,
+    count: 1,
+    read: (pool, sector) => pool.readSector(sector),
+    write: (pool, sector) => pool.writeSector(sector, Buffer.alloc(4096)),
+  },
+  {
+    name: `range of ${RUN} sectors`,
+    range: true,
+    count: RUN,
+    read: (pool, sector) => pool.readSectors(sector, RUN),
+    write: (pool, sector) => pool.writeSectors(sector, Buffer.alloc(4096 * RUN)),
+  },
+];
+
+/** Every command sent so far is of the variant's shape (kind of command and sector count). */
+function expectShape(links: FakeLink[], v: Variant): void {
+  for (const p of links.flatMap((l) => l.pending)) {
+    expect(p.range).toBe(v.range);
+    expect(p.count).toBe(v.count);
+  }
+}
+
+describe.each(variants)("ReplicaPool ($name)", (v) => {
   it("retries a read on another replica as soon as its connection fails", async () => {
     const { pool, links } = makePool();
     await pool.start();
-    const read = pool.readSector(5);
+    const read = v.read(pool, 5);
     await until(() => links.some((l) => l.pending.length > 0), "read sent");
     const first = links.find((l) => l.pending.length > 0)!;
     first.close();
     await until(() => links.some((l) => l !== first && l.pending.length > 0), "read resent");
     for (const l of links) l.completeAll();
-    expect((await read).length).toBe(4096);
+    expect((await read).length).toBe(4096 * v.count);
     await pool.close();
   });
 
   it("resends a write whose connection broke to the same replica once it reconnects, never elsewhere", async () => {
     const { pool, links, live, writesTo } = makePool();
     await pool.start();
-    const write = pool.writeSector(7, Buffer.alloc(4096));
+    const write = v.write(pool, 7);
     await until(() => links.some((l) => l.pending.length > 0), "write sent");
+    expectShape(links, v);
     const rank = rankOfWrite(links);
     live(rank)[0]!.close();
     await until(() => live(rank).length === 1 && writesTo(rank).length === 1, "resent after reconnect");
+    expectShape(links, v);
     for (const other of [1, 2, 3].filter((r) => r !== rank)) expect(writesTo(other)).toHaveLength(0);
     live(rank)[0]!.completeAll();
     await write;
@@ -132,7 +180,7 @@ describe("ReplicaPool", () => {
   it("reroutes a write only after a reconnect to its replica was refused", async () => {
     const { pool, links, mode, writesTo } = makePool();
     await pool.start();
-    const write = pool.writeSector(9, Buffer.alloc(4096));
+    const write = v.write(pool, 9);
     await until(() => links.some((l) => l.pending.length > 0), "write sent");
     const rank = rankOfWrite(links);
     mode.set(rank, "refused");
@@ -147,7 +195,7 @@ describe("ReplicaPool", () => {
     const { pool, links, mode, writesTo } = makePool();
     await pool.start();
     let settled = false;
-    const write = pool.writeSector(11, Buffer.alloc(4096)).finally(() => {
+    const write = v.write(pool, 11).finally(() => {
       settled = true;
     });
     await until(() => links.some((l) => l.pending.length > 0), "write sent");
@@ -164,7 +212,7 @@ describe("ReplicaPool", () => {
   it("never resends a slow write", async () => {
     const { pool, links } = makePool();
     await pool.start();
-    const write = pool.writeSector(13, Buffer.alloc(4096));
+    const write = v.write(pool, 13);
     await new Promise((r) => setTimeout(r, 300));
     const writes = links.flatMap((l) => l.pending.filter((p) => p.kind === "write"));
     expect(writes).toHaveLength(1);
@@ -175,7 +223,7 @@ describe("ReplicaPool", () => {
   it("ignores a refusal from a connect attempt that started before the write's connection failed", async () => {
     const { pool, links, mode, live, writesTo } = makePool(2);
     await pool.start();
-    const write = pool.writeSector(15, Buffer.alloc(4096));
+    const write = v.write(pool, 15);
     await until(() => links.some((l) => l.pending.length > 0), "write sent");
     const rank = rankOfWrite(links);
     const [withWrite, other] = [
