@@ -1,16 +1,25 @@
-// Byte ranges of the exported disk as per-sector register operations. Partial sectors are a
-// read-modify-write under a per-sector lock; every write takes that lock, so a whole-sector write
-// cannot slip between the read and the write of someone else's RMW. At most `maxInflightSectors`
-// sector commands run at once across all connections; big requests stream through that window
-// and never allocate more than their own payload (TRIM/WRITE_ZEROES allocate nothing).
+// Byte ranges of the exported disk as register operations. A request is cut into pieces: a partial
+// head or tail sector is a read-modify-write of that one sector; the whole sectors in between go out
+// as runs of up to MAX_RANGE_SECTORS sectors, one range command each (every sector of a run is still
+// its own register). Every write holds the per-sector lock of each sector it writes (a run takes its
+// locks in ascending order, so overlapping runs and RMWs never deadlock), so no write can slip
+// between the read and the write of someone else's RMW. At most `maxInflightSectors` sectors are in
+// flight at once across all connections (a run of k sectors counts k); big requests stream through
+// that window piece by piece and never allocate more than their own payload (TRIM/WRITE_ZEROES
+// allocate one run's read at a time per piece in flight, and share one zero buffer).
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { GATEWAY_MAX_INFLIGHT_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { GATEWAY_MAX_INFLIGHT_SECTORS, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { SectorBackend } from "./sector_backend.js";
 import { SectorLocks } from "./sector_locks.js";
 import { Semaphore } from "./semaphore.js";
 
+// A full-size run must fit the gateway's window, or every big request would crawl in small runs.
+assert(GATEWAY_MAX_INFLIGHT_SECTORS >= MAX_RANGE_SECTORS, "the gateway window must hold a full run");
+
 const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
+/** Shared source of every zeroing range write; backends never modify or keep write data. */
+const ZERO_RUN = Buffer.alloc(MAX_RANGE_SECTORS * SECTOR_SIZE_BYTES);
 
 function aborted(): AtomicDiskError {
   return new AtomicDiskError("QUORUM_TIMEOUT", "request abandoned after its timeout");
@@ -20,10 +29,46 @@ function isZero(data: Buffer): boolean {
   return data.equals(ZERO_SECTOR);
 }
 
+/**
+ * One piece of a request: either a run of `count` whole sectors starting at `sector`, or (partial)
+ * the bytes [from, to) of the single sector `sector`.
+ */
+export type Piece =
+  | { partial: false; sector: number; count: number }
+  | { partial: true; sector: number; from: number; to: number };
+
+/**
+ * The pieces of the byte range [offset, offset + length) in ascending order: a partial head
+ * sector, runs of whole sectors of at most `maxRun` sectors, a partial tail sector.
+ */
+export function* piecesOf(offset: number, length: number, maxRun: number): Generator<Piece> {
+  const end = offset + length;
+  let pos = offset;
+  while (pos < end) {
+    const sector = Math.floor(pos / SECTOR_SIZE_BYTES);
+    const base = sector * SECTOR_SIZE_BYTES;
+    if (pos !== base || end - pos < SECTOR_SIZE_BYTES) {
+      const to = Math.min(end, base + SECTOR_SIZE_BYTES) - base;
+      yield { partial: true, sector, from: pos - base, to };
+      pos = base + to;
+      continue;
+    }
+    const count = Math.min(Math.floor((end - pos) / SECTOR_SIZE_BYTES), maxRun);
+    yield { partial: false, sector, count };
+    pos += count * SECTOR_SIZE_BYTES;
+  }
+}
+
+function sectorsOf(piece: Piece): number {
+  return piece.partial ? 1 : piece.count;
+}
+
 export class Volume {
   readonly sizeBytes: number;
   private readonly window: Semaphore;
   private readonly locks = new SectorLocks();
+  /** Longest run one piece covers: a full range command, unless the window is smaller. */
+  private readonly maxRun: number;
 
   constructor(
     private readonly backend: SectorBackend,
@@ -31,6 +76,7 @@ export class Volume {
   ) {
     this.sizeBytes = backend.sectors * SECTOR_SIZE_BYTES;
     this.window = new Semaphore(maxInflightSectors);
+    this.maxRun = Math.min(MAX_RANGE_SECTORS, maxInflightSectors);
   }
 
   /** Throws OUT_OF_RANGE unless [offset, offset+length) is a non-empty range inside the disk. */
@@ -53,67 +99,78 @@ export class Volume {
   ): Promise<void> {
     this.checkRange(offset, length);
     assert(targetOffset + length <= target.length, "read: target too small");
-    await this.forEachSector(offset, length, signal, async (sector, from, to) => {
-      const data = await this.backend.readSector(sector);
-      const dest = targetOffset + sector * SECTOR_SIZE_BYTES + from - offset;
-      data.copy(target, dest, from, to);
+    await this.forEachPiece(offset, length, signal, async (piece) => {
+      const dest = targetOffset + piece.sector * SECTOR_SIZE_BYTES - offset;
+      if (piece.partial) {
+        const data = await this.backend.readSector(piece.sector);
+        data.copy(target, dest + piece.from, piece.from, piece.to);
+        return;
+      }
+      const data = await this.backend.readSectors(piece.sector, piece.count);
+      data.copy(target, dest);
     });
   }
 
   async write(offset: number, data: Buffer, signal?: AbortSignal): Promise<void> {
     this.checkRange(offset, data.length);
-    await this.forEachSector(offset, data.length, signal, (sector, from, to) => {
-      const src = data.subarray(
-        sector * SECTOR_SIZE_BYTES + from - offset,
-        sector * SECTOR_SIZE_BYTES + to - offset,
-      );
-      return this.locks.withLock(sector, async () => {
-        if (from === 0 && to === SECTOR_SIZE_BYTES) {
-          await this.backend.writeSector(sector, src);
-          return;
-        }
-        const current = await this.backend.readSector(sector);
-        src.copy(current, from);
-        await this.backend.writeSector(sector, current);
+    await this.forEachPiece(offset, data.length, signal, (piece) => {
+      const start = piece.sector * SECTOR_SIZE_BYTES - offset;
+      if (!piece.partial) {
+        const src = data.subarray(start, start + piece.count * SECTOR_SIZE_BYTES);
+        return this.locks.withLocks(piece.sector, piece.count, () =>
+          this.backend.writeSectors(piece.sector, src),
+        );
+      }
+      const src = data.subarray(start + piece.from, start + piece.to);
+      return this.locks.withLock(piece.sector, async () => {
+        const current = await this.backend.readSector(piece.sector);
+        src.copy(current, piece.from);
+        await this.backend.writeSector(piece.sector, current);
       });
     });
   }
 
   /**
    * Makes the range read as zeros. A sector that already reads as zero is left alone: a register
-   * read costs no durable write, so zeroing never-written space (mkfs, nbdcopy) stays cheap.
+   * read costs no durable write, so zeroing never-written space (mkfs, nbdcopy) stays cheap. A run
+   * is read with one range command and only its sub-runs that are not zero yet are written.
    */
   async writeZeroes(offset: number, length: number, signal?: AbortSignal): Promise<void> {
     this.checkRange(offset, length);
-    await this.forEachSector(offset, length, signal, (sector, from, to) =>
-      this.locks.withLock(sector, async () => {
-        const current = await this.backend.readSector(sector);
-        if (isZero(current)) return;
-        if (from === 0 && to === SECTOR_SIZE_BYTES) {
-          await this.backend.writeSector(sector, ZERO_SECTOR);
-          return;
+    await this.forEachPiece(offset, length, signal, (piece) => {
+      if (piece.partial) {
+        return this.locks.withLock(piece.sector, async () => {
+          const current = await this.backend.readSector(piece.sector);
+          if (isZero(current)) return;
+          current.fill(0, piece.from, piece.to);
+          await this.backend.writeSector(piece.sector, current);
+        });
+      }
+      return this.locks.withLocks(piece.sector, piece.count, async () => {
+        const current = await this.backend.readSectors(piece.sector, piece.count);
+        const writes: Promise<void>[] = [];
+        for (const [first, count] of nonZeroRuns(current)) {
+          writes.push(
+            this.backend.writeSectors(piece.sector + first, ZERO_RUN.subarray(0, count * SECTOR_SIZE_BYTES)),
+          );
         }
-        current.fill(0, from, to);
-        await this.backend.writeSector(sector, current);
-      }),
-    );
+        await settleAll(writes);
+      });
+    });
   }
 
   /**
-   * Runs fn once per sector touched by the range, with byte bounds [from, to) inside that sector,
-   * at most `window` at a time over the whole gateway. Waits for every started call; rejects with
-   * the first error and starts no more sectors after one failed or after `signal` aborted (a
-   * timed-out request must not keep feeding the window with sectors nobody waits for).
+   * Runs fn once per piece of the range (see piecesOf), at most `window` sectors at a time over the
+   * whole gateway. Waits for every started call; rejects with the first error and starts no more
+   * pieces after one failed or after `signal` aborted (a timed-out request must not keep feeding
+   * the window with sectors nobody waits for).
    */
-  private forEachSector(
+  private forEachPiece(
     offset: number,
     length: number,
     signal: AbortSignal | undefined,
-    fn: (sector: number, from: number, to: number) => Promise<void>,
+    fn: (piece: Piece) => Promise<void>,
   ): Promise<void> {
-    const first = Math.floor(offset / SECTOR_SIZE_BYTES);
-    const end = offset + length;
-    const last = Math.floor((end - 1) / SECTOR_SIZE_BYTES);
     return new Promise((resolve, reject) => {
       let running = 0;
       let launching = true;
@@ -124,25 +181,24 @@ export class Volume {
         else reject(failure);
       };
       const launch = async () => {
-        for (let sector = first; sector <= last && failure === undefined; sector++) {
-          await this.window.acquire();
+        for (const piece of piecesOf(offset, length, this.maxRun)) {
+          if (failure !== undefined) break;
+          const permits = sectorsOf(piece);
+          await this.window.acquire(permits);
           if (failure === undefined && signal?.aborted === true) failure = aborted();
           if (failure !== undefined) {
-            this.window.release();
+            this.window.release(permits);
             break;
           }
-          const base = sector * SECTOR_SIZE_BYTES;
-          const from = Math.max(offset, base) - base;
-          const to = Math.min(end, base + SECTOR_SIZE_BYTES) - base;
           running++;
-          fn(sector, from, to).then(
+          fn(piece).then(
             () => {
-              this.window.release();
+              this.window.release(permits);
               running--;
               settle();
             },
             (err: unknown) => {
-              this.window.release();
+              this.window.release(permits);
               running--;
               if (failure === undefined) failure = err;
               settle();
@@ -155,4 +211,24 @@ export class Volume {
       void launch();
     });
   }
+}
+
+/** [first, count] of each maximal run of sectors of `data` that are not all zero. */
+function* nonZeroRuns(data: Buffer): Generator<[number, number]> {
+  const sectors = data.length / SECTOR_SIZE_BYTES;
+  let start = -1;
+  for (let i = 0; i <= sectors; i++) {
+    const zero = i === sectors || isZero(data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES));
+    if (!zero && start < 0) start = i;
+    if (zero && start >= 0) {
+      yield [start, i - start];
+      start = -1;
+    }
+  }
+}
+
+/** Waits for every promise (none left running behind the locks), then rejects with the first error. */
+async function settleAll(promises: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  for (const r of results) if (r.status === "rejected") throw r.reason;
 }

@@ -243,3 +243,18 @@ describe.each(variants)("ReplicaPool ($name)", (v) => {
     await expect(write).rejects.toThrow();
   });
 });
+
+describe("ReplicaPool runs of one sector", () => {
+  it("sends a run of one sector as the standard READ / WRITE, which every replica knows", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const read = pool.readSectors(3, 1);
+    const write = pool.writeSectors(4, Buffer.alloc(4096));
+    await until(() => links.flatMap((l) => l.pending).length === 2, "both sent");
+    for (const p of links.flatMap((l) => l.pending)) expect(p).toMatchObject({ range: false, count: 1 });
+    for (const l of links) l.completeAll();
+    expect((await read).length).toBe(4096);
+    await write;
+    await pool.close();
+  });
+});

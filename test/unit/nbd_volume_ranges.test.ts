@@ -1,0 +1,341 @@
+// Volume over range commands: how requests are cut into runs and RMW pieces, the sector-counting
+// window, run locks (no lost bytes, no deadlock) and WRITE_ZEROES writing only non-zero runs.
+import { describe, expect, it } from "vitest";
+import { MemoryBackend } from "../../src/nbd/memory_backend.js";
+import type { SectorBackend } from "../../src/nbd/sector_backend.js";
+import { SectorLocks } from "../../src/nbd/sector_locks.js";
+import { Semaphore } from "../../src/nbd/semaphore.js";
+import { Volume } from "../../src/nbd/volume.js";
+import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { seededRandom } from "../helpers/seeded_random.js";
+
+const S = SECTOR_SIZE_BYTES;
+
+interface Call {
+  op: "readSector" | "writeSector" | "readSectors" | "writeSectors";
+  index: number;
+  count: number;
+}
+
+/**
+ * Wraps a MemoryBackend: records every call, tracks the sectors in flight, and optionally delays
+ * each call by a seeded random number of macrotask hops (so interleavings vary, yet replay).
+ */
+class RecordingBackend implements SectorBackend {
+  readonly calls: Call[] = [];
+  inflight = 0;
+  maxInflight = 0;
+  constructor(
+    readonly inner: MemoryBackend,
+    private readonly random?: () => number,
+  ) {}
+  get sectors(): number {
+    return this.inner.sectors;
+  }
+  readSector(index: number): Promise<Buffer> {
+    return this.run({ op: "readSector", index, count: 1 }, () => this.inner.readSector(index));
+  }
+  writeSector(index: number, data: Buffer): Promise<void> {
+    return this.run({ op: "writeSector", index, count: 1 }, () => this.inner.writeSector(index, data));
+  }
+  readSectors(index: number, count: number): Promise<Buffer> {
+    return this.run({ op: "readSectors", index, count }, () => this.inner.readSectors(index, count));
+  }
+  writeSectors(index: number, data: Buffer): Promise<void> {
+    const count = data.length / S;
+    return this.run({ op: "writeSectors", index, count }, () => this.inner.writeSectors(index, data));
+  }
+  async close(): Promise<void> {}
+  writes(): Call[] {
+    return this.calls.filter((c) => c.op === "writeSector" || c.op === "writeSectors");
+  }
+  private async run<T>(call: Call, fn: () => Promise<T>): Promise<T> {
+    this.calls.push(call);
+    this.inflight += call.count;
+    this.maxInflight = Math.max(this.maxInflight, this.inflight);
+    try {
+      await this.hops();
+      // The data moves at a random point of the call, the rest of the delay comes after.
+      const result = await fn();
+      await this.hops();
+      return result;
+    } finally {
+      this.inflight -= call.count;
+    }
+  }
+  private async hops(): Promise<void> {
+    if (this.random === undefined) return;
+    const n = Math.floor(this.random() * 4);
+    for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+  }
+}
+
+function pattern(bytes: number, seed: number): Buffer {
+  const b = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i++) b[i] = ((seed * 131 + i * 7) % 251) + 1;
+  return b;
+}
+
+describe("Semaphore with multi-permit acquire", () => {
+  it("serves waiters strictly in order, so a big acquire is not starved by later small ones", async () => {
+    const sem = new Semaphore(4);
+    await sem.acquire(3);
+    const order: string[] = [];
+    const big = sem.acquire(4).then(() => order.push("big"));
+    // One permit is free, but the small acquire queues behind the big one instead of taking it.
+    const small = sem.acquire(1).then(() => order.push("small"));
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([]);
+    sem.release(3);
+    await big;
+    expect(order).toEqual(["big"]);
+    sem.release(4);
+    await small;
+    expect(order).toEqual(["big", "small"]);
+    sem.release(1);
+    expect(sem.free).toBe(4);
+  });
+
+  it("refuses an acquire of more permits than its capacity", () => {
+    const sem = new Semaphore(4);
+    expect(() => sem.acquire(5)).toThrow();
+    expect(() => sem.acquire(0)).toThrow();
+  });
+});
+
+describe("SectorLocks over runs", () => {
+  it("lets overlapping runs and single-sector locks all finish, each sector held by one at a time", async () => {
+    const locks = new SectorLocks();
+    const random = seededRandom(7);
+    const holders = new Map<number, number>();
+    let finished = 0;
+    const jobs = Array.from({ length: 200 }, (_, id) => {
+      const first = Math.floor(random() * 30);
+      const count = 1 + Math.floor(random() * 10);
+      return locks.withLocks(first, count, async () => {
+        for (let s = first; s < first + count; s++) {
+          expect(holders.has(s)).toBe(false);
+          holders.set(s, id);
+        }
+        for (let i = Math.floor(random() * 3); i > 0; i--) await new Promise((r) => setImmediate(r));
+        for (let s = first; s < first + count; s++) holders.delete(s);
+        finished++;
+      });
+    });
+    await Promise.all(jobs);
+    expect(finished).toBe(200);
+    expect(locks.size).toBe(0);
+  });
+});
+
+describe("Volume over range commands", () => {
+  it("sends an aligned write as ceil(sectors / 256) range writes covering exactly its sectors", async () => {
+    const backend = new RecordingBackend(new MemoryBackend(16_384));
+    const volume = new Volume(backend);
+    // 1000 sectors starting at sector 10: runs of 256, 256, 256, 232.
+    const data = pattern(1000 * S, 3);
+    await volume.write(10 * S, data);
+    expect(backend.calls).toEqual([
+      { op: "writeSectors", index: 10, count: 256 },
+      { op: "writeSectors", index: 266, count: 256 },
+      { op: "writeSectors", index: 522, count: 256 },
+      { op: "writeSectors", index: 778, count: 232 },
+    ]);
+    const back = Buffer.alloc(data.length);
+    await volume.read(10 * S, data.length, back, 0);
+    expect(back.equals(data)).toBe(true);
+    expect(backend.calls.slice(4).map((c) => [c.op, c.index, c.count])).toEqual([
+      ["readSectors", 10, 256],
+      ["readSectors", 266, 256],
+      ["readSectors", 522, 256],
+      ["readSectors", 778, 232],
+    ]);
+  });
+
+  it("sends a 32 MiB write as 32 range writes of 256 sectors (1 MiB each), several in flight at once", async () => {
+    const backend = new RecordingBackend(new MemoryBackend(16_384), seededRandom(1));
+    const volume = new Volume(backend);
+    await volume.write(0, Buffer.alloc(32 * 1024 * 1024, 1));
+    expect(backend.calls).toHaveLength(32);
+    for (const [i, call] of backend.calls.entries()) {
+      expect(call).toEqual({ op: "writeSectors", index: i * MAX_RANGE_SECTORS, count: MAX_RANGE_SECTORS });
+    }
+    expect(backend.maxInflight).toBeGreaterThan(MAX_RANGE_SECTORS);
+  });
+
+  it("writes an unaligned span as RMW head + range middle + RMW tail with every byte in place", async () => {
+    const inner = new MemoryBackend(1024);
+    const before = pattern(600 * S, 9);
+    await inner.writeSectors(0, before.subarray(0, 256 * S));
+    await inner.writeSectors(256, before.subarray(256 * S, 512 * S));
+    await inner.writeSectors(512, before.subarray(512 * S, 600 * S));
+    const backend = new RecordingBackend(inner);
+    const volume = new Volume(backend);
+    const offset = 3 * S + 100;
+    const data = pattern(300 * S, 4);
+    await volume.write(offset, data);
+    // Head sector 3 (bytes 100..), whole sectors 4..302, tail sector 303 (bytes ..100).
+    const byPlace = (a: Call, b: Call) => a.index - b.index || a.op.localeCompare(b.op);
+    expect([...backend.calls].sort(byPlace)).toEqual([
+      { op: "readSector", index: 3, count: 1 },
+      { op: "writeSector", index: 3, count: 1 },
+      { op: "writeSectors", index: 4, count: 256 },
+      { op: "writeSectors", index: 260, count: 43 },
+      { op: "readSector", index: 303, count: 1 },
+      { op: "writeSector", index: 303, count: 1 },
+    ]);
+    const expected = Buffer.from(before);
+    data.copy(expected, offset);
+    const disk = Buffer.alloc(600 * S);
+    await volume.read(0, disk.length, disk, 0);
+    expect(disk.equals(expected)).toBe(true);
+  });
+
+  it("never loses bytes when range writes, RMWs and WRITE_ZEROES overlap (seeded random interleavings)", async () => {
+    const sectors = 32;
+    for (let seed = 1; seed <= 150; seed++) {
+      const random = seededRandom(seed);
+      const inner = new MemoryBackend(sectors);
+      const initial = pattern(sectors * S, seed);
+      await inner.writeSectors(0, initial);
+      const backend = new RecordingBackend(inner, random);
+      const window = [2, 5, 512][seed % 3]!;
+      const volume = new Volume(backend, window);
+      // Each op: byte range and the byte it writes (0 for WRITE_ZEROES).
+      const ops: Array<{ offset: number; length: number; fill: number }> = [
+        { offset: 0, length: 16 * S, fill: 0xa1 },
+        { offset: 3 * S + 100, length: 6 * S + 100, fill: 0xb2 },
+        { offset: 5 * S + 10, length: 40, fill: 0xc3 },
+        { offset: 8 * S, length: 16 * S, fill: 0xd4 },
+        { offset: 2 * S + 7, length: 10 * S, fill: 0 },
+        { offset: 15 * S - 1, length: 2, fill: 0xe5 },
+      ];
+      // Start them in a seeded order, each after a seeded number of hops.
+      const order = ops.map((op) => ({ op, key: random() }));
+      order.sort((a, b) => a.key - b.key);
+      await Promise.all(
+        order.map(async ({ op }, i) => {
+          for (let h = Math.floor(random() * 3) + (i % 2); h > 0; h--)
+            await new Promise((r) => setImmediate(r));
+          if (op.fill === 0) await volume.writeZeroes(op.offset, op.length);
+          else await volume.write(op.offset, Buffer.alloc(op.length, op.fill));
+        }),
+      );
+      const disk = Buffer.alloc(sectors * S);
+      await volume.read(0, disk.length, disk, 0);
+      for (let sector = 0; sector < sectors; sector++) {
+        const got = disk.subarray(sector * S, (sector + 1) * S);
+        const touching = ops.filter(
+          (op) => op.offset < (sector + 1) * S && op.offset + op.length > sector * S,
+        );
+        const start = initial.subarray(sector * S, (sector + 1) * S);
+        if (!someOrderGives(start, sector, touching, got)) {
+          throw new Error(`seed ${seed}: sector ${sector} matches no serial order of its writes`);
+        }
+      }
+    }
+  });
+
+  it("keeps the sectors in flight within the window, counting a run of k sectors as k", async () => {
+    for (const capacity of [1, 7, 300, 512]) {
+      const backend = new RecordingBackend(new MemoryBackend(4096), seededRandom(capacity));
+      const volume = new Volume(backend, capacity);
+      await Promise.all([
+        volume.write(0, Buffer.alloc(1000 * S, 1)),
+        volume.write(500 * S + 3, Buffer.alloc(700 * S, 2)),
+        volume.writeZeroes(100 * S, 2000 * S),
+        volume.read(0, 3000 * S, Buffer.alloc(3000 * S), 0),
+        volume.write(1 * S + 1, Buffer.alloc(10, 3)),
+      ]);
+      expect(backend.maxInflight).toBeLessThanOrEqual(capacity);
+      expect(backend.inflight).toBe(0);
+      if (capacity === 512) expect(backend.maxInflight).toBeGreaterThan(MAX_RANGE_SECTORS);
+    }
+  });
+
+  it("zeroes a mostly-zero area with range reads and writes only to its non-zero runs", async () => {
+    const inner = new MemoryBackend(2048);
+    await inner.writeSectors(10, Buffer.alloc(2 * S, 1));
+    await inner.writeSector(300, Buffer.alloc(S, 2));
+    await inner.writeSectors(510, Buffer.alloc(4 * S, 3)); // crosses the run boundary at 512
+    await inner.writeSector(1023, Buffer.alloc(S, 4));
+    const backend = new RecordingBackend(inner);
+    const volume = new Volume(backend);
+    await volume.writeZeroes(0, 1024 * S);
+    const reads = backend.calls.filter((c) => c.op === "readSectors");
+    expect(reads.map((c) => [c.index, c.count])).toEqual([
+      [0, 256],
+      [256, 256],
+      [512, 256],
+      [768, 256],
+    ]);
+    const writes = backend.writes().map((c) => [c.op, c.index, c.count]);
+    expect(writes.sort((a, b) => (a[1] as number) - (b[1] as number))).toEqual([
+      ["writeSectors", 10, 2],
+      ["writeSectors", 300, 1],
+      ["writeSectors", 510, 2],
+      ["writeSectors", 512, 2],
+      ["writeSectors", 1023, 1],
+    ]);
+    const disk = Buffer.alloc(1024 * S, 0xff);
+    await volume.read(0, disk.length, disk, 0);
+    expect(disk.equals(Buffer.alloc(1024 * S))).toBe(true);
+  });
+
+  it("zeroes partial head and tail sectors by RMW and leaves already-zero sectors unwritten", async () => {
+    const inner = new MemoryBackend(16);
+    await inner.writeSectors(0, Buffer.alloc(16 * S, 9));
+    await inner.writeSectors(5, Buffer.alloc(2 * S)); // already zero: no write
+    const backend = new RecordingBackend(inner);
+    const volume = new Volume(backend);
+    await volume.writeZeroes(S + 10, 8 * S);
+    expect(backend.writes()).toEqual([
+      { op: "writeSector", index: 1, count: 1 },
+      { op: "writeSectors", index: 2, count: 3 },
+      { op: "writeSectors", index: 7, count: 2 },
+      { op: "writeSector", index: 9, count: 1 },
+    ]);
+    const disk = Buffer.alloc(16 * S);
+    await volume.read(0, disk.length, disk, 0);
+    const expected = Buffer.alloc(16 * S, 9);
+    expected.fill(0, S + 10, 9 * S + 10);
+    expect(disk.equals(expected)).toBe(true);
+  });
+
+  it("starts no new run after the request's signal aborted and fails with QUORUM_TIMEOUT", async () => {
+    const backend = new RecordingBackend(new MemoryBackend(16_384, 5));
+    const volume = new Volume(backend, 512);
+    const controller = new AbortController();
+    const zeroing = volume.writeZeroes(0, 16_384 * S, controller.signal);
+    await new Promise((r) => setTimeout(r, 12));
+    controller.abort();
+    await expect(zeroing).rejects.toMatchObject({ code: "QUORUM_TIMEOUT" });
+    const started = backend.calls.length;
+    await new Promise((r) => setTimeout(r, 30));
+    expect(backend.calls.length).toBe(started);
+    expect(started).toBeLessThan(16_384 / MAX_RANGE_SECTORS);
+  });
+});
+
+/** Whether applying `ops` to `start` (one sector) in some order gives exactly `got`. */
+function someOrderGives(
+  start: Buffer,
+  sector: number,
+  ops: Array<{ offset: number; length: number; fill: number }>,
+  got: Buffer,
+): boolean {
+  const apply = (order: typeof ops): Buffer => {
+    const b = Buffer.from(start);
+    for (const op of order) {
+      const from = Math.max(op.offset - sector * S, 0);
+      const to = Math.min(op.offset + op.length - sector * S, S);
+      b.fill(op.fill, from, to);
+    }
+    return b;
+  };
+  const permute = (rest: typeof ops, prefix: typeof ops): boolean => {
+    if (rest.length === 0) return apply(prefix).equals(got);
+    return rest.some((op, i) => permute([...rest.slice(0, i), ...rest.slice(i + 1)], [...prefix, op]));
+  };
+  return permute(ops, []);
+}
