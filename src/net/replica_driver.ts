@@ -195,6 +195,18 @@ export class ReplicaDriver {
         );
         return;
       }
+      case "loadTag": {
+        const sectorIndex = effect.sectorIndex;
+        this.options.store.loadTag(sectorIndex).then(
+          (tag) => this.run({ kind: "tagLoaded", sectorIndex, tag }),
+          (err) => {
+            if (isAtomicDiskError(err, "STORAGE_CORRUPT"))
+              this.run({ kind: "tagLoaded", sectorIndex, tag: null });
+            else this.fatal(err);
+          },
+        );
+        return;
+      }
       case "complete":
         this.complete(effect.token, effect.data);
         return;

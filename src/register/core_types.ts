@@ -25,6 +25,8 @@ export type CoreEvent =
   | { kind: "persisted"; token: PersistToken }
   /** Answer to a `load` effect; `state === null` means the stored record is corrupt. */
   | { kind: "loaded"; sectorIndex: number; state: SectorState | null }
+  /** Answer to a `loadTag` effect; `tag === null` means the stored record is known corrupt. */
+  | { kind: "tagLoaded"; sectorIndex: number; tag: { ts: bigint; wr: number } | null }
   /** Time passes; drives retransmission. `nowMs` never decreases. */
   | { kind: "tick"; nowMs: number };
 
@@ -38,6 +40,11 @@ export type CoreEffect =
   | { kind: "persist"; token: PersistToken; sectorIndex: number; state: SectorState }
   /** Read the sector's stored state and report it with a `loaded` event. */
   | { kind: "load"; sectorIndex: number }
+  /**
+   * Look up only the tag of the sector's stored state (no data read; the store knows it from its
+   * index) and report it with a `tagLoaded` event.
+   */
+  | { kind: "loadTag"; sectorIndex: number }
   /** The client operation finished; for reads `data` is the value read (every sector of the run). */
   | { kind: "complete"; token: ClientOpToken; data?: Buffer };
 

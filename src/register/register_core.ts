@@ -27,6 +27,11 @@
 //    incoming state; until that persist is durable the sector stays corrupt (unserved, and not
 //    reloaded, since the store would return the state still in flight), then it may be ACKed. A WRITE coordinated here waits,
 //    because it needs its own VALUE (rule 2), until another coordinator's write or read heals it.
+//    When only the sector's tag was loaded (rule 7) and a later data load finds the data corrupt,
+//    the issued tag is already the stored one, so only a higher tag heals it; ACKs for lower tags
+//    are still right (this replica durably holds a higher tag), and reads never count this
+//    replica until it is healed, so any read quorum still meets a write quorum at a replica
+//    that answers.
 //
 // 5. A coordinator's new tag is (max(query maximum, own issued tag).ts + 1, rank). The query
 //    maximum alone (SPEC §2) can be below a tag this replica stored meanwhile for a concurrent
@@ -50,6 +55,14 @@
 //    the FIFO of every sector of its run at once, in arrival order, and starts when it heads all of
 //    them: any two operations sharing sectors are then in the same order in every shared FIFO, so
 //    they can never wait for each other in a cycle.
+//
+// 7. Tag-only loads. READ_TAG_PROC, WRITE_PROC and their range forms need a sector's durable tag,
+//    not its data, so an uncached sector is looked up with `loadTag` (the store answers from its
+//    in-memory index, no disk read); only READ_PROC / READ_RANGE_PROC load the data. A loaded tag
+//    or state is taken only while no persist of the sector is in flight (the store reports the
+//    latest persisted state, durable or not, and only a durable one may be shown, rule 3); a data
+//    load is not even started while one is in flight, since its durable completion makes the state
+//    known anyway.
 import type {
   RangeAckMessage,
   RangeValueMessage,
@@ -175,7 +188,9 @@ interface SectorEntry {
   sectorIndex: number;
   /** The durable state, shown to READ_PROC (rule 3); null until loaded. */
   state: SectorState | null;
-  loading: boolean;
+  /** Rule 7: the durable tag is known (durableTag) though the data is not loaded. */
+  tagOnly: boolean;
+  loading: "tag" | "data" | null;
   corrupt: boolean;
   /** Highest tag of any persist issued for this sector (durable or not). */
   issuedTag: Tag;
@@ -286,6 +301,9 @@ export class RegisterCore {
       case "loaded":
         this.#onLoaded(event.sectorIndex, event.state);
         break;
+      case "tagLoaded":
+        this.#onTagLoaded(event.sectorIndex, event.tag);
+        break;
       case "tick":
         this.#onTick(event.nowMs);
         break;
@@ -307,7 +325,8 @@ export class RegisterCore {
       entry = {
         sectorIndex,
         state: null,
-        loading: false,
+        tagOnly: false,
+        loading: null,
         corrupt: false,
         issuedTag: ZERO_TAG,
         durableTag: ZERO_TAG,
@@ -335,7 +354,7 @@ export class RegisterCore {
       entry.ackWaiters.length === 0 &&
       entry.deferred.length === 0 &&
       entry.pins === 0 &&
-      !entry.loading
+      entry.loading === null
     );
   }
 
@@ -359,16 +378,9 @@ export class RegisterCore {
     switch (message.kind) {
       case "readProc":
       case "readTagProc":
-      case "writeProc": {
-        const entry = this.#entry(message.sectorIndex);
-        if (entry.state === null && !entry.corrupt) {
-          entry.deferred.push(message);
-          this.#ensureLoading(entry);
-          return;
-        }
-        this.#handleProc(entry, message);
+      case "writeProc":
+        this.#dispatchProc(this.#entry(message.sectorIndex), message);
         return;
-      }
       case "value":
       case "tagValue":
         this.#onValue(message);
@@ -393,45 +405,94 @@ export class RegisterCore {
     }
   }
 
-  #ensureLoading(entry: SectorEntry): void {
-    if (entry.loading) return;
-    entry.loading = true;
-    this.#effects.push({ kind: "load", sectorIndex: entry.sectorIndex });
+  /** Can a message be handled on this sector now? Corrupt sectors are handled (by silence). */
+  #ready(entry: SectorEntry, needsData: boolean): boolean {
+    return entry.corrupt || entry.state !== null || (!needsData && entry.tagOnly);
+  }
+
+  #dispatchProc(entry: SectorEntry, message: SystemMessage): void {
+    const needsData = message.kind === "readProc";
+    if (this.#ready(entry, needsData)) {
+      this.#handleProc(entry, message);
+      return;
+    }
+    entry.deferred.push(message);
+    this.#requestLoad(entry, needsData);
+  }
+
+  /** Rule 7: the tag from the store's index, or the whole state when data is needed. */
+  #requestLoad(entry: SectorEntry, needsData: boolean): void {
+    // One load at a time; waiting messages are looked at again when it completes.
+    if (entry.loading !== null) return;
+    // A persist in flight will make the state known when it is durable.
+    if (needsData && entry.pendingPersists > 0) return;
+    entry.loading = needsData ? "data" : "tag";
+    this.#effects.push({ kind: needsData ? "load" : "loadTag", sectorIndex: entry.sectorIndex });
   }
 
   #onLoaded(sectorIndex: number, state: SectorState | null): void {
     const entry = this.#sectors.get(sectorIndex);
-    assert(entry?.loading === true, "loaded without a load in flight");
-    entry.loading = false;
+    assert(entry?.loading === "data", "loaded without a load in flight");
+    entry.loading = null;
     if (state === null) {
       entry.corrupt = true;
-    } else {
+    } else if (entry.state === null && entry.pendingPersists === 0) {
       assert(state.data.length === SECTOR_SIZE_BYTES, "loaded state must hold one sector");
+      // Nothing in flight for this sector (rule 7): what the store holds is durable.
       entry.state = state;
-      // A sector is loaded only when nothing is in flight for it, so what the store holds is durable.
       entry.issuedTag = maxTag(entry.issuedTag, tagOf(state));
       entry.durableTag = maxTag(entry.durableTag, tagOf(state));
     }
-    const deferred = entry.deferred;
-    entry.deferred = [];
-    for (const message of deferred) this.#handleProc(entry, message);
-    const ranges = entry.deferredRanges;
-    entry.deferredRanges = [];
-    for (const deferral of ranges) {
-      deferral.missing--;
-      if (deferral.missing === 0) this.#runRangeProc(deferral.message);
+    this.#retryDeferred(entry);
+  }
+
+  #onTagLoaded(sectorIndex: number, tag: Tag | null): void {
+    const entry = this.#sectors.get(sectorIndex);
+    assert(entry?.loading === "tag", "tag loaded without a load in flight");
+    entry.loading = null;
+    if (tag === null) {
+      entry.corrupt = true;
+    } else if (entry.state === null && entry.pendingPersists === 0) {
+      entry.tagOnly = true;
+      entry.issuedTag = maxTag(entry.issuedTag, tag);
+      entry.durableTag = maxTag(entry.durableTag, tag);
+    }
+    this.#retryDeferred(entry);
+  }
+
+  /** Handles what waited for this sector and can go now; asks for loads for the rest. */
+  #retryDeferred(entry: SectorEntry): void {
+    if (entry.deferred.length > 0) {
+      const deferred = entry.deferred;
+      entry.deferred = [];
+      for (const message of deferred) this.#dispatchProc(entry, message);
+    }
+    if (entry.deferredRanges.length > 0) {
+      const ranges = entry.deferredRanges;
+      entry.deferredRanges = [];
+      for (const deferral of ranges) {
+        const needsData = deferral.message.kind === "readRangeProc";
+        if (!this.#ready(entry, needsData)) {
+          entry.deferredRanges.push(deferral);
+          this.#requestLoad(entry, needsData);
+        } else if (--deferral.missing === 0) {
+          this.#runRangeProc(deferral.message);
+        }
+      }
     }
   }
 
   #handleProc(entry: SectorEntry, message: SystemMessage): void {
     if (message.kind === "readProc" || message.kind === "readTagProc") {
       // Rule 4: corrupt state is never served.
-      if (entry.corrupt || entry.state === null) return;
-      const state = entry.state;
+      if (entry.corrupt) return;
       const header = { sender: this.#rank, opId: message.opId, sectorIndex: entry.sectorIndex };
       if (message.kind === "readTagProc") {
-        this.#send(message.sender, { kind: "tagValue", ...header, ts: state.ts, wr: state.wr });
+        const tag = this.#durableTagOf(entry);
+        this.#send(message.sender, { kind: "tagValue", ...header, ts: tag.ts, wr: tag.wr });
       } else {
+        const state = entry.state;
+        assert(state !== null, "READ_PROC is handled once the data is loaded");
         this.#send(message.sender, {
           kind: "value",
           ...header,
@@ -459,6 +520,13 @@ export class RegisterCore {
     } else {
       entry.ackWaiters.push(waiter);
     }
+  }
+
+  /** What TAG_VALUE reports: the durable tag (rule 3), from the state or a tag-only load (rule 7). */
+  #durableTagOf(entry: SectorEntry): Tag {
+    if (entry.state !== null) return tagOf(entry.state);
+    assert(entry.tagOnly, "a tag is reported only once known");
+    return entry.durableTag;
   }
 
   #sendAck(sectorIndex: number, waiter: AckWaiter): void {
@@ -489,6 +557,7 @@ export class RegisterCore {
     // may be reported out of order, so the shown state only moves forward.
     if (entry.state === null || compareTags(tag, tagOf(entry.state)) > 0) entry.state = record.state;
     entry.corrupt = false;
+    if (entry.deferred.length > 0 || entry.deferredRanges.length > 0) this.#retryDeferred(entry);
     const own = record.ownWrite;
     if (own !== null) {
       if (own.range === null) this.#startUpdatePhase(entry, own);
@@ -819,13 +888,14 @@ export class RegisterCore {
     const { sectorIndex: start, sectorCount: count } = message;
     assert(Number.isInteger(count) && count >= 1 && count <= MAX_RANGE_SECTORS, "range sector count");
     const deferral: RangeDeferral = { message, missing: 0 };
+    const needsData = message.kind === "readRangeProc";
     for (let i = 0; i < count; i++) {
       const entry = this.#entry(start + i);
       entry.pins++;
-      if (entry.state === null && !entry.corrupt) {
+      if (!this.#ready(entry, needsData)) {
         entry.deferredRanges.push(deferral);
         deferral.missing++;
-        this.#ensureLoading(entry);
+        this.#requestLoad(entry, needsData);
       }
     }
     if (deferral.missing === 0) this.#runRangeProc(message);
@@ -846,17 +916,17 @@ export class RegisterCore {
       case "readTagRangeProc":
       case "readRangeProc": {
         // Rule 4: one corrupt sector and the whole run goes unanswered here.
-        const states: SectorState[] = [];
-        for (const entry of entries) {
-          if (entry.corrupt || entry.state === null) return;
-          states.push(entry.state);
-        }
+        if (entries.some((entry) => entry.corrupt)) return;
         if (message.kind === "readTagRangeProc") {
           let best: Tag = ZERO_TAG;
-          for (const state of states) best = maxTag(best, tagOf(state));
+          for (const entry of entries) best = maxTag(best, this.#durableTagOf(entry));
           this.#send(message.sender, { kind: "tagRangeValue", ...header, ts: best.ts, wr: best.wr });
           return;
         }
+        const states = entries.map((entry) => {
+          assert(entry.state !== null, "READ_RANGE_PROC is handled once the data is loaded");
+          return entry.state;
+        });
         const data = Buffer.allocUnsafe(count * SECTOR_SIZE_BYTES);
         for (const [i, state] of states.entries()) state.data.copy(data, i * SECTOR_SIZE_BYTES);
         this.#send(message.sender, { kind: "rangeValue", ...header, tags: states.map(tagOf), data });

@@ -5,7 +5,7 @@
 import { pino } from "pino";
 import { JournalStore } from "../storage/journal_store.js";
 import { MemoryFileSystem } from "../storage/memory_file_io.js";
-import type { SectorState } from "../storage/sector_state.js";
+import type { SectorState, SectorTag } from "../storage/sector_state.js";
 import { isAtomicDiskError } from "../util/errors.js";
 import type { EventQueue } from "./event_queue.js";
 import type { FaultProfile } from "./fault_profile.js";
@@ -55,6 +55,14 @@ export class JournalSimStorage implements SimStorage {
   load(sectorIndex: number, done: (state: SectorState | null) => void): void {
     const store = this.usable();
     this.later(store.load(sectorIndex), done, (err) => {
+      if (isAtomicDiskError(err, "STORAGE_CORRUPT")) done(null);
+      else throw err;
+    });
+  }
+
+  loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void {
+    const store = this.usable();
+    this.later(store.loadTag(sectorIndex), done, (err) => {
       if (isAtomicDiskError(err, "STORAGE_CORRUPT")) done(null);
       else throw err;
     });

@@ -2,7 +2,7 @@
 // (group commit: a sync covers every write issued before it started). A crash discards pending
 // writes, except that for each sector some prefix of its pending writes may already have reached
 // the platter: after the crash the sector holds its old or one of its newer states, never a mix.
-import { initialSectorState, type SectorState } from "../storage/sector_state.js";
+import { initialSectorState, type SectorState, type SectorTag } from "../storage/sector_state.js";
 import type { EventQueue } from "./event_queue.js";
 import type { Prng } from "./prng.js";
 import type { SimStorage } from "./sim_storage.js";
@@ -37,11 +37,17 @@ export class SimDisk implements SimStorage {
 
   load(sectorIndex: number, done: (state: SectorState | null) => void): void {
     const epoch = this.epoch;
-    const state = this.latest.get(sectorIndex) ?? null;
     this.queue.after(this.rng.range(0, this.timing.loadMaxUs), () => {
       if (epoch !== this.epoch) return;
+      // Read when the load completes, as a real disk read does: a persist issued while the load
+      // was in flight (durable or not) is what it returns.
+      const state = this.latest.get(sectorIndex) ?? null;
       done(state === null ? initialSectorState() : { ...state, data: Buffer.from(state.data) });
     });
+  }
+
+  loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void {
+    this.load(sectorIndex, (state) => done(state === null ? null : { ts: state.ts, wr: state.wr }));
   }
 
   persist(sectorIndex: number, state: SectorState, done: () => void): void {

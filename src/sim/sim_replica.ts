@@ -188,6 +188,18 @@ export class SimReplica implements NetworkEndpoint {
         });
         return;
       }
+      case "loadTag": {
+        const { sectorIndex } = effect;
+        storage.loadTag(sectorIndex, (tag) => {
+          if (this.incarnation !== incarnation || this.status !== "up") return;
+          trace.record(
+            queue.nowUs,
+            `r${this.rank} loaded tag s${sectorIndex} ${tag === null ? "corrupt" : `${tag.ts}.${tag.wr}`}`,
+          );
+          this.step({ kind: "tagLoaded", sectorIndex, tag });
+        });
+        return;
+      }
       case "complete":
         hooks.onComplete(this.rank, effect.token, effect.data);
         return;

@@ -1,11 +1,13 @@
 // What a simulated replica needs from its disk, in callback form so that every completion can be
 // routed through the simulator's event queue. Two implementations: SimDisk (a small model) and
 // JournalSimStorage (the real JournalStore over the in-memory file system).
-import type { SectorState } from "../storage/sector_state.js";
+import type { SectorState, SectorTag } from "../storage/sector_state.js";
 
 export interface SimStorage {
   /** Latest stored state (durable or not); null when the storage detects a corrupt record. */
   load(sectorIndex: number, done: (state: SectorState | null) => void): void;
+  /** The tag of what `load` would return; null for a sector the storage knows is corrupt. */
+  loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void;
   /** Stores a state; `done` runs once it is durable, and never if a crash comes first. */
   persist(sectorIndex: number, state: SectorState, done: () => void): void;
   /** Power loss: whatever was not durable may be lost; pending callbacks never run. */

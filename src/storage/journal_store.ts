@@ -80,7 +80,7 @@ import {
   slotDataPosition,
   writeRecordHeader,
 } from "./record_format.js";
-import { initialSectorState, type SectorState } from "./sector_state.js";
+import { initialSectorState, type SectorState, type SectorTag } from "./sector_state.js";
 import type { SectorStore } from "./sector_store.js";
 
 export const JOURNAL_FILE = "journal";
@@ -437,6 +437,28 @@ export class JournalStore implements SectorStore {
       }
       return { ts: this.slotTs[slot]!, wr: this.slotWr[slot]!, data };
     }
+  }
+
+  loadTag(sectorIndex: number): Promise<SectorTag> {
+    assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0 && sectorIndex < MAX_SECTORS, "bad sector");
+    try {
+      this.throwIfUnusable();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const queued =
+      this.pending.get(sectorIndex) ?? this.dirty.get(sectorIndex) ?? this.applying?.get(sectorIndex);
+    if (queued !== undefined) {
+      if ("lost" in queued)
+        return Promise.reject(corruptError(`sector ${sectorIndex}: stored state is damaged`));
+      return Promise.resolve({ ts: queued.ts, wr: queued.wr });
+    }
+    if (this.corruptSectors.has(sectorIndex)) {
+      return Promise.reject(corruptError(`sector ${sectorIndex}: stored state is damaged`));
+    }
+    const slot = this.sectorToSlot.get(sectorIndex);
+    if (slot === undefined) return Promise.resolve({ ts: 0n, wr: 0 });
+    return Promise.resolve({ ts: this.slotTs[slot]!, wr: this.slotWr[slot]! });
   }
 
   persist(sectorIndex: number, state: SectorState): Promise<void> {

@@ -10,6 +10,12 @@ export interface SectorState {
   data: Buffer;
 }
 
+/** The tag `(ts, wr)` of a state: what orders the states of one register. */
+export interface SectorTag {
+  ts: bigint;
+  wr: number;
+}
+
 const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
 
 /** The state of a sector that was never written: `(0, 0, zeros)`. The buffer is shared: never mutate. */

@@ -1,6 +1,6 @@
 // What the replica driver needs from stable storage. Implemented by the journaled file store
 // (real disks) and run under the simulator over a simulated file system.
-import type { SectorState } from "./sector_state.js";
+import type { SectorState, SectorTag } from "./sector_state.js";
 
 export interface SectorStore {
   /**
@@ -9,6 +9,13 @@ export interface SectorStore {
    * stored record fails its checksum: corrupt state is never served silently.
    */
   load(sectorIndex: number): Promise<SectorState>;
+
+  /**
+   * The tag of what `load` would return, without reading the data: the store knows it from its
+   * index. Rejects with STORAGE_CORRUPT for a sector known to be damaged (data damage that only a
+   * data read can detect is not seen here).
+   */
+  loadTag(sectorIndex: number): Promise<SectorTag>;
 
   /**
    * Stores a new state for the sector. Resolves only once the state is durable (survives a crash);

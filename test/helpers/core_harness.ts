@@ -25,7 +25,8 @@ export class CoreHarness {
   readonly disks: Map<number, SectorState>[] = [];
   network: InFlight[] = [];
   persists: PendingPersist[] = [];
-  loads: { rank: number; sectorIndex: number }[] = [];
+  /** Loads asked for; `tagOnly` for loadTag effects (answered with the tag alone). */
+  loads: { rank: number; sectorIndex: number; tagOnly?: true }[] = [];
   readonly completed = new Map<number, Buffer | undefined>();
   readonly log: { rank: number; effect: CoreEffect }[] = [];
   #opCounter = 0;
@@ -76,6 +77,9 @@ export class CoreHarness {
         case "load":
           this.loads.push({ rank, sectorIndex: effect.sectorIndex });
           break;
+        case "loadTag":
+          this.loads.push({ rank, sectorIndex: effect.sectorIndex, tagOnly: true });
+          break;
         case "complete":
           this.completed.set(effect.token, effect.data);
           break;
@@ -98,7 +102,15 @@ export class CoreHarness {
     this.loads = [];
     for (const load of loads) {
       const state = this.disks[load.rank - 1]!.get(load.sectorIndex) ?? initialSectorState();
-      this.step(load.rank, { kind: "loaded", sectorIndex: load.sectorIndex, state });
+      if (load.tagOnly) {
+        this.step(load.rank, {
+          kind: "tagLoaded",
+          sectorIndex: load.sectorIndex,
+          tag: { ts: state.ts, wr: state.wr },
+        });
+      } else {
+        this.step(load.rank, { kind: "loaded", sectorIndex: load.sectorIndex, state });
+      }
     }
     return loads.length;
   }

@@ -25,6 +25,10 @@ class MemoryStore implements SectorStore {
   async load(sectorIndex: number): Promise<SectorState> {
     return this.sectors.get(sectorIndex) ?? initialSectorState();
   }
+  async loadTag(sectorIndex: number): Promise<{ ts: bigint; wr: number }> {
+    const { ts, wr } = await this.load(sectorIndex);
+    return { ts, wr };
+  }
   async persist(sectorIndex: number, state: SectorState): Promise<void> {
     this.sectors.set(sectorIndex, state);
     await new Promise((r) => setImmediate(r));

@@ -189,3 +189,46 @@ describe("register core: range operations", () => {
     expect(h.completed.has(1)).toBe(true);
   });
 });
+
+describe("register core: tag-only loads (rule 7)", () => {
+  it("write queries and WRITE_PROCs load only the tag; READ_PROC loads the data", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 4, sectorOf(1));
+    h.settle();
+    const loadKinds = h.log.filter((e) => e.effect.kind === "load" || e.effect.kind === "loadTag");
+    expect(new Set(loadKinds.map((e) => e.effect.kind))).toEqual(new Set(["loadTag"]));
+    h.log.length = 0;
+    h.read(2, 2, 4);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(sectorOf(1));
+    expect(h.log.some((e) => e.effect.kind === "load")).toBe(false); // states were cached by the write
+    const fresh = new CoreHarness(3);
+    fresh.read(1, 1, 9);
+    fresh.settle();
+    expect(fresh.log.filter((e) => e.effect.kind === "load")).toHaveLength(3);
+  });
+
+  it("a data load that returns a persist still in flight is not served until that persist is durable", () => {
+    const h = new CoreHarness(3);
+    const opId = Buffer.alloc(16, 7);
+    const to3 = (message: SystemMessage) => h.step(3, { kind: "message", message });
+    // Replica 3 learns sector 0's tag (0.0) from a tag-only load.
+    to3({ kind: "readTagProc", sender: 1, opId, sectorIndex: 0 });
+    h.serveLoads();
+    // A READ_PROC needs the data: a data load starts.
+    to3({ kind: "readProc", sender: 2, opId: Buffer.alloc(16, 8), sectorIndex: 0 });
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
+    // Meanwhile a WRITE_PROC is stored (not yet durable)...
+    to3({ kind: "writeProc", sender: 1, opId, sectorIndex: 0, ts: 5n, wr: 1, data: sectorOf(5) });
+    expect(h.persists).toHaveLength(1);
+    // ...and the data load returns that persist's state, as a store does.
+    h.loads = [];
+    h.network = [];
+    h.step(3, { kind: "loaded", sectorIndex: 0, state: { ts: 5n, wr: 1, data: sectorOf(5) } });
+    expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(0);
+    h.syncPersists(3);
+    const values = h.network.filter((m) => m.message.kind === "value");
+    expect(values).toHaveLength(1);
+    expect(values[0]!.message).toMatchObject({ ts: 5n, wr: 1 });
+  });
+});

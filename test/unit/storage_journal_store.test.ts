@@ -72,6 +72,33 @@ describe("JournalStore on real files", () => {
     });
   });
 
+  it("loadTag reports the tag load would report, from memory, in every stage of a sector's life", async () => {
+    await withTempDir(async (dir) => {
+      let store = await JournalStore.open({
+        fs: nodeFileSystem,
+        dir,
+        logger: silentLogger,
+        journalCheckpointBytes: 4 * RECORD_BYTES,
+      });
+      const tagOf = async (s: number) => {
+        const { ts, wr } = await store.load(s);
+        return { ts, wr };
+      };
+      expect(await store.loadTag(3)).toEqual({ ts: 0n, wr: 0 });
+      const pending = store.persist(3, stateOf(3, 1));
+      expect(await store.loadTag(3)).toEqual(await tagOf(3)); // queued, not yet durable
+      await pending;
+      expect(await store.loadTag(3)).toEqual({ ts: 1n, wr: 2 }); // durable, not yet in its slot
+      for (let v = 2; v <= 12; v++) await store.persist(v + 10, stateOf(v + 10, v)); // checkpoints
+      expect(store.stats().checkpointCount).toBeGreaterThan(0);
+      for (const s of [3, 15, 22]) expect(await store.loadTag(s)).toEqual(await tagOf(s));
+      await store.close();
+      store = await JournalStore.open({ fs: nodeFileSystem, dir, logger: silentLogger });
+      for (const s of [3, 15, 22, 99]) expect(await store.loadTag(s)).toEqual(await tagOf(s));
+      await store.close();
+    });
+  });
+
   it("group commit: 200 concurrent persists share far fewer than 200 fsyncs", async () => {
     await withTempDir(async (dir) => {
       const store = await JournalStore.open({ fs: nodeFileSystem, dir, logger: silentLogger });
