@@ -40,6 +40,7 @@ const U64_MASK = (1n << 64n) - 1n;
 
 export class ReplicaConnection {
   private readonly outstanding = new Map<bigint, Outstanding>();
+  private outstandingSectors = 0;
   private readonly closeListeners: ((err?: Error) => void)[] = [];
   private readonly decoder: AtddDecoder;
   /** Random start, so a replica never sees two live connections reuse the same numbers. */
@@ -135,9 +136,13 @@ export class ReplicaConnection {
     await this.send("writeRange", sectorIndex, sectorCount, data);
   }
 
-  /** Commands sent and not yet answered. Callers bound this; the connection itself does not. */
+  /**
+   * Sectors of the commands sent and not yet answered (a range of k sectors counts k): the work
+   * queued at the replica, which the gateway's pool balances. Callers bound this; the connection
+   * itself does not.
+   */
   inflight(): number {
-    return this.outstanding.size;
+    return this.outstandingSectors;
   }
 
   /** Closes the connection; outstanding commands fail with REPLICA_UNAVAILABLE. Idempotent. */
@@ -173,6 +178,7 @@ export class ReplicaConnection {
     );
     return new Promise((resolve, reject) => {
       this.outstanding.set(requestNumber, { command, sectorIndex, sectorCount, resolve, reject });
+      this.outstandingSectors += sectorCount;
       this.enqueue(message);
     });
   }
@@ -210,6 +216,7 @@ export class ReplicaConnection {
       return;
     }
     this.outstanding.delete(response.requestNumber);
+    this.outstandingSectors -= entry.sectorCount;
     const mismatch = responseMismatch(entry, response);
     if (mismatch !== undefined) {
       entry.reject(new AtomicDiskError("PROTOCOL_VIOLATION", `replica ${this.address} answered ${mismatch}`));
@@ -252,6 +259,7 @@ export class ReplicaConnection {
     const err = this.unavailable();
     const entries = [...this.outstanding.values()];
     this.outstanding.clear();
+    this.outstandingSectors = 0;
     for (const entry of entries) entry.reject(err);
   }
 

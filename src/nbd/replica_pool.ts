@@ -42,6 +42,7 @@ export interface ReplicaLink {
   write(sectorIndex: number, data: Buffer): Promise<void>;
   readRange(sectorIndex: number, sectorCount: number): Promise<Buffer>;
   writeRange(sectorIndex: number, data: Buffer): Promise<void>;
+  /** Load: sectors of the commands in flight on this link (a range of k counts k). */
   inflight(): number;
   close(): void;
   onClose(listener: (err?: Error) => void): void;
@@ -212,7 +213,8 @@ export class ReplicaPool implements SectorBackend {
   /** Runs a read on the least-loaded live connection, again elsewhere each time one fails. */
   private async readAnywhere(read: (link: ReplicaLink) => Promise<Buffer>): Promise<Buffer> {
     for (;;) {
-      const link = await this.anyLink();
+      const found = this.anyLink();
+      const link = found instanceof Promise ? await found : found;
       try {
         return await read(link);
       } catch (err) {
@@ -232,7 +234,8 @@ export class ReplicaPool implements SectorBackend {
     count: number,
     write: (link: ReplicaLink) => Promise<void>,
   ): Promise<void> {
-    let replica = await this.anyReplica();
+    const first = this.anyReplica();
+    let replica = first instanceof Promise ? await first : first;
     for (;;) {
       const link = replica.bestLink();
       if (link !== undefined) {
@@ -283,36 +286,51 @@ export class ReplicaPool implements SectorBackend {
     await new Promise((resolve) => setImmediate(resolve));
   }
 
-  /** The least-loaded live connection of any replica, waiting until one exists. */
-  private async anyLink(): Promise<ReplicaLink> {
-    for (;;) {
-      if (this.closed) throw shuttingDown();
-      let best: ReplicaLink | undefined;
-      for (const replica of this.replicas) {
-        const link = replica.bestLink();
-        if (link !== undefined && (best === undefined || link.inflight() < best.inflight())) best = link;
-      }
-      if (best !== undefined) return best;
-      await new Promise<void>((resolve) => this.anyUpWaiters.push(resolve));
-    }
+  /**
+   * The least-loaded live connection of any replica, waiting until one exists. Picked in the same
+   * tick as the caller sends on it when one is up, so commands issued together spread out.
+   */
+  private anyLink(): ReplicaLink | Promise<ReplicaLink> {
+    return this.pickLink() ?? this.waitFor(() => this.pickLink());
   }
 
   /** The live replica with the least load, preferring any but `avoid`; waits until one is up. */
-  private async anyReplica(avoid?: Replica): Promise<Replica> {
+  private anyReplica(avoid?: Replica): Replica | Promise<Replica> {
+    return this.pickReplica(avoid) ?? this.waitFor(() => this.pickReplica(avoid));
+  }
+
+  private pickLink(): ReplicaLink | undefined {
+    if (this.closed) return undefined;
+    let best: ReplicaLink | undefined;
+    for (const replica of this.replicas) {
+      const link = replica.bestLink();
+      if (link !== undefined && (best === undefined || link.inflight() < best.inflight())) best = link;
+    }
+    return best;
+  }
+
+  private pickReplica(avoid: Replica | undefined): Replica | undefined {
+    if (this.closed) return undefined;
+    let best: Replica | undefined;
+    let bestLoad = Number.POSITIVE_INFINITY;
+    for (const replica of this.replicas) {
+      const link = replica.bestLink();
+      if (link === undefined) continue;
+      const load = link.inflight() + (replica === avoid ? 1e9 : 0);
+      if (load < bestLoad) {
+        best = replica;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  /** Waits until `pick` finds something after a replica came up; throws once the pool closed. */
+  private async waitFor<T>(pick: () => T | undefined): Promise<T> {
     for (;;) {
       if (this.closed) throw shuttingDown();
-      let best: Replica | undefined;
-      let bestLoad = Number.POSITIVE_INFINITY;
-      for (const replica of this.replicas) {
-        const link = replica.bestLink();
-        if (link === undefined) continue;
-        const load = link.inflight() + (replica === avoid ? 1e9 : 0);
-        if (load < bestLoad) {
-          best = replica;
-          bestLoad = load;
-        }
-      }
-      if (best !== undefined) return best;
+      const found = pick();
+      if (found !== undefined) return found;
       await new Promise<void>((resolve) => this.anyUpWaiters.push(resolve));
     }
   }

@@ -42,7 +42,7 @@ class FakeLink implements ReplicaLink {
     );
   }
   inflight(): number {
-    return this.pending.length;
+    return this.pending.reduce((sum, p) => sum + p.count, 0);
   }
   close(): void {
     if (this.closed) return;
@@ -255,6 +255,19 @@ describe("ReplicaPool runs of one sector", () => {
     for (const l of links) l.completeAll();
     expect((await read).length).toBe(4096);
     await write;
+    await pool.close();
+  });
+
+  it("balances by sectors in flight: a range of 16 weighs more than a single-sector command", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const range = pool.writeSectors(0, Buffer.alloc(16 * 4096));
+    const reads = [pool.readSector(1), pool.readSector(2), pool.readSector(3)];
+    await until(() => links.flatMap((l) => l.pending).length === 4, "all sent");
+    const withRange = links.find((l) => l.pending.some((p) => p.range))!;
+    expect(withRange.pending).toHaveLength(1);
+    for (const l of links) l.completeAll();
+    await Promise.all([range, ...reads]);
     await pool.close();
   });
 });
