@@ -4,7 +4,7 @@
 import type { Socket } from "node:net";
 import { encodeClientResponse } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
-import type { ClientCommand, ClientResponse, SystemMessage } from "../protocol/messages.js";
+import type { AtddMessage, ClientCommand, ClientResponse, SystemMessage } from "../protocol/messages.js";
 import { MAX_CLIENT_INFLIGHT_PER_CONNECTION, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { CoalescingWriter } from "./coalescing_writer.js";
@@ -112,7 +112,7 @@ export class InboundConnection {
       switch (event.kind) {
         case "message": {
           const message = event.message;
-          if (message.kind === "clientRead" || message.kind === "clientWrite") {
+          if (isClientCommand(message)) {
             this.inflight++;
             this.options.handler.clientCommand(this, message);
           } else if (message.kind !== "clientResponse") {
@@ -122,12 +122,14 @@ export class InboundConnection {
         }
         case "rejected":
           // Not executed (bad tag or sector index): answered at once, with no content (SPEC §1.2).
+          // A range command's response echoes its sector count.
           this.options.counters.rejectedCommands++;
           this.sendResponse({
             kind: "clientResponse",
             command: event.command,
             status: event.status,
             requestNumber: event.requestNumber,
+            ...(event.sectorCount !== undefined ? { sectorCount: event.sectorCount } : {}),
           });
           break;
         case "dropped": {
@@ -168,5 +170,17 @@ export class InboundConnection {
       this.paused = false;
       this.socket.resume();
     }
+  }
+}
+
+function isClientCommand(message: AtddMessage): message is ClientCommand {
+  switch (message.kind) {
+    case "clientRead":
+    case "clientWrite":
+    case "clientReadRange":
+    case "clientWriteRange":
+      return true;
+    default:
+      return false;
   }
 }

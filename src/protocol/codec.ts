@@ -1,12 +1,25 @@
 // Encoders of the atdd messages (SPEC §1). Inputs come from our own code, so bad inputs are
 // programmer errors and fail loudly. Decoding lives in decoder.ts (it must survive a hostile stream).
 import { assert, unreachable } from "../util/assert.js";
-import { MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { signMessage } from "./hmac.js";
 import {
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
+  RANGE_COMMAND_DATA_OFFSET,
+  RANGE_RESPONSE_DATA_OFFSET,
+  RANGE_TAG_BYTES,
+  RANGE_TAG_TS_OFFSET,
+  RANGE_TAG_WR_OFFSET,
+  RANGE_TAGS_OFFSET,
   READ_RESPONSE_DATA_OFFSET,
+  rangeCommandHeaderLayout,
+  rangeCommandSize,
+  rangeDataOffset,
+  rangeResponseHeaderLayout,
+  rangeResponseSize,
+  rangeStateMessageSize,
+  rangeSystemHeaderLayout,
   responseHeaderLayout,
   SYSTEM_BODY_OFFSET,
   sectorStateBodyLayout,
@@ -16,14 +29,17 @@ import {
 import {
   CLIENT_KEY_BYTES,
   type ClientCommand,
+  type ClientCommandName,
   type ClientResponse,
   MAGIC,
   MessageSize,
   MessageType,
   OP_ID_BYTES,
+  type RangeSystemMessage,
   ResponseStatus,
   SYSTEM_KEY_BYTES,
   type SystemMessage,
+  type WireTag,
 } from "./messages.js";
 
 const U64_LIMIT = 1n << 64n;
@@ -40,47 +56,119 @@ function assertSectorData(data: Buffer | undefined): asserts data is Buffer {
   assert(data !== undefined && data.length === SECTOR_SIZE_BYTES, "sector data must be 4096 bytes");
 }
 
+/** A run [sectorIndex, sectorIndex + sectorCount) of 1..MAX_RANGE_SECTORS safe sector indexes. */
+function assertRun(sectorIndex: number, sectorCount: number): void {
+  assert(
+    Number.isInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
+    `a range holds 1..${MAX_RANGE_SECTORS} sectors, not ${sectorCount}`,
+  );
+  assert(Number.isSafeInteger(sectorIndex + sectorCount - 1), "range ends beyond 2^53");
+}
+
+function assertRunData(data: Buffer | undefined, sectorCount: number): asserts data is Buffer {
+  assert(
+    data !== undefined && data.length === sectorCount * SECTOR_SIZE_BYTES,
+    `range data must be ${sectorCount} * 4096 bytes`,
+  );
+}
+
+function assertWriterRank(wr: number): void {
+  // wr is 0 only for a never-written sector, which a VALUE may legitimately report.
+  assert(Number.isInteger(wr) && wr >= 0 && wr <= MAX_REPLICAS, "bad writer rank");
+}
+
+function assertTimestamp(ts: bigint): void {
+  assert(ts >= 0n && ts < U64_LIMIT, "timestamp out of u64");
+}
+
 export function encodeClientCommand(cmd: ClientCommand, clientKey: Buffer): Buffer {
   assert(clientKey.length === CLIENT_KEY_BYTES, "client key must be 32 bytes");
   assertRequestNumber(cmd.requestNumber);
   assertSectorIndex(cmd.sectorIndex);
-  const isWrite = cmd.kind === "clientWrite";
-  // Buffer.alloc: padding must go out as zeros (SPEC §1.1).
-  const message = Buffer.alloc(isWrite ? MessageSize.Write : MessageSize.Read);
-  clientCommandHeaderLayout.encode(
-    {
-      magic: MAGIC,
-      type: isWrite ? MessageType.Write : MessageType.Read,
-      requestNumber: cmd.requestNumber,
-      sectorIndex: BigInt(cmd.sectorIndex),
-    },
-    message,
-  );
-  if (isWrite) {
-    assertSectorData(cmd.data);
-    cmd.data.copy(message, CLIENT_WRITE_DATA_OFFSET);
+  let message: Buffer;
+  switch (cmd.kind) {
+    case "clientRead":
+    case "clientWrite": {
+      const isWrite = cmd.kind === "clientWrite";
+      if (isWrite) assertSectorData(cmd.data);
+      // Buffer.alloc: padding must go out as zeros (SPEC §1.1).
+      message = Buffer.alloc(isWrite ? MessageSize.Write : MessageSize.Read);
+      clientCommandHeaderLayout.encode(
+        {
+          magic: MAGIC,
+          type: isWrite ? MessageType.Write : MessageType.Read,
+          requestNumber: cmd.requestNumber,
+          sectorIndex: BigInt(cmd.sectorIndex),
+        },
+        message,
+      );
+      if (isWrite) cmd.data.copy(message, CLIENT_WRITE_DATA_OFFSET);
+      break;
+    }
+    case "clientReadRange":
+    case "clientWriteRange": {
+      assertRun(cmd.sectorIndex, cmd.sectorCount);
+      const isWrite = cmd.kind === "clientWriteRange";
+      if (isWrite) assertRunData(cmd.data, cmd.sectorCount);
+      const type = isWrite ? MessageType.WriteRange : MessageType.ReadRange;
+      message = Buffer.alloc(rangeCommandSize(type, cmd.sectorCount));
+      rangeCommandHeaderLayout.encode(
+        {
+          magic: MAGIC,
+          sectorCount: cmd.sectorCount,
+          type,
+          requestNumber: cmd.requestNumber,
+          sectorIndex: BigInt(cmd.sectorIndex),
+        },
+        message,
+      );
+      if (isWrite) cmd.data.copy(message, RANGE_COMMAND_DATA_OFFSET);
+      break;
+    }
+    default:
+      return unreachable(cmd, "client command kind");
   }
   signMessage(message, clientKey);
   return message;
 }
 
+const RESPONSE_TYPES: Record<ClientCommandName, number> = {
+  read: MessageType.ReadResponse,
+  write: MessageType.WriteResponse,
+  readRange: MessageType.ReadRangeResponse,
+  writeRange: MessageType.WriteRangeResponse,
+};
+
 export function encodeClientResponse(res: ClientResponse, clientKey: Buffer): Buffer {
   assert(clientKey.length === CLIENT_KEY_BYTES, "client key must be 32 bytes");
   assertRequestNumber(res.requestNumber);
-  const carriesData = res.command === "read" && res.status === ResponseStatus.Ok;
-  if (carriesData) assertSectorData(res.data);
-  else assert(res.data === undefined, "only a successful READ response carries data");
-  const message = Buffer.alloc(carriesData ? MessageSize.ReadResponseOk : MessageSize.Response);
-  responseHeaderLayout.encode(
-    {
-      magic: MAGIC,
-      status: res.status,
-      type: res.command === "read" ? MessageType.ReadResponse : MessageType.WriteResponse,
-      requestNumber: res.requestNumber,
-    },
-    message,
-  );
-  if (carriesData) res.data!.copy(message, READ_RESPONSE_DATA_OFFSET);
+  const type = RESPONSE_TYPES[res.command];
+  assert(type !== undefined, "unknown response command");
+  const carriesData =
+    (res.command === "read" || res.command === "readRange") && res.status === ResponseStatus.Ok;
+  if (!carriesData) assert(res.data === undefined, "only a successful READ response carries data");
+  let message: Buffer;
+  if (res.command === "read" || res.command === "write") {
+    assert(res.sectorCount === undefined, "only a range response carries a sector count");
+    if (carriesData) assertSectorData(res.data);
+    message = Buffer.alloc(carriesData ? MessageSize.ReadResponseOk : MessageSize.Response);
+    responseHeaderLayout.encode(
+      { magic: MAGIC, status: res.status, type, requestNumber: res.requestNumber },
+      message,
+    );
+    if (carriesData) res.data!.copy(message, READ_RESPONSE_DATA_OFFSET);
+  } else {
+    const sectorCount = res.sectorCount;
+    assert(sectorCount !== undefined, "a range response echoes its sector count");
+    assertRun(0, sectorCount);
+    if (carriesData) assertRunData(res.data, sectorCount);
+    message = Buffer.alloc(rangeResponseSize(carriesData, sectorCount));
+    rangeResponseHeaderLayout.encode(
+      { magic: MAGIC, sectorCount, status: res.status, type, requestNumber: res.requestNumber },
+      message,
+    );
+    if (carriesData) res.data!.copy(message, RANGE_RESPONSE_DATA_OFFSET);
+  }
   signMessage(message, clientKey);
   return message;
 }
@@ -99,6 +187,18 @@ function systemMessageType(msg: SystemMessage): number {
       return MessageType.ReadTagProc;
     case "tagValue":
       return MessageType.TagValue;
+    case "readRangeProc":
+      return MessageType.ReadRangeProc;
+    case "readTagRangeProc":
+      return MessageType.ReadTagRangeProc;
+    case "rangeAck":
+      return MessageType.RangeAck;
+    case "tagRangeValue":
+      return MessageType.TagRangeValue;
+    case "rangeValue":
+      return MessageType.RangeValue;
+    case "writeRangeProc":
+      return MessageType.WriteRangeProc;
     default:
       return unreachable(msg, "system message kind");
   }
@@ -111,9 +211,22 @@ function systemMessageSize(msg: SystemMessage): number {
       return MessageSize.Value;
     case "tagValue":
       return MessageSize.TagValue;
+    case "tagRangeValue":
+      return MessageSize.TagRangeValue;
+    case "rangeValue":
+    case "writeRangeProc":
+      return rangeStateMessageSize(msg.sectorCount);
+    case "readRangeProc":
+    case "readTagRangeProc":
+    case "rangeAck":
+      return MessageSize.RangeProc;
     default:
       return MessageSize.ReadProc;
   }
+}
+
+function isRangeMessage(msg: SystemMessage): msg is RangeSystemMessage {
+  return "sectorCount" in msg;
 }
 
 export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buffer {
@@ -121,6 +234,7 @@ export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buff
   assert(Number.isInteger(msg.sender) && msg.sender >= 1 && msg.sender <= MAX_REPLICAS, "bad sender rank");
   assert(msg.opId.length === OP_ID_BYTES, "operation id must be 16 bytes");
   assertSectorIndex(msg.sectorIndex);
+  if (isRangeMessage(msg)) return encodeRangeSystemMessage(msg, systemKey);
   const message = Buffer.alloc(systemMessageSize(msg));
   systemHeaderLayout.encode(
     {
@@ -133,14 +247,63 @@ export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buff
     message,
   );
   if (msg.kind === "value" || msg.kind === "writeProc") {
-    // wr is 0 only for a never-written sector, which a VALUE may legitimately report.
-    assert(Number.isInteger(msg.wr) && msg.wr >= 0 && msg.wr <= MAX_REPLICAS, "bad writer rank");
+    assertWriterRank(msg.wr);
     assertSectorData(msg.data);
     sectorStateBodyLayout.encode({ ts: msg.ts, wr: msg.wr, data: msg.data }, message, SYSTEM_BODY_OFFSET);
   } else if (msg.kind === "tagValue") {
-    assert(Number.isInteger(msg.wr) && msg.wr >= 0 && msg.wr <= MAX_REPLICAS, "bad writer rank");
+    assertWriterRank(msg.wr);
     tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, SYSTEM_BODY_OFFSET);
   }
   signMessage(message, systemKey);
   return message;
+}
+
+/**
+ * RANGE_VALUE and WRITE_RANGE_PROC reach 1 MiB: one zeroed allocation (the tags' padding goes out
+ * as zeros), the tags written in a plain loop, the data copied once, one HMAC.
+ */
+function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): Buffer {
+  assertRun(msg.sectorIndex, msg.sectorCount);
+  if (msg.kind === "rangeValue" || msg.kind === "writeRangeProc") {
+    assert(msg.tags.length === msg.sectorCount, "a range carries one tag per sector");
+    assertRunData(msg.data, msg.sectorCount);
+  }
+  const message = Buffer.alloc(systemMessageSize(msg));
+  rangeSystemHeaderLayout.encode(
+    {
+      magic: MAGIC,
+      sectorCount: msg.sectorCount,
+      sender: msg.sender,
+      type: systemMessageType(msg),
+      opId: msg.opId,
+      sectorIndex: BigInt(msg.sectorIndex),
+    },
+    message,
+  );
+  switch (msg.kind) {
+    case "tagRangeValue":
+      assertWriterRank(msg.wr);
+      tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, RANGE_TAGS_OFFSET);
+      break;
+    case "rangeValue":
+    case "writeRangeProc":
+      encodeRangeTags(msg.tags, message);
+      msg.data.copy(message, rangeDataOffset(msg.sectorCount));
+      break;
+    default:
+      break;
+  }
+  signMessage(message, systemKey);
+  return message;
+}
+
+function encodeRangeTags(tags: readonly WireTag[], message: Buffer): void {
+  let at = RANGE_TAGS_OFFSET;
+  for (const tag of tags) {
+    assertTimestamp(tag.ts);
+    assertWriterRank(tag.wr);
+    message.writeBigUInt64BE(tag.ts, at + RANGE_TAG_TS_OFFSET);
+    message.writeUInt8(tag.wr, at + RANGE_TAG_WR_OFFSET);
+    at += RANGE_TAG_BYTES;
+  }
 }

@@ -3,16 +3,32 @@
 // `rejected` (client command the replica must answer) or a `dropped` event.
 //
 // Buffering: whole messages are parsed straight from the chunk. Only a message cut by a chunk
-// boundary is copied, once, into a buffer of its exact size (known from its first 8 bytes), so
-// feeding a stream one byte at a time costs O(n), and nothing is ever sized from a wire length.
+// boundary is copied, once, into a buffer of its exact size (known from its first 8 bytes, a range
+// type's count included, checked against MAX_RANGE_SECTORS), so feeding a stream one byte at a time
+// costs O(n), and nothing is ever sized from an unchecked wire length.
+//
+// Data ownership: a message assembled into that exact-size buffer owns it, so its decoded data are
+// views into it. A message decoded in place from a socket chunk has its data copied out once (a
+// view would pin the whole chunk for as long as a cache holds the data).
 import { assert } from "../util/assert.js";
-import { MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { MAX_ATDD_MESSAGE_BYTES, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { verifyMessageTag } from "./hmac.js";
 import {
   atddMessageSize,
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
+  isRangeType,
+  RANGE_COMMAND_DATA_OFFSET,
+  RANGE_RESPONSE_DATA_OFFSET,
+  RANGE_TAG_BYTES,
+  RANGE_TAG_TS_OFFSET,
+  RANGE_TAG_WR_OFFSET,
+  RANGE_TAGS_OFFSET,
   READ_RESPONSE_DATA_OFFSET,
+  rangeCommandHeaderLayout,
+  rangeDataOffset,
+  rangeResponseHeaderLayout,
+  rangeSystemHeaderLayout,
   responseHeaderLayout,
   SYSTEM_BODY_OFFSET,
   sectorStateBodyLayout,
@@ -24,6 +40,8 @@ import {
 import {
   type AtddMessage,
   CLIENT_KEY_BYTES,
+  type ClientCommand,
+  type ClientCommandName,
   type ClientResponse,
   MAGIC,
   MessageSize,
@@ -32,13 +50,27 @@ import {
   type ResponseStatusCode,
   SYSTEM_KEY_BYTES,
   type SystemMessage,
+  type WireTag,
 } from "./messages.js";
 
 export type DropReason = "garbage" | "unknownType" | "badTag" | "invalidSector" | "invalidSender";
 
+/**
+ * A client command that fails authentication or names sectors beyond the volume: not executed, but
+ * answered (SPEC §1.2) with `status` and no content. Everything needed to encode that response.
+ */
+export interface RejectedCommand {
+  kind: "rejected";
+  command: ClientCommandName;
+  requestNumber: bigint;
+  status: ResponseStatusCode;
+  /** Range commands (readRange / writeRange) only: the count to echo. */
+  sectorCount?: number;
+}
+
 export type DecodeEvent =
   | { kind: "message"; message: AtddMessage }
-  | { kind: "rejected"; command: "read" | "write"; requestNumber: bigint; status: ResponseStatusCode }
+  | RejectedCommand
   | { kind: "dropped"; reason: DropReason; bytes: number };
 
 export interface AtddDecoderOptions {
@@ -101,7 +133,7 @@ export class AtddDecoder {
       else if (this.headLength > 0) offset = this.fillHead(chunk, offset, events);
       else offset = this.scan(chunk, offset, events);
     }
-    assert(this.bufferedBytes() < MessageSize.Value, "decoder buffers less than one message");
+    assert(this.bufferedBytes() < MAX_ATDD_MESSAGE_BYTES, "decoder buffers less than one message");
     return events;
   }
 
@@ -129,10 +161,10 @@ export class AtddDecoder {
       return magicAt + TYPE_PREFIX_BYTES;
     }
     if (available >= size) {
-      this.decodeWhole(chunk, magicAt, size, events);
+      this.decodeWhole(chunk, magicAt, size, false, events);
       return magicAt + size;
     }
-    this.partial = Buffer.allocUnsafe(size);
+    this.partial = allocPartial(size);
     this.partialLength = chunk.copy(this.partial, 0, magicAt);
     return chunk.length;
   }
@@ -154,7 +186,7 @@ export class AtddDecoder {
     if (size === undefined) {
       drop(events, "unknownType", TYPE_PREFIX_BYTES);
     } else {
-      this.partial = Buffer.allocUnsafe(size);
+      this.partial = allocPartial(size);
       this.partialLength = this.head.copy(this.partial, 0);
     }
     return offset + 1;
@@ -167,7 +199,7 @@ export class AtddDecoder {
     if (this.partialLength === partial.length) {
       this.partial = null;
       this.partialLength = 0;
-      this.decodeWhole(partial, 0, partial.length, events);
+      this.decodeWhole(partial, 0, partial.length, true, events);
     }
     return offset + copied;
   }
@@ -176,27 +208,50 @@ export class AtddDecoder {
   private acceptedSize(buf: Buffer, offset: number): number | undefined {
     const type = buf[offset + TYPE_OFFSET]!;
     if (this.role === "client") {
-      if (type !== MessageType.ReadResponse && type !== MessageType.WriteResponse) return undefined;
-    } else if (type === MessageType.ReadResponse || type === MessageType.WriteResponse) {
+      if (!isResponseType(type)) return undefined;
+    } else if (isResponseType(type)) {
       return undefined;
-    } else if (type !== MessageType.Read && type !== MessageType.Write && this.systemKey === undefined) {
+    } else if (!isClientCommandType(type) && this.systemKey === undefined) {
       return undefined;
     }
     return atddMessageSize(buf, offset);
   }
 
-  private decodeWhole(buf: Buffer, offset: number, size: number, events: DecodeEvent[]): void {
+  /**
+   * `owned`: `buf` is the exact-size buffer this message was assembled into, which belongs to it
+   * alone, so data may stay views into it; otherwise `buf` is a socket chunk and data are copied.
+   */
+  private decodeWhole(
+    buf: Buffer,
+    offset: number,
+    size: number,
+    owned: boolean,
+    events: DecodeEvent[],
+  ): void {
     const type = buf[offset + TYPE_OFFSET]!;
-    if (type === MessageType.Read || type === MessageType.Write) {
-      events.push(this.decodeClientCommand(buf, offset, size));
-    } else if (type === MessageType.ReadResponse || type === MessageType.WriteResponse) {
-      events.push(this.decodeResponse(buf, offset, size));
+    const range = isRangeType(type);
+    if (isClientCommandType(type)) {
+      events.push(
+        range
+          ? this.decodeRangeCommand(buf, offset, size, owned)
+          : this.decodeClientCommand(buf, offset, size, owned),
+      );
+    } else if (isResponseType(type)) {
+      events.push(
+        range
+          ? this.decodeRangeResponse(buf, offset, size, owned)
+          : this.decodeResponse(buf, offset, size, owned),
+      );
     } else {
-      events.push(this.decodeSystemMessage(buf, offset, size));
+      events.push(
+        range
+          ? this.decodeRangeSystemMessage(buf, offset, size, owned)
+          : this.decodeSystemMessage(buf, offset, size, owned),
+      );
     }
   }
 
-  private decodeClientCommand(buf: Buffer, offset: number, size: number): DecodeEvent {
+  private decodeClientCommand(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     const header = clientCommandHeaderLayout.decode(buf, offset);
     const command = header.type === MessageType.Read ? "read" : "write";
     // A forged command is answered, not executed (SPEC §1.2); its request number is all we echo.
@@ -213,14 +268,39 @@ export class AtddDecoder {
         message: { kind: "clientRead", requestNumber: header.requestNumber, sectorIndex },
       };
     }
-    const data = copySector(buf, offset + CLIENT_WRITE_DATA_OFFSET);
+    const data = takeData(buf, offset + CLIENT_WRITE_DATA_OFFSET, SECTOR_SIZE_BYTES, owned);
     return {
       kind: "message",
       message: { kind: "clientWrite", requestNumber: header.requestNumber, sectorIndex, data },
     };
   }
 
-  private decodeResponse(buf: Buffer, offset: number, size: number): DecodeEvent {
+  /** READ_RANGE / WRITE_RANGE: as READ / WRITE, with the whole run checked against the volume. */
+  private decodeRangeCommand(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
+    const header = rangeCommandHeaderLayout.decode(buf, offset);
+    const isWrite = header.type === MessageType.WriteRange;
+    const command = isWrite ? "writeRange" : "readRange";
+    // atddMessageSize admitted only counts 1..MAX_RANGE_SECTORS; the count is echoed even when
+    // the tag is bad (the client needs it to match the response), never used for anything else.
+    const { sectorCount, requestNumber } = header;
+    if (!verifyMessageTag(buf, offset, size, this.clientKey)) {
+      return rejected(command, requestNumber, ResponseStatus.AuthFailure, sectorCount);
+    }
+    if (header.sectorIndex + BigInt(sectorCount) > this.sectorLimit) {
+      return rejected(command, requestNumber, ResponseStatus.InvalidSectorIndex, sectorCount);
+    }
+    const sectorIndex = Number(header.sectorIndex);
+    let message: ClientCommand;
+    if (isWrite) {
+      const data = takeData(buf, offset + RANGE_COMMAND_DATA_OFFSET, sectorCount * SECTOR_SIZE_BYTES, owned);
+      message = { kind: "clientWriteRange", requestNumber, sectorIndex, sectorCount, data };
+    } else {
+      message = { kind: "clientReadRange", requestNumber, sectorIndex, sectorCount };
+    }
+    return { kind: "message", message };
+  }
+
+  private decodeResponse(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     if (!verifyMessageTag(buf, offset, size, this.clientKey)) return dropped("badTag", size);
     const header = responseHeaderLayout.decode(buf, offset);
     const command = header.type === MessageType.ReadResponse ? "read" : "write";
@@ -232,12 +312,33 @@ export class AtddDecoder {
       status,
       requestNumber: header.requestNumber,
     };
-    if (size === MessageSize.ReadResponseOk)
-      message.data = copySector(buf, offset + READ_RESPONSE_DATA_OFFSET);
+    if (size === MessageSize.ReadResponseOk) {
+      message.data = takeData(buf, offset + READ_RESPONSE_DATA_OFFSET, SECTOR_SIZE_BYTES, owned);
+    }
     return { kind: "message", message };
   }
 
-  private decodeSystemMessage(buf: Buffer, offset: number, size: number): DecodeEvent {
+  private decodeRangeResponse(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
+    if (!verifyMessageTag(buf, offset, size, this.clientKey)) return dropped("badTag", size);
+    const header = rangeResponseHeaderLayout.decode(buf, offset);
+    const command = header.type === MessageType.ReadRangeResponse ? "readRange" : "writeRange";
+    // atddMessageSize only admitted the three statuses of SPEC §1.2 and counts 1..MAX_RANGE_SECTORS.
+    const status = header.status as ResponseStatusCode;
+    const message: ClientResponse = {
+      kind: "clientResponse",
+      command,
+      status,
+      requestNumber: header.requestNumber,
+      sectorCount: header.sectorCount,
+    };
+    if (command === "readRange" && status === ResponseStatus.Ok) {
+      const length = header.sectorCount * SECTOR_SIZE_BYTES;
+      message.data = takeData(buf, offset + RANGE_RESPONSE_DATA_OFFSET, length, owned);
+    }
+    return { kind: "message", message };
+  }
+
+  private decodeSystemMessage(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     assert(this.systemKey !== undefined, "system types are accepted only with a system key");
     // Forged or misconfigured peers are dropped silently (SPEC §1.4); the caller counts drops.
     if (!verifyMessageTag(buf, offset, size, this.systemKey)) return dropped("badTag", size);
@@ -267,9 +368,51 @@ export class AtddDecoder {
       }
       default: {
         const body = sectorStateBodyLayout.decode(buf, offset + SYSTEM_BODY_OFFSET);
-        const data = copySector(body.data, 0);
+        const data = takeData(body.data, 0, SECTOR_SIZE_BYTES, owned);
         const kind = header.type === MessageType.Value ? "value" : "writeProc";
         message = { kind, ...base, ts: body.ts, wr: body.wr, data };
+      }
+    }
+    return { kind: "message", message };
+  }
+
+  /** The range system messages (0x82..0x87): as their per-sector counterparts, over a run. */
+  private decodeRangeSystemMessage(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
+    assert(this.systemKey !== undefined, "system types are accepted only with a system key");
+    if (!verifyMessageTag(buf, offset, size, this.systemKey)) return dropped("badTag", size);
+    const header = rangeSystemHeaderLayout.decode(buf, offset);
+    if (header.sender < 1 || header.sender > this.replicaCount) return dropped("invalidSender", size);
+    const { sectorCount } = header;
+    if (header.sectorIndex + BigInt(sectorCount) > this.sectorLimit) return dropped("invalidSector", size);
+    const base = {
+      sender: header.sender,
+      opId: Buffer.from(header.opId),
+      sectorIndex: Number(header.sectorIndex),
+      sectorCount,
+    };
+    let message: SystemMessage;
+    switch (header.type) {
+      case MessageType.ReadRangeProc:
+        message = { kind: "readRangeProc", ...base };
+        break;
+      case MessageType.ReadTagRangeProc:
+        message = { kind: "readTagRangeProc", ...base };
+        break;
+      case MessageType.RangeAck:
+        message = { kind: "rangeAck", ...base };
+        break;
+      case MessageType.TagRangeValue: {
+        const body = tagBodyLayout.decode(buf, offset + RANGE_TAGS_OFFSET);
+        message = { kind: "tagRangeValue", ...base, ts: body.ts, wr: body.wr };
+        break;
+      }
+      default: {
+        // RANGE_VALUE / WRITE_RANGE_PROC: atddMessageSize admitted no other type with this size.
+        const tags = decodeRangeTags(buf, offset, sectorCount);
+        const dataOffset = offset + rangeDataOffset(sectorCount);
+        const data = takeData(buf, dataOffset, sectorCount * SECTOR_SIZE_BYTES, owned);
+        const kind = header.type === MessageType.RangeValue ? "rangeValue" : "writeRangeProc";
+        message = { kind, ...base, tags, data };
       }
     }
     return { kind: "message", message };
@@ -277,13 +420,51 @@ export class AtddDecoder {
 }
 
 /**
- * Sector data is copied out rather than viewed: a view would pin the whole socket chunk (often
- * 64 KiB) for as long as a cache holds the sector.
+ * The exact-size buffer of a message cut by a chunk boundary. Never from Buffer's shared pool
+ * (which allocUnsafe uses below 4 KiB): a view into it must pin this one message and nothing else.
  */
-function copySector(buf: Buffer, offset: number): Buffer {
-  const data = Buffer.allocUnsafeSlow(SECTOR_SIZE_BYTES);
-  buf.copy(data, 0, offset, offset + SECTOR_SIZE_BYTES);
+function allocPartial(size: number): Buffer {
+  return Buffer.allocUnsafeSlow(size);
+}
+
+/**
+ * `length` bytes of data at `buf[offset..]`. From a message's own buffer (`owned`), a view. From a
+ * socket chunk, one copy into a buffer of its own: a view would pin the whole chunk (often 64 KiB)
+ * for as long as a cache holds the data.
+ */
+function takeData(buf: Buffer, offset: number, length: number, owned: boolean): Buffer {
+  if (owned) return buf.subarray(offset, offset + length);
+  const data = Buffer.allocUnsafeSlow(length);
+  buf.copy(data, 0, offset, offset + length);
   return data;
+}
+
+function isClientCommandType(type: number): boolean {
+  return (
+    type === MessageType.Read ||
+    type === MessageType.Write ||
+    type === MessageType.ReadRange ||
+    type === MessageType.WriteRange
+  );
+}
+
+function isResponseType(type: number): boolean {
+  return (
+    type === MessageType.ReadResponse ||
+    type === MessageType.WriteResponse ||
+    type === MessageType.ReadRangeResponse ||
+    type === MessageType.WriteRangeResponse
+  );
+}
+
+function decodeRangeTags(buf: Buffer, offset: number, sectorCount: number): WireTag[] {
+  const tags: WireTag[] = new Array(sectorCount);
+  let at = offset + RANGE_TAGS_OFFSET;
+  for (let i = 0; i < sectorCount; i++) {
+    tags[i] = { ts: buf.readBigUInt64BE(at + RANGE_TAG_TS_OFFSET), wr: buf[at + RANGE_TAG_WR_OFFSET]! };
+    at += RANGE_TAG_BYTES;
+  }
+  return tags;
 }
 
 /** Length of the longest proper magic prefix that ends `chunk` (after `from`). */
@@ -294,8 +475,15 @@ function magicPrefixLengthAtEnd(chunk: Buffer, from: number): number {
   return 0;
 }
 
-function rejected(command: "read" | "write", requestNumber: bigint, status: ResponseStatusCode): DecodeEvent {
-  return { kind: "rejected", command, requestNumber, status };
+function rejected(
+  command: ClientCommandName,
+  requestNumber: bigint,
+  status: ResponseStatusCode,
+  sectorCount?: number,
+): DecodeEvent {
+  return sectorCount === undefined
+    ? { kind: "rejected", command, requestNumber, status }
+    : { kind: "rejected", command, requestNumber, status, sectorCount };
 }
 
 function dropped(reason: DropReason, bytes: number): DecodeEvent {

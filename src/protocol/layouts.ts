@@ -4,7 +4,7 @@
 // decoders never read them (client padding is "never checked on input").
 import * as BufferLayout from "@solana/buffer-layout";
 import { assert } from "../util/assert.js";
-import { SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { MAX_ATDD_MESSAGE_BYTES, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { HMAC_TAG_BYTES, MAGIC, MessageSize, MessageType, OP_ID_BYTES, ResponseStatus } from "./messages.js";
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -123,12 +123,72 @@ export const tagBodyLayout = BufferLayout.struct<TagBody>([
   BufferLayout.u8("wr"),
 ]);
 
+// Range extensions (0x82..0x89, see MessageType in messages.ts): the standard headers with the
+// run's sector count, a big-endian u16, in bytes 4..5 (padding in the standard types).
+
+/** Bytes 0..23 of READ_RANGE / WRITE_RANGE; WRITE_RANGE's sectorCount * 4096 data bytes follow. */
+export interface RangeCommandHeader extends ClientCommandHeader {
+  sectorCount: number;
+}
+export const rangeCommandHeaderLayout = BufferLayout.struct<RangeCommandHeader>([
+  bytes(4, "magic"),
+  BufferLayout.u16be("sectorCount"),
+  padding(1) as never,
+  BufferLayout.u8("type"),
+  u64be("requestNumber"),
+  u64be("sectorIndex"),
+]);
+
+/** Bytes 0..15 of a range response; a successful READ_RANGE's sectorCount * 4096 bytes follow. */
+export interface RangeResponseHeader extends ResponseHeader {
+  sectorCount: number;
+}
+export const rangeResponseHeaderLayout = BufferLayout.struct<RangeResponseHeader>([
+  bytes(4, "magic"),
+  BufferLayout.u16be("sectorCount"),
+  BufferLayout.u8("status"),
+  BufferLayout.u8("type"),
+  u64be("requestNumber"),
+]);
+
+/** The 32-byte header of the range system messages: the system header with the count at 4. */
+export interface RangeSystemHeader extends SystemHeader {
+  sectorCount: number;
+}
+export const rangeSystemHeaderLayout = BufferLayout.struct<RangeSystemHeader>([
+  bytes(4, "magic"),
+  BufferLayout.u16be("sectorCount"),
+  BufferLayout.u8("sender"),
+  BufferLayout.u8("type"),
+  bytes(OP_ID_BYTES, "opId"),
+  u64be("sectorIndex"),
+]);
+
+/**
+ * RANGE_VALUE / WRITE_RANGE_PROC body from offset 32: sectorCount tags laid out as tagBodyLayout
+ * (ts u64, 7 padding bytes, wr u8), then sectorCount * 4096 data bytes. Up to 256 tags per
+ * message, so codec.ts and decoder.ts read and write them with plain Buffer calls at these
+ * offsets rather than through a layout object per sector.
+ */
+export const RANGE_TAG_BYTES = 16;
+/** Offset of ts and of wr inside one range tag. */
+export const RANGE_TAG_TS_OFFSET = 0;
+export const RANGE_TAG_WR_OFFSET = 15;
+
 /** Where the sector data sits in each message that carries one. */
 export const CLIENT_WRITE_DATA_OFFSET = clientCommandHeaderLayout.span;
 export const READ_RESPONSE_DATA_OFFSET = responseHeaderLayout.span;
 export const SYSTEM_BODY_OFFSET = systemHeaderLayout.span;
 
+/** Range messages: where the tags start and where the run's data starts. */
+export const RANGE_TAGS_OFFSET = rangeSystemHeaderLayout.span;
+export const rangeDataOffset = (sectorCount: number): number =>
+  RANGE_TAGS_OFFSET + sectorCount * RANGE_TAG_BYTES;
+export const RANGE_COMMAND_DATA_OFFSET = rangeCommandHeaderLayout.span;
+export const RANGE_RESPONSE_DATA_OFFSET = rangeResponseHeaderLayout.span;
+
 /** Offsets the stream decoder peeks at before it knows a message is whole. */
+export const SECTOR_COUNT_OFFSET = 4;
 export const STATUS_OFFSET = 6;
 export const TYPE_OFFSET = 7;
 /** Magic, padding and type: what an unknown type costs on the stream (SPEC §1.4). */
@@ -152,10 +212,74 @@ assert(MAGIC.length === 4, "magic is 4 bytes");
 assert(SYSTEM_BODY_OFFSET + HMAC_TAG_BYTES === MessageSize.ReadTagProc, "READ_TAG_PROC size");
 assert(SYSTEM_BODY_OFFSET + tagBodyLayout.span + HMAC_TAG_BYTES === MessageSize.TagValue, "TAG_VALUE size");
 
+assert(rangeCommandHeaderLayout.span === 24, "range command header is 24 bytes");
+assert(rangeResponseHeaderLayout.span === 16, "range response header is 16 bytes");
+assert(rangeSystemHeaderLayout.span === 32, "range system header is 32 bytes");
+assert(rangeCommandHeaderLayout.offsetOf("sectorCount") === SECTOR_COUNT_OFFSET, "command count at 4");
+assert(rangeResponseHeaderLayout.offsetOf("sectorCount") === SECTOR_COUNT_OFFSET, "response count at 4");
+assert(rangeSystemHeaderLayout.offsetOf("sectorCount") === SECTOR_COUNT_OFFSET, "system count at 4");
+assert(rangeResponseHeaderLayout.offsetOf("status") === STATUS_OFFSET, "range status at 6");
+assert(rangeSystemHeaderLayout.offsetOf("type") === TYPE_OFFSET, "range type at 7");
+assert(tagBodyLayout.span === RANGE_TAG_BYTES, "a range tag is laid out as a TAG_VALUE body");
+assert(tagBodyLayout.offsetOf("wr") === RANGE_TAG_WR_OFFSET, "range tag wr at 15");
+assert(RANGE_TAGS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeProc, "READ_RANGE_PROC size");
+assert(
+  RANGE_TAGS_OFFSET + tagBodyLayout.span + HMAC_TAG_BYTES === MessageSize.TagRangeValue,
+  "TAG_RANGE_VALUE",
+);
+assert(RANGE_TAGS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeStateBase, "RANGE_VALUE fixed part");
+assert(RANGE_TAG_BYTES + SECTOR_SIZE_BYTES === MessageSize.RangeStatePerSector, "RANGE_VALUE per sector");
+assert(RANGE_COMMAND_DATA_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeCommandBase, "READ_RANGE size");
+assert(RANGE_RESPONSE_DATA_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeResponseBase, "range response");
+assert(
+  rangeStateMessageSize(MAX_RANGE_SECTORS) === MAX_ATDD_MESSAGE_BYTES &&
+    rangeCommandSize(MessageType.WriteRange, MAX_RANGE_SECTORS) <= MAX_ATDD_MESSAGE_BYTES &&
+    MessageSize.RangeResponseBase + MAX_RANGE_SECTORS * SECTOR_SIZE_BYTES <= MAX_ATDD_MESSAGE_BYTES &&
+    MessageSize.Value <= MAX_ATDD_MESSAGE_BYTES,
+  "MAX_ATDD_MESSAGE_BYTES bounds every message",
+);
+
+/** True for the extension types whose byte 4..5 holds a sector count. */
+export function isRangeType(type: number): boolean {
+  return (
+    (type >= MessageType.ReadRangeProc && type <= MessageType.WriteRange) ||
+    type === MessageType.ReadRangeResponse ||
+    type === MessageType.WriteRangeResponse
+  );
+}
+
+/** Size of a RANGE_VALUE / WRITE_RANGE_PROC of `sectorCount` sectors. */
+export function rangeStateMessageSize(sectorCount: number): number {
+  return MessageSize.RangeStateBase + sectorCount * MessageSize.RangeStatePerSector;
+}
+
+/** Size of a READ_RANGE (type 0x88) or WRITE_RANGE (0x89) of `sectorCount` sectors. */
+export function rangeCommandSize(type: number, sectorCount: number): number {
+  return type === MessageType.WriteRange
+    ? MessageSize.RangeCommandBase + sectorCount * SECTOR_SIZE_BYTES
+    : MessageSize.RangeCommandBase;
+}
+
+/** Size of a range response; only a successful READ_RANGE carries data. */
+export function rangeResponseSize(carriesData: boolean, sectorCount: number): number {
+  return carriesData
+    ? MessageSize.RangeResponseBase + sectorCount * SECTOR_SIZE_BYTES
+    : MessageSize.RangeResponseBase;
+}
+
+function isDefinedStatus(status: number): boolean {
+  return (
+    status === ResponseStatus.Ok ||
+    status === ResponseStatus.AuthFailure ||
+    status === ResponseStatus.InvalidSectorIndex
+  );
+}
+
 /**
  * Size of the message whose first 8 bytes are at `buf[offset..]`, or undefined when the type (or a
- * response's status) is not one of SPEC §1. Every size is fixed by the type (and for a response by
- * its status byte), so nothing is ever allocated from a length taken off the wire.
+ * response's status, or a range type's sector count) is not one we know. Every size follows from
+ * the type, a response's status byte and a range's count checked against MAX_RANGE_SECTORS, so
+ * nothing is ever allocated from an unchecked length taken off the wire.
  */
 export function atddMessageSize(buf: Buffer, offset: number): number | undefined {
   const type = buf[offset + TYPE_OFFSET];
@@ -178,14 +302,45 @@ export function atddMessageSize(buf: Buffer, offset: number): number | undefined
       return MessageSize.TagValue;
     case MessageType.ReadResponse:
     case MessageType.WriteResponse: {
-      const status = buf[offset + STATUS_OFFSET];
-      if (status === ResponseStatus.Ok) {
-        return type === MessageType.ReadResponse ? MessageSize.ReadResponseOk : MessageSize.Response;
-      }
-      if (status === ResponseStatus.AuthFailure || status === ResponseStatus.InvalidSectorIndex) {
-        return MessageSize.Response;
-      }
-      return undefined;
+      const status = buf[offset + STATUS_OFFSET]!;
+      if (!isDefinedStatus(status)) return undefined;
+      return type === MessageType.ReadResponse && status === ResponseStatus.Ok
+        ? MessageSize.ReadResponseOk
+        : MessageSize.Response;
+    }
+    default:
+      return type !== undefined && isRangeType(type) ? rangeMessageSize(buf, offset, type) : undefined;
+  }
+}
+
+/**
+ * The range types' sizes grow with the count at offset 4, which is bounded here before anything
+ * uses it: a count of 0 or above MAX_RANGE_SECTORS makes the type unknown (SPEC §1.4).
+ */
+function rangeMessageSize(buf: Buffer, offset: number, type: number): number | undefined {
+  const sectorCount = buf.readUInt16BE(offset + SECTOR_COUNT_OFFSET);
+  if (sectorCount < 1 || sectorCount > MAX_RANGE_SECTORS) return undefined;
+  switch (type) {
+    case MessageType.ReadRangeProc:
+    case MessageType.ReadTagRangeProc:
+    case MessageType.RangeAck:
+      return MessageSize.RangeProc;
+    case MessageType.TagRangeValue:
+      return MessageSize.TagRangeValue;
+    case MessageType.RangeValue:
+    case MessageType.WriteRangeProc:
+      return rangeStateMessageSize(sectorCount);
+    case MessageType.ReadRange:
+    case MessageType.WriteRange:
+      return rangeCommandSize(type, sectorCount);
+    case MessageType.ReadRangeResponse:
+    case MessageType.WriteRangeResponse: {
+      const status = buf[offset + STATUS_OFFSET]!;
+      if (!isDefinedStatus(status)) return undefined;
+      return rangeResponseSize(
+        type === MessageType.ReadRangeResponse && status === ResponseStatus.Ok,
+        sectorCount,
+      );
     }
     default:
       return undefined;

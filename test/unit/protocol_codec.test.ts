@@ -22,7 +22,12 @@ const opId = Buffer.from("f0e1d2c3b4a5968778695a4b3c2d1e0f", "hex");
 function roundTrip(message: AtddMessage): AtddMessage[] {
   let bytes: Buffer;
   let decoder: AtddDecoder;
-  if (message.kind === "clientRead" || message.kind === "clientWrite") {
+  if (
+    message.kind === "clientRead" ||
+    message.kind === "clientWrite" ||
+    message.kind === "clientReadRange" ||
+    message.kind === "clientWriteRange"
+  ) {
     bytes = encodeClientCommand(message, clientKey);
     decoder = new AtddDecoder({ role: "replica", clientKey });
   } else if (message.kind === "clientResponse") {

@@ -60,7 +60,14 @@ const replicaDecoder = () => new AtddDecoder(replicaOptions);
 const clientDecoder = () => new AtddDecoder({ role: "client", clientKey });
 
 function encode(m: AtddMessage): Buffer {
-  if (m.kind === "clientRead" || m.kind === "clientWrite") return encodeClientCommand(m, clientKey);
+  if (
+    m.kind === "clientRead" ||
+    m.kind === "clientWrite" ||
+    m.kind === "clientReadRange" ||
+    m.kind === "clientWriteRange"
+  ) {
+    return encodeClientCommand(m, clientKey);
+  }
   if (m.kind === "clientResponse") return encodeClientResponse(m, clientKey);
   return encodeSystemMessage(m, systemKey);
 }

@@ -184,6 +184,8 @@ function encode(message: AtddMessage): Buffer {
   switch (message.kind) {
     case "clientRead":
     case "clientWrite":
+    case "clientReadRange":
+    case "clientWriteRange":
       return encodeClientCommand(message, clientKey);
     case "clientResponse":
       return encodeClientResponse(message, clientKey);
