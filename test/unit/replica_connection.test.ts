@@ -74,34 +74,58 @@ class FakeReplica {
 /** The answer a real replica would give, with `store` as the disk. */
 function answer(event: DecodeEvent, store: Map<number, Buffer>): ClientResponse {
   if (event.kind === "rejected") {
-    return {
+    const res: ClientResponse = {
       kind: "clientResponse",
       command: event.command,
       status: event.status,
       requestNumber: event.requestNumber,
     };
+    if (event.sectorCount !== undefined) res.sectorCount = event.sectorCount;
+    return res;
   }
   if (event.kind !== "message") throw new Error(`unexpected ${event.kind}`);
   const m = event.message;
-  if (m.kind === "clientWrite") {
-    store.set(m.sectorIndex, m.data);
-    return {
-      kind: "clientResponse",
-      command: "write",
-      status: ResponseStatus.Ok,
-      requestNumber: m.requestNumber,
-    };
+  const ok = { kind: "clientResponse", status: ResponseStatus.Ok, requestNumber: 0n } as const;
+  switch (m.kind) {
+    case "clientWrite":
+      store.set(m.sectorIndex, m.data);
+      return { ...ok, command: "write", requestNumber: m.requestNumber };
+    case "clientRead":
+      return {
+        ...ok,
+        command: "read",
+        requestNumber: m.requestNumber,
+        data: store.get(m.sectorIndex) ?? Buffer.alloc(4096),
+      };
+    case "clientWriteRange":
+      for (let i = 0; i < m.sectorCount; i++)
+        store.set(m.sectorIndex + i, Buffer.from(m.data.subarray(i * 4096, (i + 1) * 4096)));
+      return { ...ok, command: "writeRange", requestNumber: m.requestNumber, sectorCount: m.sectorCount };
+    case "clientReadRange":
+      return {
+        ...ok,
+        command: "readRange",
+        requestNumber: m.requestNumber,
+        sectorCount: m.sectorCount,
+        data: Buffer.concat(
+          Array.from({ length: m.sectorCount }, (_, i) => store.get(m.sectorIndex + i) ?? Buffer.alloc(4096)),
+        ),
+      };
+    default:
+      throw new Error(`unexpected message ${m.kind}`);
   }
-  if (m.kind === "clientRead") {
-    return {
-      kind: "clientResponse",
-      command: "read",
-      status: ResponseStatus.Ok,
-      requestNumber: m.requestNumber,
-      data: store.get(m.sectorIndex) ?? Buffer.alloc(4096),
-    };
-  }
-  throw new Error(`unexpected message ${m.kind}`);
+}
+
+/** The next command the replica received, which must be a decoded message of `kind`. */
+function commandAt<K extends string>(index: number, kind: K) {
+  const { event, socket } = replica!.received[index]!;
+  if (event.kind !== "message" || event.message.kind !== kind) throw new Error(`expected ${kind}`);
+  return { message: event.message as Extract<typeof event.message, { kind: K }>, socket };
+}
+
+/** Sectors [first, first + count) of sectorOf() data, back to back. */
+function runOf(first: number, count: number): Buffer {
+  return Buffer.concat(Array.from({ length: count }, (_, i) => sectorOf(first + i)));
 }
 
 let replica: FakeReplica | undefined;
@@ -274,6 +298,127 @@ describe("ReplicaConnection", () => {
     );
     expect((err.cause as NodeJS.ErrnoException).code).toBe("ECONNREFUSED");
     expect(err.message).toContain(`127.0.0.1:${port}`);
+  });
+});
+
+describe("ReplicaConnection range commands", () => {
+  it("matches pipelined WRITE_RANGEs and READ_RANGEs by request number when answered in reverse order", async () => {
+    const conn = await connect();
+    const server = replica!;
+    const store = new Map<number, Buffer>();
+    const writes = [
+      conn.writeRange(0, runOf(0, 256)),
+      conn.writeRange(300, runOf(300, 3)),
+      conn.write(400, sectorOf(400)),
+    ];
+    expect(conn.inflight()).toBe(256 + 3 + 1);
+    await server.waitFor(3);
+    expect(commandAt(0, "clientWriteRange").message).toMatchObject({ sectorIndex: 0, sectorCount: 256 });
+    expect(commandAt(1, "clientWriteRange").message).toMatchObject({ sectorIndex: 300, sectorCount: 3 });
+    for (const { event, socket } of [...server.received].reverse())
+      socket.write(encodeClientResponse(answer(event, store), clientKey));
+    await Promise.all(writes);
+    expect(store.get(255)!.equals(sectorOf(255))).toBe(true);
+
+    const reads = [conn.readRange(0, 256), conn.readRange(299, 5), conn.read(302)];
+    await server.waitFor(6);
+    for (const { event, socket } of server.received.slice(3).reverse())
+      socket.write(encodeClientResponse(answer(event, store), clientKey));
+    const [all, around, single] = await Promise.all(reads);
+    expect(all!.equals(runOf(0, 256))).toBe(true);
+    expect(around!.equals(Buffer.concat([Buffer.alloc(4096), runOf(300, 3), Buffer.alloc(4096)]))).toBe(true);
+    expect(single!.equals(sectorOf(302))).toBe(true);
+    expect(conn.inflight()).toBe(0);
+  });
+
+  it("rejects a range answer with another sector count or command as PROTOCOL_VIOLATION", async () => {
+    const conn = await connect();
+    const wrongCount = conn.readRange(10, 4);
+    const wrongCommand = conn.writeRange(20, runOf(20, 2));
+    const single = conn.read(30);
+    await replica!.waitFor(3);
+    const a = commandAt(0, "clientReadRange");
+    a.socket.write(
+      encodeClientResponse(
+        {
+          kind: "clientResponse",
+          command: "readRange",
+          status: ResponseStatus.Ok,
+          requestNumber: a.message.requestNumber,
+          sectorCount: 3,
+          data: Buffer.alloc(3 * 4096),
+        },
+        clientKey,
+      ),
+    );
+    const b = commandAt(1, "clientWriteRange");
+    b.socket.write(
+      encodeClientResponse(
+        {
+          kind: "clientResponse",
+          command: "write",
+          status: ResponseStatus.Ok,
+          requestNumber: b.message.requestNumber,
+        },
+        clientKey,
+      ),
+    );
+    const c = commandAt(2, "clientRead");
+    c.socket.write(
+      encodeClientResponse(
+        {
+          kind: "clientResponse",
+          command: "readRange",
+          status: ResponseStatus.Ok,
+          requestNumber: c.message.requestNumber,
+          sectorCount: 1,
+          data: Buffer.alloc(4096),
+        },
+        clientKey,
+      ),
+    );
+    await expectCode(wrongCount, "PROTOCOL_VIOLATION");
+    await expectCode(wrongCommand, "PROTOCOL_VIOLATION");
+    await expectCode(single, "PROTOCOL_VIOLATION");
+    expect(conn.inflight()).toBe(0);
+  });
+
+  it("rejects range commands with a non-Ok status and with REPLICA_UNAVAILABLE when the socket drops", async () => {
+    const conn = await connect();
+    const beyond = conn.readRange(SECTORS - 2, 4);
+    const forged = conn.writeRange(0, runOf(0, 2));
+    await replica!.waitFor(2);
+    const store = new Map<number, Buffer>();
+    const first = replica!.received[0]!;
+    first.socket.write(encodeClientResponse(answer(first.event, store), clientKey));
+    await expectCode(beyond, "INVALID_SECTOR_INDEX");
+    const w = commandAt(1, "clientWriteRange");
+    w.socket.write(
+      encodeClientResponse(
+        {
+          kind: "clientResponse",
+          command: "writeRange",
+          status: ResponseStatus.AuthFailure,
+          requestNumber: w.message.requestNumber,
+          sectorCount: 2,
+        },
+        clientKey,
+      ),
+    );
+    await expectCode(forged, "AUTH_FAILED");
+    const pending = [conn.readRange(0, 8), conn.writeRange(8, runOf(8, 8))];
+    await replica!.waitFor(4);
+    w.socket.destroy();
+    for (const p of pending) await expectCode(p, "REPLICA_UNAVAILABLE");
+  });
+
+  it("refuses runs of 0 or more than 256 sectors and data that is not whole sectors", async () => {
+    const conn = await connect();
+    await expect(conn.readRange(0, 0)).rejects.toThrow();
+    await expect(conn.readRange(0, 257)).rejects.toThrow();
+    await expect(conn.writeRange(0, Buffer.alloc(4097))).rejects.toThrow();
+    await expect(conn.writeRange(0, Buffer.alloc(257 * 4096))).rejects.toThrow();
+    expect(conn.inflight()).toBe(0);
   });
 });
 
