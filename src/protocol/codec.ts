@@ -62,7 +62,8 @@ function assertRun(sectorIndex: number, sectorCount: number): void {
     Number.isInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
     `a range holds 1..${MAX_RANGE_SECTORS} sectors, not ${sectorCount}`,
   );
-  assert(Number.isSafeInteger(sectorIndex + sectorCount - 1), "range ends beyond 2^53");
+  // Subtract rather than add: sectorIndex + sectorCount could round back below 2^53.
+  assert(sectorIndex <= Number.MAX_SAFE_INTEGER - (sectorCount - 1), "range ends beyond 2^53");
 }
 
 function assertRunData(data: Buffer | undefined, sectorCount: number): asserts data is Buffer {
