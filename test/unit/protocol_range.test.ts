@@ -1,0 +1,1019 @@
+// The range extension messages (0x82..0x89): round trips at the edges of the sector count, the
+// byte layout of messages.ts built by hand, framing of streams that mix them with the standard
+// types, the count bound that keeps every size checked (SPEC §1.4), authentication and the volume
+// bound over a whole run, and who owns the decoded data.
+import { createHash, createHmac } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { encodeClientCommand, encodeClientResponse, encodeSystemMessage } from "../../src/protocol/codec.js";
+import { AtddDecoder, type AtddDecoderOptions, type DecodeEvent } from "../../src/protocol/decoder.js";
+import { signMessage } from "../../src/protocol/hmac.js";
+import { atddMessageSize } from "../../src/protocol/layouts.js";
+import {
+  type AtddMessage,
+  type ClientCommand,
+  type ClientResponse,
+  MessageSize,
+  MessageType,
+  ResponseStatus,
+  type SystemMessage,
+  type WireTag,
+} from "../../src/protocol/messages.js";
+import { AssertionError } from "../../src/util/assert.js";
+import { MAX_ATDD_MESSAGE_BYTES, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
+import { seededRandom } from "../helpers/seeded_random.js";
+
+const clientKey = Buffer.alloc(32, 0x3c);
+const systemKey = Buffer.alloc(64, 0xa5);
+const SECTORS = 1000;
+const REPLICAS = 5;
+const U64_MAX = 2n ** 64n - 1n;
+const opId = Buffer.from("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "hex");
+
+/**
+ * `count` sectors of data. Consecutive bytes differ by 13, so the data never contains the magic
+ * (the resync tests count the garbage that follows a dropped header).
+ */
+function run(count: number, seed = 1): Buffer {
+  const data = Buffer.alloc(count * 4096);
+  for (let i = 0; i < data.length; i++) data[i] = (seed * 7 + i * 13) & 0xff;
+  return data;
+}
+
+/** One tag per sector, reaching the u64 and u8 edges. */
+function tags(count: number): WireTag[] {
+  return Array.from({ length: count }, (_, i) => ({
+    ts: i === count - 1 ? U64_MAX : BigInt(i) * 2n ** 40n + 3n,
+    wr: i % 2 === 0 ? 254 : i % 5,
+  }));
+}
+
+const replicaOptions: AtddDecoderOptions = {
+  role: "replica",
+  clientKey,
+  systemKey,
+  sectors: SECTORS,
+  replicaCount: REPLICAS,
+};
+const replicaDecoder = () => new AtddDecoder(replicaOptions);
+const clientDecoder = () => new AtddDecoder({ role: "client", clientKey });
+/** A decoder whose volume holds every run the round trips use. */
+const wideReplicaDecoder = () => new AtddDecoder({ ...replicaOptions, sectors: 2 ** 40 });
+
+function isClientCommand(m: AtddMessage): m is ClientCommand {
+  return (
+    m.kind === "clientRead" ||
+    m.kind === "clientWrite" ||
+    m.kind === "clientReadRange" ||
+    m.kind === "clientWriteRange"
+  );
+}
+
+function encode(m: AtddMessage): Buffer {
+  if (isClientCommand(m)) return encodeClientCommand(m, clientKey);
+  if (m.kind === "clientResponse") return encodeClientResponse(m, clientKey);
+  return encodeSystemMessage(m, systemKey);
+}
+
+function messages(...ms: AtddMessage[]): DecodeEvent[] {
+  return ms.map((message) => ({ kind: "message", message }));
+}
+
+/** Feeds `stream` in chunks cut at `cuts` and returns every event. */
+function feed(decoder: AtddDecoder, stream: Buffer, cuts: number[]): DecodeEvent[] {
+  const events: DecodeEvent[] = [];
+  let start = 0;
+  for (const cut of [...cuts, stream.length]) {
+    events.push(...decoder.push(stream.subarray(start, cut)));
+    start = cut;
+  }
+  return events;
+}
+
+/**
+ * Events with every Buffer replaced by its length and SHA-256: vitest compares Buffers element by
+ * element, far too slowly for 1 MiB of data or thousands of split points.
+ */
+function digested(events: DecodeEvent[]): unknown[] {
+  return events.map((e) => {
+    if (e.kind !== "message") return e;
+    const fields = Object.entries(e.message).map(([k, v]) => [
+      k,
+      Buffer.isBuffer(v) ? `${v.length}:${createHash("sha256").update(v).digest("hex")}` : v,
+    ]);
+    return { kind: e.kind, message: Object.fromEntries(fields) };
+  });
+}
+
+/** Same bytes with a change and a fresh, valid tag: authentic but invalid. */
+function resigned(message: Buffer, key: Buffer, patch: (b: Buffer) => void): Buffer {
+  const copy = Buffer.from(message);
+  patch(copy);
+  signMessage(copy, key);
+  return copy;
+}
+
+function hmac(key: Buffer, bytes: Buffer): Buffer {
+  return createHmac("sha256", key).update(bytes).digest();
+}
+
+function u64(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(v);
+  return b;
+}
+
+/** Every range message kind with `count` sectors, the size messages.ts gives it, and its decoder. */
+function rangeCases(count: number): [string, AtddMessage, number, () => AtddDecoder][] {
+  const header = { sender: 3, opId, sectorIndex: 2 ** 40 - count, sectorCount: count };
+  const response = (
+    command: "readRange" | "writeRange",
+    status: ClientResponse["status"],
+    data?: Buffer,
+  ): ClientResponse => ({
+    kind: "clientResponse",
+    command,
+    status,
+    requestNumber: U64_MAX - BigInt(count),
+    sectorCount: count,
+    ...(data !== undefined ? { data } : {}),
+  });
+  const stateSize = MessageSize.RangeStateBase + count * MessageSize.RangeStatePerSector;
+  return [
+    [
+      "READ_RANGE",
+      { kind: "clientReadRange", requestNumber: U64_MAX, sectorIndex: 2 ** 40 - count, sectorCount: count },
+      MessageSize.RangeCommandBase,
+      wideReplicaDecoder,
+    ],
+    [
+      "WRITE_RANGE",
+      {
+        kind: "clientWriteRange",
+        requestNumber: 0n,
+        sectorIndex: 0,
+        sectorCount: count,
+        data: run(count, 2),
+      },
+      MessageSize.RangeCommandBase + count * 4096,
+      wideReplicaDecoder,
+    ],
+    [
+      "READ_RANGE response Ok",
+      response("readRange", ResponseStatus.Ok, run(count, 3)),
+      MessageSize.RangeResponseBase + count * 4096,
+      clientDecoder,
+    ],
+    [
+      "READ_RANGE response AuthFailure",
+      response("readRange", ResponseStatus.AuthFailure),
+      MessageSize.RangeResponseBase,
+      clientDecoder,
+    ],
+    [
+      "WRITE_RANGE response Ok",
+      response("writeRange", ResponseStatus.Ok),
+      MessageSize.RangeResponseBase,
+      clientDecoder,
+    ],
+    [
+      "WRITE_RANGE response InvalidSectorIndex",
+      response("writeRange", ResponseStatus.InvalidSectorIndex),
+      MessageSize.RangeResponseBase,
+      clientDecoder,
+    ],
+    ["READ_RANGE_PROC", { kind: "readRangeProc", ...header }, MessageSize.RangeProc, wideReplicaDecoder],
+    [
+      "READ_TAG_RANGE_PROC",
+      { kind: "readTagRangeProc", ...header },
+      MessageSize.RangeProc,
+      wideReplicaDecoder,
+    ],
+    ["RANGE_ACK", { kind: "rangeAck", ...header }, MessageSize.RangeProc, wideReplicaDecoder],
+    [
+      "TAG_RANGE_VALUE",
+      { kind: "tagRangeValue", ...header, ts: U64_MAX, wr: 254 },
+      MessageSize.TagRangeValue,
+      wideReplicaDecoder,
+    ],
+    [
+      "RANGE_VALUE",
+      { kind: "rangeValue", ...header, tags: tags(count), data: run(count, 4) },
+      stateSize,
+      wideReplicaDecoder,
+    ],
+    [
+      "WRITE_RANGE_PROC",
+      { kind: "writeRangeProc", ...header, sender: 5, tags: tags(count), data: run(count, 5) },
+      stateSize,
+      wideReplicaDecoder,
+    ],
+  ];
+}
+
+const WIRE_TYPES: Record<string, number> = {
+  READ_RANGE: MessageType.ReadRange,
+  WRITE_RANGE: MessageType.WriteRange,
+  "READ_RANGE response Ok": MessageType.ReadRangeResponse,
+  "READ_RANGE response AuthFailure": MessageType.ReadRangeResponse,
+  "WRITE_RANGE response Ok": MessageType.WriteRangeResponse,
+  "WRITE_RANGE response InvalidSectorIndex": MessageType.WriteRangeResponse,
+  READ_RANGE_PROC: MessageType.ReadRangeProc,
+  READ_TAG_RANGE_PROC: MessageType.ReadTagRangeProc,
+  RANGE_ACK: MessageType.RangeAck,
+  TAG_RANGE_VALUE: MessageType.TagRangeValue,
+  RANGE_VALUE: MessageType.RangeValue,
+  WRITE_RANGE_PROC: MessageType.WriteRangeProc,
+};
+
+describe("range messages round trip", () => {
+  for (const count of [1, 2, 255, 256]) {
+    it.each(rangeCases(count))(
+      `encodes %s of ${count} sectors at its exact size and decodes it back unchanged`,
+      (name, message, size, decoder) => {
+        const bytes = encode(message);
+        expect(bytes.length).toBe(size);
+        expect(atddMessageSize(bytes, 0)).toBe(size);
+        expect(bytes.readUInt16BE(4)).toBe(count);
+        expect(bytes[7]).toBe(WIRE_TYPES[name]);
+        expect(digested(decoder().push(bytes))).toEqual(digested(messages(message)));
+      },
+    );
+  }
+
+  it("the largest range message is exactly MAX_ATDD_MESSAGE_BYTES", () => {
+    const [, , size] = rangeCases(MAX_RANGE_SECTORS).find(([name]) => name === "RANGE_VALUE")!;
+    expect(size).toBe(MAX_ATDD_MESSAGE_BYTES);
+  });
+});
+
+describe("range messages byte layout (messages.ts, built by hand)", () => {
+  it("READ_RANGE: count u16 at 4, zero padding at 6, type 0x88 at 7, request number, first sector, tag", () => {
+    const command: ClientCommand = {
+      kind: "clientReadRange",
+      requestNumber: 0x0102030405060708n,
+      sectorIndex: 0x0a0b0c0d0e,
+      sectorCount: 256,
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x01, 0x00, 0x00, 0x88]),
+      u64(0x0102030405060708n),
+      u64(0x0a0b0c0d0en),
+    ]);
+    const want = Buffer.concat([body, hmac(clientKey, body)]);
+    expect(want.length).toBe(56);
+    expect(encode(command).toString("hex")).toBe(want.toString("hex"));
+    expect(wideReplicaDecoder().push(want)).toEqual(messages(command));
+  });
+
+  it("WRITE_RANGE: the READ_RANGE header with type 0x89, then count x 4096 bytes of data", () => {
+    const data = run(2, 9);
+    const command: ClientCommand = {
+      kind: "clientWriteRange",
+      requestNumber: 7n,
+      sectorIndex: 998,
+      sectorCount: 2,
+      data,
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0x02, 0x00, 0x89]),
+      u64(7n),
+      u64(998n),
+      data,
+    ]);
+    const want = Buffer.concat([body, hmac(clientKey, body)]);
+    expect(want.length).toBe(56 + 2 * 4096);
+    expect(encode(command).equals(want)).toBe(true);
+    expect(digested(replicaDecoder().push(want))).toEqual(digested(messages(command)));
+  });
+
+  it("WRITE_RANGE_PROC: count at 4, sender at 6, type 0x87, opId, first sector, count x (ts, 7 zeros, wr), data", () => {
+    const data = run(2, 6);
+    const message: SystemMessage = {
+      kind: "writeRangeProc",
+      sender: 4,
+      opId,
+      sectorIndex: 0x1234,
+      sectorCount: 2,
+      tags: [
+        { ts: 0x1122334455667788n, wr: 3 },
+        { ts: 5n, wr: 254 },
+      ],
+      data,
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0x02, 0x04, 0x87]),
+      opId,
+      u64(0x1234n),
+      u64(0x1122334455667788n),
+      Buffer.alloc(7),
+      Buffer.from([3]),
+      u64(5n),
+      Buffer.alloc(7),
+      Buffer.from([254]),
+      data,
+    ]);
+    const want = Buffer.concat([body, hmac(systemKey, body)]);
+    expect(want.length).toBe(32 + 2 * 4112 + 32);
+    expect(encode(message).equals(want)).toBe(true);
+    expect(digested(wideReplicaDecoder().push(want))).toEqual(digested(messages(message)));
+  });
+
+  it("TAG_RANGE_VALUE: the range header, then one tag (ts, 7 zeros, wr at 47)", () => {
+    const message: SystemMessage = {
+      kind: "tagRangeValue",
+      sender: 1,
+      opId,
+      sectorIndex: 9,
+      sectorCount: 255,
+      ts: 77n,
+      wr: 2,
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0xff, 0x01, 0x85]),
+      opId,
+      u64(9n),
+      u64(77n),
+      Buffer.alloc(7),
+      Buffer.from([2]),
+    ]);
+    const want = Buffer.concat([body, hmac(systemKey, body)]);
+    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
+  });
+
+  it("READ_RANGE response Ok: count echoed at 4, status at 6, type 0xC8, request number, data", () => {
+    const data = run(3, 8);
+    const response: ClientResponse = {
+      kind: "clientResponse",
+      command: "readRange",
+      status: ResponseStatus.Ok,
+      requestNumber: 42n,
+      sectorCount: 3,
+      data,
+    };
+    const body = Buffer.concat([Buffer.from("atdd"), Buffer.from([0x00, 0x03, 0x00, 0xc8]), u64(42n), data]);
+    const want = Buffer.concat([body, hmac(clientKey, body)]);
+    expect(want.length).toBe(48 + 3 * 4096);
+    expect(encode(response).equals(want)).toBe(true);
+    expect(digested(clientDecoder().push(want))).toEqual(digested(messages(response)));
+  });
+
+  it("WRITE_RANGE response AuthFailure: 48 bytes, count 256 echoed big-endian, type 0xC9", () => {
+    const response: ClientResponse = {
+      kind: "clientResponse",
+      command: "writeRange",
+      status: ResponseStatus.AuthFailure,
+      requestNumber: U64_MAX,
+      sectorCount: 256,
+    };
+    const body = Buffer.concat([Buffer.from("atdd"), Buffer.from([0x01, 0x00, 0x01, 0xc9]), u64(U64_MAX)]);
+    const want = Buffer.concat([body, hmac(clientKey, body)]);
+    expect(encode(response).toString("hex")).toBe(want.toString("hex"));
+    expect(clientDecoder().push(want)).toEqual(messages(response));
+  });
+
+  it("ignores the padding byte of a client range command on input, as for READ/WRITE", () => {
+    const command: ClientCommand = {
+      kind: "clientReadRange",
+      requestNumber: 1n,
+      sectorIndex: 1,
+      sectorCount: 2,
+    };
+    const dirty = resigned(encode(command), clientKey, (b) => {
+      b[6] = 0xee;
+    });
+    expect(replicaDecoder().push(dirty)).toEqual(messages(command));
+  });
+});
+
+describe("range messages on a stream", () => {
+  const readRange: ClientCommand = {
+    kind: "clientReadRange",
+    requestNumber: 1n,
+    sectorIndex: 10,
+    sectorCount: 3,
+  };
+  const write: ClientCommand = { kind: "clientWrite", requestNumber: 2n, sectorIndex: 11, data: run(1, 11) };
+  const read: ClientCommand = { kind: "clientRead", requestNumber: 3n, sectorIndex: 12 };
+  const rangeAck: SystemMessage = { kind: "rangeAck", sender: 2, opId, sectorIndex: 0, sectorCount: 7 };
+  const tagRangeValue: SystemMessage = {
+    kind: "tagRangeValue",
+    sender: 1,
+    opId,
+    sectorIndex: 5,
+    sectorCount: 9,
+    ts: 3n,
+    wr: 1,
+  };
+  const ack: SystemMessage = { kind: "ack", sender: 3, opId, sectorIndex: 7 };
+  const writeRangeProc1: SystemMessage = {
+    kind: "writeRangeProc",
+    sender: 4,
+    opId,
+    sectorIndex: 999,
+    sectorCount: 1,
+    tags: tags(1),
+    data: run(1, 12),
+  };
+
+  it("decodes standard and range messages, up to a 256-sector one, fed one byte at a time", () => {
+    const big: SystemMessage = {
+      kind: "rangeValue",
+      sender: 5,
+      opId,
+      sectorIndex: SECTORS - 256,
+      sectorCount: 256,
+      tags: tags(256),
+      data: run(256, 13),
+    };
+    const writeRange: ClientCommand = {
+      kind: "clientWriteRange",
+      requestNumber: 9n,
+      sectorIndex: 0,
+      sectorCount: 2,
+      data: run(2, 14),
+    };
+    const all = [read, big, readRange, writeRange, ack, write, tagRangeValue];
+    const stream = Buffer.concat(all.map(encode));
+    const decoder = replicaDecoder();
+    const events: DecodeEvent[] = [];
+    let mostBuffered = 0;
+    for (let i = 0; i < stream.length; i++) {
+      events.push(...decoder.push(stream.subarray(i, i + 1)));
+      mostBuffered = Math.max(mostBuffered, decoder.bufferedBytes());
+    }
+    expect(digested(events)).toEqual(digested(messages(...all)));
+    expect(mostBuffered).toBe(MAX_ATDD_MESSAGE_BYTES - 1);
+    expect(decoder.bufferedBytes()).toBe(0);
+  });
+
+  it("decodes a replica-side stream mixing standard and range messages split at every point", () => {
+    const all = [readRange, writeRangeProc1, read, rangeAck, ack, tagRangeValue];
+    const stream = Buffer.concat(all.map(encode));
+    const want = digested(messages(...all));
+    for (let cut = 0; cut <= stream.length; cut++) {
+      expect(digested(feed(replicaDecoder(), stream, [cut])), `split at ${cut}`).toEqual(want);
+    }
+  });
+
+  it("decodes a client-side stream mixing standard and range responses split at every point", () => {
+    const responses: ClientResponse[] = [
+      { kind: "clientResponse", command: "write", status: ResponseStatus.Ok, requestNumber: 1n },
+      {
+        kind: "clientResponse",
+        command: "readRange",
+        status: ResponseStatus.Ok,
+        requestNumber: 2n,
+        sectorCount: 1,
+        data: run(1, 15),
+      },
+      {
+        kind: "clientResponse",
+        command: "writeRange",
+        status: ResponseStatus.InvalidSectorIndex,
+        requestNumber: 3n,
+        sectorCount: 256,
+      },
+      { kind: "clientResponse", command: "read", status: ResponseStatus.AuthFailure, requestNumber: 4n },
+    ];
+    const stream = Buffer.concat(responses.map(encode));
+    const want = digested(messages(...responses));
+    for (let cut = 0; cut <= stream.length; cut++) {
+      expect(digested(feed(clientDecoder(), stream, [cut])), `split at ${cut}`).toEqual(want);
+    }
+  });
+});
+
+describe("range sector count bound (SPEC §1.4: unknown type, drop 8 bytes)", () => {
+  const next: ClientCommand = { kind: "clientRead", requestNumber: 5n, sectorIndex: 1 };
+  const nextResponse: ClientResponse = {
+    kind: "clientResponse",
+    command: "write",
+    status: ResponseStatus.Ok,
+    requestNumber: 5n,
+  };
+  const badCounts = [0, MAX_RANGE_SECTORS + 1, 0xffff];
+  const cases = rangeCases(1).flatMap(([name, message, size, decoder]) =>
+    badCounts.map((count) => [name, count, message, size, decoder] as const),
+  );
+
+  it.each(cases)(
+    "a %s with count %i is dropped as 8 bytes of unknown type, then the stream resyncs",
+    (_name, count, message, size, decoder) => {
+      // Re-signed, so nothing but the count is wrong.
+      const key = isClientCommand(message) || message.kind === "clientResponse" ? clientKey : systemKey;
+      const bad = resigned(encode(message), key, (b) => b.writeUInt16BE(count, 4));
+      expect(atddMessageSize(bad, 0)).toBeUndefined();
+      const following = message.kind === "clientResponse" ? nextResponse : next;
+      expect(decoder().push(Buffer.concat([bad, encode(following)]))).toEqual([
+        { kind: "dropped", reason: "unknownType", bytes: 8 },
+        { kind: "dropped", reason: "garbage", bytes: size - 8 },
+        ...messages(following),
+      ]);
+    },
+  );
+
+  it("drops a bad count identically when the header arrives one byte at a time", () => {
+    const bad = resigned(encode(rangeCases(1)[1]![1]), clientKey, (b) => b.writeUInt16BE(257, 4));
+    const stream = Buffer.concat([bad, encode(next)]);
+    const cuts = Array.from({ length: stream.length - 1 }, (_, i) => i + 1);
+    const events = feed(replicaDecoder(), stream, cuts);
+    expect(events[0]).toEqual({ kind: "dropped", reason: "unknownType", bytes: 8 });
+    expect(events.at(-1)).toEqual(messages(next)[0]);
+    const garbage = events.slice(1, -1).reduce((n, e) => n + (e.kind === "dropped" ? e.bytes : 0), 0);
+    expect(garbage).toBe(bad.length - 8);
+  });
+
+  it("range types of the other role, or system ones without a system key, are unknown", () => {
+    const byName = (wanted: string): AtddMessage => rangeCases(1).find(([name]) => name === wanted)![1];
+    const readRange = byName("READ_RANGE");
+    const response = byName("READ_RANGE response Ok");
+    const readRangeProc = byName("READ_RANGE_PROC");
+    const unknown = [{ kind: "dropped", reason: "unknownType", bytes: 8 }];
+    expect(clientDecoder().push(encode(readRange)).slice(0, 1)).toEqual(unknown);
+    expect(clientDecoder().push(encode(readRangeProc)).slice(0, 1)).toEqual(unknown);
+    expect(replicaDecoder().push(encode(response)).slice(0, 1)).toEqual(unknown);
+    const noSystemKey = new AtddDecoder({ role: "replica", clientKey, sectors: 2 ** 40 });
+    expect(noSystemKey.push(encode(readRangeProc)).slice(0, 1)).toEqual(unknown);
+    expect(noSystemKey.push(encode(readRange))).toEqual(messages(readRange));
+  });
+
+  it("a range response with an undefined status is unknown", () => {
+    const ok = encode({
+      kind: "clientResponse",
+      command: "writeRange",
+      status: ResponseStatus.Ok,
+      requestNumber: 1n,
+      sectorCount: 2,
+    });
+    const bad = resigned(ok, clientKey, (b) => {
+      b[6] = 3;
+    });
+    expect(clientDecoder().push(bad)[0]).toEqual({ kind: "dropped", reason: "unknownType", bytes: 8 });
+  });
+});
+
+describe("range messages: authentication and the volume bound", () => {
+  const readRange: ClientCommand = {
+    kind: "clientReadRange",
+    requestNumber: 31n,
+    sectorIndex: 4,
+    sectorCount: 3,
+  };
+  const writeRange: ClientCommand = {
+    kind: "clientWriteRange",
+    requestNumber: 32n,
+    sectorIndex: 4,
+    sectorCount: 2,
+    data: run(2, 21),
+  };
+  const read: ClientCommand = { kind: "clientRead", requestNumber: 33n, sectorIndex: 0 };
+
+  it("a WRITE_RANGE with a bad tag is rejected as AuthFailure with its command and sector count, and consumed", () => {
+    const forged = encode(writeRange);
+    forged[5000]! ^= 0x10;
+    expect(replicaDecoder().push(Buffer.concat([forged, encode(read)]))).toEqual([
+      {
+        kind: "rejected",
+        command: "writeRange",
+        requestNumber: 32n,
+        status: ResponseStatus.AuthFailure,
+        sectorCount: 2,
+      },
+      ...messages(read),
+    ]);
+  });
+
+  it("a READ_RANGE signed with another key is rejected as AuthFailure with its sector count", () => {
+    const other = encodeClientCommand(readRange, Buffer.alloc(32, 0x01));
+    expect(replicaDecoder().push(other)).toEqual([
+      {
+        kind: "rejected",
+        command: "readRange",
+        requestNumber: 31n,
+        status: ResponseStatus.AuthFailure,
+        sectorCount: 3,
+      },
+    ]);
+  });
+
+  it.each([
+    [SECTORS - 3, 3, true],
+    [SECTORS - 2, 3, false],
+    [SECTORS - 1, 256, false],
+    [SECTORS, 1, false],
+  ])(
+    "a READ_RANGE of sectors %i +%i: accepted only if the whole run is on the volume (%s)",
+    (index, count, ok) => {
+      const command: ClientCommand = {
+        kind: "clientReadRange",
+        requestNumber: 8n,
+        sectorIndex: index,
+        sectorCount: count,
+      };
+      const want = ok
+        ? messages(command)
+        : [
+            {
+              kind: "rejected",
+              command: "readRange",
+              requestNumber: 8n,
+              status: ResponseStatus.InvalidSectorIndex,
+              sectorCount: count,
+            },
+          ];
+      expect(replicaDecoder().push(encode(command))).toEqual(want);
+    },
+  );
+
+  it("a WRITE_RANGE crossing the volume end is rejected as InvalidSectorIndex, then the stream goes on", () => {
+    const crossing: ClientCommand = { ...writeRange, sectorIndex: SECTORS - 1 };
+    expect(replicaDecoder().push(Buffer.concat([encode(crossing), encode(read)]))).toEqual([
+      {
+        kind: "rejected",
+        command: "writeRange",
+        requestNumber: 32n,
+        status: ResponseStatus.InvalidSectorIndex,
+        sectorCount: 2,
+      },
+      ...messages(read),
+    ]);
+  });
+
+  it("runs ending beyond 2^53 or starting near 2^64 are rejected even without a volume size", () => {
+    const decoder = new AtddDecoder({ role: "replica", clientKey });
+    const base = encode(readRange);
+    for (const index of [BigInt(Number.MAX_SAFE_INTEGER) - 1n, U64_MAX - 1n, U64_MAX]) {
+      const bad = resigned(base, clientKey, (b) => b.writeBigUInt64BE(index, 16));
+      expect(decoder.push(bad)).toEqual([
+        {
+          kind: "rejected",
+          command: "readRange",
+          requestNumber: 31n,
+          status: ResponseStatus.InvalidSectorIndex,
+          sectorCount: 3,
+        },
+      ]);
+    }
+    const last: ClientCommand = { ...readRange, sectorIndex: Number.MAX_SAFE_INTEGER - 2 };
+    expect(decoder.push(encode(last))).toEqual(messages(last));
+  });
+
+  it("an authentic system range message whose run crosses the volume end is dropped as invalidSector", () => {
+    const ack: SystemMessage = { kind: "ack", sender: 1, opId, sectorIndex: 1 };
+    const inside: SystemMessage = {
+      kind: "writeRangeProc",
+      sender: 2,
+      opId,
+      sectorIndex: SECTORS - 2,
+      sectorCount: 2,
+      tags: tags(2),
+      data: run(2, 22),
+    };
+    const crossing = { ...inside, sectorIndex: SECTORS - 1 };
+    const size = MessageSize.RangeStateBase + 2 * MessageSize.RangeStatePerSector;
+    expect(
+      digested(replicaDecoder().push(Buffer.concat([encode(crossing), encode(inside), encode(ack)]))),
+    ).toEqual(
+      digested([{ kind: "dropped", reason: "invalidSector", bytes: size }, ...messages(inside, ack)]),
+    );
+    const readRangeProc: SystemMessage = {
+      kind: "readRangeProc",
+      sender: 1,
+      opId,
+      sectorIndex: 990,
+      sectorCount: 11,
+    };
+    expect(replicaDecoder().push(encode(readRangeProc))).toEqual([
+      { kind: "dropped", reason: "invalidSector", bytes: MessageSize.RangeProc },
+    ]);
+  });
+
+  it.each([0, REPLICAS + 1, 255])(
+    "an authentic system range message from sender rank %i is dropped",
+    (rank) => {
+      const rangeAck = encode({ kind: "rangeAck", sender: 1, opId, sectorIndex: 0, sectorCount: 4 });
+      const bad = resigned(rangeAck, systemKey, (b) => {
+        b[6] = rank;
+      });
+      expect(replicaDecoder().push(bad)).toEqual([
+        { kind: "dropped", reason: "invalidSender", bytes: MessageSize.RangeProc },
+      ]);
+    },
+  );
+
+  it("a system range message with a bad tag is dropped whole, and the stream goes on", () => {
+    const rangeValue = encode({
+      kind: "rangeValue",
+      sender: 1,
+      opId,
+      sectorIndex: 0,
+      sectorCount: 3,
+      tags: tags(3),
+      data: run(3, 23),
+    });
+    rangeValue[40]! ^= 0x01; // a tag's padding: covered by the HMAC like every other byte
+    expect(replicaDecoder().push(Buffer.concat([rangeValue, encode(read)]))).toEqual([
+      { kind: "dropped", reason: "badTag", bytes: rangeValue.length },
+      ...messages(read),
+    ]);
+  });
+
+  it("never accepts a WRITE_RANGE_PROC of 2 sectors with any single byte changed, at every position", () => {
+    const original = encode({
+      kind: "writeRangeProc",
+      sender: 1,
+      opId,
+      sectorIndex: 3,
+      sectorCount: 2,
+      tags: tags(2),
+      data: run(2, 24),
+    });
+    for (let position = 0; position < original.length; position++) {
+      for (const flip of [0x01, 0xff]) {
+        const forged = Buffer.from(original);
+        forged[position]! ^= flip;
+        const events = replicaDecoder().push(forged);
+        if (events.some((e) => e.kind === "message")) expect.fail(`byte ${position} ^ ${flip} was accepted`);
+      }
+    }
+  });
+
+  it("never executes a READ_RANGE with any single byte changed, at every position", () => {
+    const original = encode(readRange);
+    for (let position = 0; position < original.length; position++) {
+      for (const flip of [0x01, 0x80, 0xff]) {
+        const forged = Buffer.from(original);
+        forged[position]! ^= flip;
+        const events = replicaDecoder().push(forged);
+        if (events.some((e) => e.kind === "message")) expect.fail(`byte ${position} ^ ${flip} was accepted`);
+      }
+    }
+  });
+});
+
+describe("range messages: who owns the decoded data", () => {
+  const writeRange: ClientCommand = {
+    kind: "clientWriteRange",
+    requestNumber: 1n,
+    sectorIndex: 0,
+    sectorCount: 4,
+    data: run(4, 31),
+  };
+  const rangeValue: SystemMessage = {
+    kind: "rangeValue",
+    sender: 2,
+    opId,
+    sectorIndex: 8,
+    sectorCount: 3,
+    tags: tags(3),
+    data: run(3, 32),
+  };
+  const readRangeOk: ClientResponse = {
+    kind: "clientResponse",
+    command: "readRange",
+    status: ResponseStatus.Ok,
+    requestNumber: 3n,
+    sectorCount: 2,
+    data: run(2, 33),
+  };
+
+  function dataOf(event: DecodeEvent | undefined): Buffer {
+    if (event?.kind !== "message" || !("data" in event.message) || event.message.data === undefined) {
+      throw new Error(`expected a message with data, got ${JSON.stringify(event)}`);
+    }
+    return event.message.data;
+  }
+
+  it.each([
+    ["WRITE_RANGE", writeRange, replicaDecoder],
+    ["RANGE_VALUE", rangeValue, replicaDecoder],
+    ["READ_RANGE response", readRangeOk, clientDecoder],
+  ] as const)(
+    "a %s decoded in place from a chunk has its data copied out of the chunk",
+    (_name, message, decoder) => {
+      const want = Buffer.from(dataOf(messages(message)[0]));
+      const chunk = Buffer.concat([encode(message), encode(message).subarray(0, 100)]);
+      const [first] = decoder().push(chunk);
+      const data = dataOf(first);
+      expect(data.equals(want)).toBe(true);
+      expect(data.buffer).not.toBe(chunk.buffer);
+      chunk.fill(0x61);
+      expect(data.equals(want)).toBe(true);
+    },
+  );
+
+  it.each([
+    ["WRITE_RANGE", writeRange, replicaDecoder],
+    ["RANGE_VALUE", rangeValue, replicaDecoder],
+    ["READ_RANGE response", readRangeOk, clientDecoder],
+  ] as const)(
+    "a %s assembled across chunks decodes to the input and keeps nothing of the chunks",
+    (_name, message, decoder) => {
+      const want = Buffer.from(dataOf(messages(message)[0]));
+      const bytes = encode(message);
+      const head = Buffer.from(bytes.subarray(0, 5000));
+      const tail = Buffer.from(bytes.subarray(5000));
+      const d = decoder();
+      expect(d.push(head)).toEqual([]);
+      const [event] = d.push(tail);
+      const data = dataOf(event);
+      expect(data.equals(want)).toBe(true);
+      expect([head.buffer, tail.buffer]).not.toContain(data.buffer);
+      head.fill(0x61);
+      tail.fill(0x61);
+      expect(data.equals(want)).toBe(true);
+      expect(digested([event!])).toEqual(digested(messages(message)));
+    },
+  );
+
+  it("each range message assembled across chunks gets a buffer of its own", () => {
+    const bytes = encode(writeRange);
+    const d = replicaDecoder();
+    const stream = Buffer.concat([bytes, bytes]);
+    const events = feed(d, stream, [10, bytes.length + 10]);
+    const [a, b] = events.map(dataOf);
+    expect(a!.buffer).not.toBe(b!.buffer);
+    a!.fill(0);
+    expect(b!.equals(dataOf(messages(writeRange)[0]))).toBe(true);
+  });
+});
+
+describe("range encoders: programmer errors fail loudly", () => {
+  const readRange = { kind: "clientReadRange", requestNumber: 1n, sectorIndex: 1, sectorCount: 2 } as const;
+  const writeRange = { ...readRange, kind: "clientWriteRange", data: run(2) } as const;
+  const writeRangeProc = {
+    kind: "writeRangeProc",
+    sender: 1,
+    opId,
+    sectorIndex: 1,
+    sectorCount: 2,
+    tags: tags(2),
+    data: run(2),
+  } as const;
+  const response = {
+    kind: "clientResponse",
+    command: "readRange",
+    status: ResponseStatus.Ok,
+    requestNumber: 1n,
+    sectorCount: 2,
+    data: run(2),
+  } as const;
+
+  it.each<[string, () => unknown]>([
+    ["a READ_RANGE of 0 sectors", () => encodeClientCommand({ ...readRange, sectorCount: 0 }, clientKey)],
+    ["a READ_RANGE of 257 sectors", () => encodeClientCommand({ ...readRange, sectorCount: 257 }, clientKey)],
+    ["a READ_RANGE of 1.5 sectors", () => encodeClientCommand({ ...readRange, sectorCount: 1.5 }, clientKey)],
+    [
+      "a READ_RANGE ending beyond 2^53",
+      () => encodeClientCommand({ ...readRange, sectorIndex: Number.MAX_SAFE_INTEGER }, clientKey),
+    ],
+    [
+      "WRITE_RANGE data one byte short",
+      () => encodeClientCommand({ ...writeRange, data: run(2).subarray(1) }, clientKey),
+    ],
+    [
+      "WRITE_RANGE data of another count",
+      () => encodeClientCommand({ ...writeRange, data: run(3) }, clientKey),
+    ],
+    [
+      "a range response without its count",
+      () => encodeClientResponse({ ...response, sectorCount: undefined }, clientKey),
+    ],
+    [
+      "a range response of 257 sectors",
+      () => encodeClientResponse({ ...response, sectorCount: 257 }, clientKey),
+    ],
+    [
+      "READ_RANGE Ok data of another count",
+      () => encodeClientResponse({ ...response, data: run(1) }, clientKey),
+    ],
+    [
+      "data on a failed range response",
+      () => encodeClientResponse({ ...response, status: ResponseStatus.InvalidSectorIndex }, clientKey),
+    ],
+    [
+      "data on a WRITE_RANGE response",
+      () => encodeClientResponse({ ...response, command: "writeRange" }, clientKey),
+    ],
+    [
+      "a sector count on a READ response",
+      () => encodeClientResponse({ ...response, command: "read", data: run(1), sectorCount: 1 }, clientKey),
+    ],
+    ["one tag too few", () => encodeSystemMessage({ ...writeRangeProc, tags: tags(1) }, systemKey)],
+    ["one tag too many", () => encodeSystemMessage({ ...writeRangeProc, tags: tags(3) }, systemKey)],
+    [
+      "WRITE_RANGE_PROC data of another count",
+      () => encodeSystemMessage({ ...writeRangeProc, data: run(1) }, systemKey),
+    ],
+    [
+      "a tag with writer rank 255",
+      () =>
+        encodeSystemMessage(
+          {
+            ...writeRangeProc,
+            tags: [
+              { ts: 1n, wr: 1 },
+              { ts: 1n, wr: 255 },
+            ],
+          },
+          systemKey,
+        ),
+    ],
+    [
+      "a tag with a timestamp beyond u64",
+      () =>
+        encodeSystemMessage(
+          {
+            ...writeRangeProc,
+            tags: [
+              { ts: 2n ** 64n, wr: 1 },
+              { ts: 1n, wr: 1 },
+            ],
+          },
+          systemKey,
+        ),
+    ],
+    [
+      "a TAG_RANGE_VALUE with writer rank 255",
+      () =>
+        encodeSystemMessage(
+          { kind: "tagRangeValue", sender: 1, opId, sectorIndex: 1, sectorCount: 1, ts: 1n, wr: 255 },
+          systemKey,
+        ),
+    ],
+    [
+      "a RANGE_ACK of 0 sectors",
+      () =>
+        encodeSystemMessage({ kind: "rangeAck", sender: 1, opId, sectorIndex: 1, sectorCount: 0 }, systemKey),
+    ],
+    [
+      "a READ_RANGE_PROC from sender 0",
+      () =>
+        encodeSystemMessage(
+          { kind: "readRangeProc", sender: 0, opId, sectorIndex: 1, sectorCount: 1 },
+          systemKey,
+        ),
+    ],
+  ])("refuses to encode %s", (_name, encodeIt) => {
+    expect(encodeIt).toThrow(AssertionError);
+  });
+
+  it("writes every padding byte of range messages as zero", () => {
+    const command = encodeClientCommand(readRange, clientKey);
+    expect(command[6]).toBe(0);
+    const proc = encodeSystemMessage(
+      {
+        ...writeRangeProc,
+        tags: [
+          { ts: U64_MAX, wr: 254 },
+          { ts: U64_MAX, wr: 254 },
+        ],
+        data: Buffer.alloc(8192, 0xff),
+      },
+      systemKey,
+    );
+    expect(proc.subarray(40, 47)).toEqual(Buffer.alloc(7));
+    expect(proc.subarray(56, 63)).toEqual(Buffer.alloc(7));
+    expect([proc[47], proc[63]]).toEqual([254, 254]);
+  });
+});
+
+describe("range messages fuzz", () => {
+  it("never throws and never buffers more than one message on 500 seeded random streams", () => {
+    const random = seededRandom(20261123);
+    const valid = [...rangeCases(1), ...rangeCases(3)].map(([, message]) => encode(message));
+    valid.push(encode({ kind: "clientRead", requestNumber: 1n, sectorIndex: 1 }));
+    let messagesSeen = 0;
+    for (let round = 0; round < 500; round++) {
+      const parts: Buffer[] = [];
+      const partCount = 1 + Math.floor(random() * 6);
+      for (let p = 0; p < partCount; p++) {
+        const piece = Buffer.from(valid[Math.floor(random() * valid.length)]!);
+        // Corrupt the count, the type or any byte at all, or nothing.
+        const corruption = random();
+        if (corruption < 0.2) piece.writeUInt16BE(Math.floor(random() * 0x10000), 4);
+        else if (corruption < 0.3) piece[7] = Math.floor(random() * 256);
+        else if (corruption < 0.5)
+          piece[Math.floor(random() * piece.length)]! ^= 1 + Math.floor(random() * 255);
+        parts.push(random() < 0.3 ? piece.subarray(0, Math.floor(random() * piece.length)) : piece);
+      }
+      const stream = Buffer.concat(parts);
+      const decoder = round % 2 === 0 ? wideReplicaDecoder() : clientDecoder();
+      let offset = 0;
+      while (offset < stream.length) {
+        const length = 1 + Math.floor(random() * 9000);
+        for (const event of decoder.push(stream.subarray(offset, offset + length))) {
+          if (event.kind === "message") messagesSeen++;
+        }
+        offset += length;
+        expect(decoder.bufferedBytes()).toBeLessThan(MAX_ATDD_MESSAGE_BYTES);
+      }
+    }
+    // The fuzz must reach the decode paths, not only the resync ones.
+    expect(messagesSeen).toBeGreaterThan(200);
+  });
+});
