@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { CommandModule } from "yargs";
 import { ReplicaConnection } from "../client/replica_connection.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { freeLoopbackPorts, spawnCli, stopChild, waitListening } from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { type ClusterConfig, loadClusterConfig, newClusterConfigJson } from "./config.js";
@@ -29,10 +29,13 @@ interface BenchArgs {
   "cpu-prof": boolean;
   keep: boolean;
   only?: "write" | "read";
+  "run-sectors": number;
 }
 
 export interface PhaseResult {
   phase: "write" | "read";
+  /** Sectors per command (1: standard READ/WRITE; more: READ_RANGE/WRITE_RANGE). */
+  runSectors: number;
   ops: number;
   errors: number;
   seconds: number;
@@ -70,22 +73,27 @@ async function runPhase(
   durationMs: number,
   sectors: number,
   pids: Array<number | undefined>,
+  runSectors: number,
 ): Promise<PhaseResult> {
   const latencies: number[] = [];
   let errors = 0;
-  const payload = randomBytes(SECTOR_SIZE_BYTES);
-  const workingSet = Math.min(sectors, BENCH_WORKING_SET_SECTORS);
+  const payload = randomBytes(SECTOR_SIZE_BYTES * runSectors);
+  // Runs start at multiples of their length, so concurrent runs overlap only when they are equal.
+  const runSlots = Math.floor(Math.min(sectors, BENCH_WORKING_SET_SECTORS * runSectors) / runSectors);
   const cpuBefore = pids.map(cpuSeconds);
   const clientCpuBefore = process.cpuUsage();
   const start = performance.now();
   const deadline = start + durationMs;
   const worker = async (connection: ReplicaConnection) => {
     while (performance.now() < deadline) {
-      const sector = Math.floor(Math.random() * workingSet);
+      const sector = Math.floor(Math.random() * runSlots) * runSectors;
       const t0 = performance.now();
       try {
-        if (phase === "write") await connection.write(sector, payload);
-        else await connection.read(sector);
+        if (runSectors === 1) {
+          if (phase === "write") await connection.write(sector, payload);
+          else await connection.read(sector);
+        } else if (phase === "write") await connection.writeRange(sector, payload);
+        else await connection.readRange(sector, runSectors);
         latencies.push(performance.now() - t0);
       } catch {
         errors++;
@@ -98,6 +106,7 @@ async function runPhase(
   const sorted = Float64Array.from(latencies).sort();
   return {
     phase,
+    runSectors,
     ops: latencies.length,
     errors,
     seconds,
@@ -118,6 +127,7 @@ function formatTable(results: PhaseResult[], replicas: number): string {
     "ops",
     "errors",
     "ops/s",
+    "MB/s",
     "p50 ms",
     "p99 ms",
     ...Array.from({ length: replicas }, (_, i) => `cpu r${i + 1}`),
@@ -129,6 +139,7 @@ function formatTable(results: PhaseResult[], replicas: number): string {
     String(r.ops),
     String(r.errors),
     r.opsPerSecond.toFixed(0),
+    ((r.opsPerSecond * r.runSectors * SECTOR_SIZE_BYTES) / 1e6).toFixed(1),
     r.p50Ms.toFixed(2),
     r.p99Ms.toFixed(2),
     ...r.replicaCpuSeconds.map((s) => `${((s / r.seconds) * 100).toFixed(0)}%`),
@@ -169,7 +180,12 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe: "write V8 CPU profiles of the replicas",
       })
-      .option("keep", { type: "boolean", default: false, describe: "keep the data dir afterwards" }),
+      .option("keep", { type: "boolean", default: false, describe: "keep the data dir afterwards" })
+      .option("run-sectors", {
+        type: "number",
+        default: 1,
+        describe: `sectors per command: 1 = READ/WRITE, 2..${MAX_RANGE_SECTORS} = READ_RANGE/WRITE_RANGE`,
+      }),
   handler: guarded(async (args: BenchArgs) => {
     // Per-connection info lines would drown the table; replicas inherit this too (less overhead).
     process.env.ATOMIC_DISK_LOG_LEVEL ??= "warn";
@@ -178,10 +194,17 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       ["connections", args.connections],
       ["depth", args.depth],
       ["replicas", args.replicas],
+      ["run-sectors", args["run-sectors"]],
     ] as const) {
       if (!(value > 0) || !Number.isFinite(value))
         throw new AtomicDiskError("CONFIG_INVALID", `--${name} must be > 0`);
     }
+    const runSectors = args["run-sectors"];
+    if (!Number.isInteger(runSectors) || runSectors > MAX_RANGE_SECTORS)
+      throw new AtomicDiskError(
+        "CONFIG_INVALID",
+        `--run-sectors must be an integer in 1..${MAX_RANGE_SECTORS}`,
+      );
     const dir = mkdtempSync(join(args.dir ?? tmpdir(), "atomic-disk-bench-"));
     const ports = await freeLoopbackPorts(args.replicas);
     const configPath = join(dir, "cluster.json");
@@ -233,11 +256,13 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       const results = [];
       for (const phase of ["write", "read"] as const) {
         if (args.only !== undefined && args.only !== phase) continue;
-        results.push(await runPhase(phase, connections, args.depth, phaseMs, config.sectors, pids));
+        results.push(
+          await runPhase(phase, connections, args.depth, phaseMs, config.sectors, pids, runSectors),
+        );
       }
       process.stdout.write(
         `bench-replicas: ${args.replicas} replicas, ${args.connections} connections x depth ${args.depth}, ` +
-          `4 KiB sectors, data in ${dir}\n${formatTable(results, args.replicas)}\n`,
+          `${runSectors} x 4 KiB sectors per command, data in ${dir}\n${formatTable(results, args.replicas)}\n`,
       );
     } finally {
       for (const c of connections) c.close();

@@ -77,8 +77,12 @@ export const NBD_MAX_OPTION_BYTES = 64 * 1024;
  */
 export const NBD_REQUEST_TIMEOUT_MS = 25_000;
 
-/** NBD: per-sector commands one gateway keeps in flight to the replicas. */
-export const GATEWAY_MAX_INFLIGHT_SECTORS = 512;
+/**
+ * NBD: sectors one gateway keeps in flight to the replicas (a range command of k sectors counts
+ * k). 8 MiB: eight 1 MiB range commands, what a queue depth of 8 sequential 1 MiB requests needs,
+ * and 2048 single-sector commands for random I/O from many connections.
+ */
+export const GATEWAY_MAX_INFLIGHT_SECTORS = 2048;
 
 /** Client connect to a replica: a dead host must fail fast enough to try another replica. */
 export const REPLICA_CONNECT_TIMEOUT_MS = 5_000;
