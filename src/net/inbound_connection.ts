@@ -5,7 +5,7 @@ import type { Socket } from "node:net";
 import { encodeClientResponse } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
 import type { AtddMessage, ClientCommand, ClientResponse, SystemMessage } from "../protocol/messages.js";
-import { MAX_CLIENT_INFLIGHT_PER_CONNECTION, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
+import { MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { CoalescingWriter } from "./coalescing_writer.js";
 import type { RateLimitedLog } from "./rate_limited_log.js";
@@ -40,8 +40,8 @@ export class InboundConnection {
   private readonly decoder: AtddDecoder;
   private readonly clientKey: Buffer;
   private readonly options: InboundConnectionOptions;
-  /** Client commands handed to the register core and not yet answered. */
-  private inflight = 0;
+  /** Sectors of client commands handed to the register core and not yet answered. */
+  private inflightSectors = 0;
   private paused = false;
   private open = true;
   private readonly closeCallbacks: Array<() => void> = [];
@@ -86,7 +86,7 @@ export class InboundConnection {
 
   /** Answers a command that reached the register core (it counted as in flight). */
   completeCommand(response: ClientResponse): void {
-    this.inflight--;
+    this.inflightSectors -= response.sectorCount ?? 1;
     this.sendResponse(response);
     this.maybeResume();
   }
@@ -113,7 +113,7 @@ export class InboundConnection {
         case "message": {
           const message = event.message;
           if (isClientCommand(message)) {
-            this.inflight++;
+            this.inflightSectors += "sectorCount" in message ? message.sectorCount : 1;
             this.options.handler.clientCommand(this, message);
           } else if (message.kind !== "clientResponse") {
             this.options.handler.systemMessage(message);
@@ -152,7 +152,7 @@ export class InboundConnection {
   private maybePause(): void {
     if (this.paused || !this.open) return;
     if (
-      this.inflight >= MAX_CLIENT_INFLIGHT_PER_CONNECTION ||
+      this.inflightSectors >= MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION ||
       this.writer.queuedBytes() > SOCKET_HIGH_WATER_BYTES
     ) {
       this.paused = true;
@@ -164,7 +164,7 @@ export class InboundConnection {
     if (!this.paused || !this.open) return;
     // Hysteresis: resume at half the limits so a connection at the edge does not flap.
     if (
-      this.inflight < MAX_CLIENT_INFLIGHT_PER_CONNECTION / 2 &&
+      this.inflightSectors < MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION / 2 &&
       this.writer.queuedBytes() <= SOCKET_HIGH_WATER_BYTES / 2
     ) {
       this.paused = false;

@@ -50,8 +50,12 @@ export const CORE_CACHE_SECTORS = 32_768;
  */
 export const SOCKET_HIGH_WATER_BYTES = 8 * 1024 * 1024;
 
-/** Client commands one connection may have in flight at a replica before we pause reading it. */
-export const MAX_CLIENT_INFLIGHT_PER_CONNECTION = 1_024;
+/**
+ * Sectors of client commands one connection may have in flight at a replica before we pause
+ * reading it (a range command of k sectors counts k): bounds the write data a client can make a
+ * replica hold to 16 MiB per connection, whatever the command sizes.
+ */
+export const MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION = 4_096;
 
 /** Storage group commit: a batch closes at this many records or bytes, whichever comes first. */
 export const GROUP_COMMIT_MAX_RECORDS = 512;
