@@ -4,7 +4,12 @@
 import type { Socket } from "node:net";
 import { encodeClientResponse } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
-import type { AtddMessage, ClientCommand, ClientResponse, SystemMessage } from "../protocol/messages.js";
+import {
+  type ClientCommand,
+  type ClientResponse,
+  isClientCommand,
+  type SystemMessage,
+} from "../protocol/messages.js";
 import { MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { CoalescingWriter } from "./coalescing_writer.js";
@@ -170,17 +175,5 @@ export class InboundConnection {
       this.paused = false;
       this.socket.resume();
     }
-  }
-}
-
-function isClientCommand(message: AtddMessage): message is ClientCommand {
-  switch (message.kind) {
-    case "clientRead":
-    case "clientWrite":
-    case "clientReadRange":
-    case "clientWriteRange":
-      return true;
-    default:
-      return false;
   }
 }

@@ -27,10 +27,12 @@ import {
   tagBodyLayout,
 } from "./layouts.js";
 import {
+  type AtddMessage,
   CLIENT_KEY_BYTES,
   type ClientCommand,
   type ClientCommandName,
   type ClientResponse,
+  isClientCommand,
   MAGIC,
   MessageSize,
   MessageType,
@@ -307,4 +309,11 @@ function encodeRangeTags(tags: readonly WireTag[], message: Buffer): void {
     message.writeUInt8(tag.wr, at + RANGE_TAG_WR_OFFSET);
     at += RANGE_TAG_BYTES;
   }
+}
+
+/** Any atdd message with the key its kind is signed with (tests, tools). */
+export function encodeMessage(message: AtddMessage, keys: { clientKey: Buffer; systemKey: Buffer }): Buffer {
+  if (isClientCommand(message)) return encodeClientCommand(message, keys.clientKey);
+  if (message.kind === "clientResponse") return encodeClientResponse(message, keys.clientKey);
+  return encodeSystemMessage(message, keys.systemKey);
 }

@@ -250,3 +250,15 @@ export type SystemMessage =
   | RangeSystemMessage;
 
 export type AtddMessage = ClientCommand | ClientResponse | SystemMessage;
+
+export function isClientCommand(message: AtddMessage): message is ClientCommand {
+  switch (message.kind) {
+    case "clientRead":
+    case "clientWrite":
+    case "clientReadRange":
+    case "clientWriteRange":
+      return true;
+    default:
+      return false;
+  }
+}

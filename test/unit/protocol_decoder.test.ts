@@ -2,7 +2,7 @@
 // SPEC §1.4 (garbage, unknown types, bad tags, bad sector indexes, bad senders).
 
 import { describe, expect, it } from "vitest";
-import { encodeClientCommand, encodeClientResponse, encodeSystemMessage } from "../../src/protocol/codec.js";
+import { encodeClientCommand, encodeMessage } from "../../src/protocol/codec.js";
 import { AtddDecoder, type AtddDecoderOptions, type DecodeEvent } from "../../src/protocol/decoder.js";
 import { signMessage } from "../../src/protocol/hmac.js";
 import {
@@ -12,6 +12,7 @@ import {
   ResponseStatus,
   type SystemMessage,
 } from "../../src/protocol/messages.js";
+import { feedChunks, messageEvents } from "../helpers/atdd_stream.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0xc1);
@@ -59,33 +60,11 @@ const replicaOptions: AtddDecoderOptions = {
 const replicaDecoder = () => new AtddDecoder(replicaOptions);
 const clientDecoder = () => new AtddDecoder({ role: "client", clientKey });
 
-function encode(m: AtddMessage): Buffer {
-  if (
-    m.kind === "clientRead" ||
-    m.kind === "clientWrite" ||
-    m.kind === "clientReadRange" ||
-    m.kind === "clientWriteRange"
-  ) {
-    return encodeClientCommand(m, clientKey);
-  }
-  if (m.kind === "clientResponse") return encodeClientResponse(m, clientKey);
-  return encodeSystemMessage(m, systemKey);
-}
+const encode = (m: AtddMessage): Buffer => encodeMessage(m, { clientKey, systemKey });
 
-function messages(...ms: AtddMessage[]): DecodeEvent[] {
-  return ms.map((message) => ({ kind: "message", message }));
-}
+const messages = messageEvents;
 
-/** Feeds `stream` in chunks cut at `cuts` and returns every event. */
-function feed(decoder: AtddDecoder, stream: Buffer, cuts: number[]): DecodeEvent[] {
-  const events: DecodeEvent[] = [];
-  let start = 0;
-  for (const cut of [...cuts, stream.length]) {
-    events.push(...decoder.push(stream.subarray(start, cut)));
-    start = cut;
-  }
-  return events;
-}
+const feed = feedChunks;
 
 /** Same bytes with one header field changed and a fresh, valid tag: authentic but invalid. */
 function resigned(message: Buffer, key: Buffer, patch: (b: Buffer) => void): Buffer {

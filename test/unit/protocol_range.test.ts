@@ -4,7 +4,12 @@
 // bound over a whole run, and who owns the decoded data.
 import { createHash, createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { encodeClientCommand, encodeClientResponse, encodeSystemMessage } from "../../src/protocol/codec.js";
+import {
+  encodeClientCommand,
+  encodeClientResponse,
+  encodeMessage,
+  encodeSystemMessage,
+} from "../../src/protocol/codec.js";
 import { AtddDecoder, type AtddDecoderOptions, type DecodeEvent } from "../../src/protocol/decoder.js";
 import { signMessage } from "../../src/protocol/hmac.js";
 import { atddMessageSize } from "../../src/protocol/layouts.js";
@@ -12,6 +17,7 @@ import {
   type AtddMessage,
   type ClientCommand,
   type ClientResponse,
+  isClientCommand,
   MessageSize,
   MessageType,
   ResponseStatus,
@@ -20,6 +26,7 @@ import {
 } from "../../src/protocol/messages.js";
 import { AssertionError } from "../../src/util/assert.js";
 import { MAX_ATDD_MESSAGE_BYTES, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
+import { feedChunks, messageEvents } from "../helpers/atdd_stream.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0x3c);
@@ -59,35 +66,11 @@ const clientDecoder = () => new AtddDecoder({ role: "client", clientKey });
 /** A decoder whose volume holds every run the round trips use. */
 const wideReplicaDecoder = () => new AtddDecoder({ ...replicaOptions, sectors: 2 ** 40 });
 
-function isClientCommand(m: AtddMessage): m is ClientCommand {
-  return (
-    m.kind === "clientRead" ||
-    m.kind === "clientWrite" ||
-    m.kind === "clientReadRange" ||
-    m.kind === "clientWriteRange"
-  );
-}
+const encode = (m: AtddMessage): Buffer => encodeMessage(m, { clientKey, systemKey });
 
-function encode(m: AtddMessage): Buffer {
-  if (isClientCommand(m)) return encodeClientCommand(m, clientKey);
-  if (m.kind === "clientResponse") return encodeClientResponse(m, clientKey);
-  return encodeSystemMessage(m, systemKey);
-}
+const messages = messageEvents;
 
-function messages(...ms: AtddMessage[]): DecodeEvent[] {
-  return ms.map((message) => ({ kind: "message", message }));
-}
-
-/** Feeds `stream` in chunks cut at `cuts` and returns every event. */
-function feed(decoder: AtddDecoder, stream: Buffer, cuts: number[]): DecodeEvent[] {
-  const events: DecodeEvent[] = [];
-  let start = 0;
-  for (const cut of [...cuts, stream.length]) {
-    events.push(...decoder.push(stream.subarray(start, cut)));
-    start = cut;
-  }
-  return events;
-}
+const feed = feedChunks;
 
 /**
  * Events with every Buffer replaced by its length and SHA-256: vitest compares Buffers element by

@@ -2,7 +2,7 @@
 // our decoder must read each one back into the message it names.
 import { existsSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { encodeClientCommand, encodeClientResponse, encodeSystemMessage } from "../../src/protocol/codec.js";
+import { encodeMessage } from "../../src/protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../../src/protocol/decoder.js";
 import type { AtddMessage } from "../../src/protocol/messages.js";
 import { ResponseStatus } from "../../src/protocol/messages.js";
@@ -181,17 +181,7 @@ const expected: Record<string, { message: AtddMessage; encode: boolean }> = {
 };
 
 function encode(message: AtddMessage): Buffer {
-  switch (message.kind) {
-    case "clientRead":
-    case "clientWrite":
-    case "clientReadRange":
-    case "clientWriteRange":
-      return encodeClientCommand(message, clientKey);
-    case "clientResponse":
-      return encodeClientResponse(message, clientKey);
-    default:
-      return encodeSystemMessage(message, systemKey);
-  }
+  return encodeMessage(message, { clientKey, systemKey });
 }
 
 function decoderFor(message: AtddMessage): AtddDecoder {
