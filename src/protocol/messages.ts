@@ -20,12 +20,15 @@ export const MessageType = {
   // still its own register (see ARCHITECTURE.md "Range operations"). The run's sector count is a
   // u16 at offset 4 (where the standard types have padding), so the decoder knows every size from
   // the first 8 bytes, as for the standard types. Layouts (all big-endian; tag = HMAC at the end):
-  //   system (system key), 32-byte header: magic, count u16 @4, sender @6, type @7, opId @8,
-  //   first sector u64 @24; then
-  //     READ_RANGE_PROC, READ_TAG_RANGE_PROC, RANGE_ACK: nothing (64 bytes);
-  //     TAG_RANGE_VALUE: ts u64 @32, 7 padding, wr u8 @47 = the highest tag over the run (80 bytes);
-  //     RANGE_VALUE, WRITE_RANGE_PROC: count x (ts u64, 7 padding, wr u8) @32, then count x 4096
-  //       bytes of data (32 + count*4112 + 32 bytes).
+  //   system (system key): the run is any set of 1..MAX_RANGE_SECTORS sectors (consecutive for a
+  //   client range command, scattered when a replica batches single-sector commands). 32-byte
+  //   header: magic, count u16 @4, sender @6, type @7, opId @8, first sector u64 @24; then the
+  //   sector list, count x u64 @32, strictly increasing, starting with the header's first sector;
+  //   then from B = 32 + 8*count:
+  //     READ_RANGE_PROC, READ_TAG_RANGE_PROC, RANGE_ACK: nothing (B + 32 bytes);
+  //     TAG_RANGE_VALUE: ts u64, 7 padding, wr u8 = the highest tag over the set (B + 48 bytes);
+  //     RANGE_VALUE, WRITE_RANGE_PROC: count x (ts u64, 7 padding, wr u8), then count x 4096
+  //       bytes of data (B + count*4112 + 32 bytes).
   //   client (client key): magic, count u16 @4, padding @6, type @7, request number u64 @8, first
   //     sector u64 @16; WRITE_RANGE: count x 4096 bytes of data @24. READ_RANGE 56 bytes,
   //     WRITE_RANGE 56 + count*4096.
@@ -66,9 +69,11 @@ export const MessageSize = {
   WriteProc: 4176,
   ReadTagProc: 64,
   TagValue: 80,
-  // Range extensions: fixed parts; the variable parts are per sector (see MessageType).
+  // Range extensions: fixed parts; the variable parts are per sector (see MessageType). Every
+  // system range message also carries RangeSectorListPerSector bytes per sector (its sector list).
   RangeProc: 64,
   TagRangeValue: 80,
+  RangeSectorListPerSector: 8,
   /** RANGE_VALUE / WRITE_RANGE_PROC: plus RangeStatePerSector per sector. */
   RangeStateBase: 64,
   RangeStatePerSector: 16 + 4096,
@@ -184,8 +189,10 @@ export interface TagValueMessage extends SystemHeader {
 }
 
 interface RangeHeader extends SystemHeader {
-  /** The run is [sectorIndex, sectorIndex + sectorCount); 1..MAX_RANGE_SECTORS. */
+  /** sectors.length: 1..MAX_RANGE_SECTORS. */
   sectorCount: number;
+  /** The sectors, strictly increasing; sectors[0] === sectorIndex. Per-sector fields follow this order. */
+  sectors: number[];
 }
 
 /** A tag as it travels in range messages. */

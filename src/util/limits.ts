@@ -14,10 +14,10 @@ export const MAX_REPLICAS = 254;
 export const MAX_RANGE_SECTORS = 256;
 
 /**
- * Largest atdd message (a full WRITE_RANGE_PROC / RANGE_VALUE: 64 + 256 * (16 + 4096) bytes);
+ * Largest atdd message (a full WRITE_RANGE_PROC / RANGE_VALUE: 64 + 256 * (8 + 16 + 4096) bytes);
  * decoders never buffer more than this per message.
  */
-export const MAX_ATDD_MESSAGE_BYTES = 64 + MAX_RANGE_SECTORS * (16 + 4096);
+export const MAX_ATDD_MESSAGE_BYTES = 64 + MAX_RANGE_SECTORS * (8 + 16 + 4096);
 
 /** Largest volume: sector indexes travel as u64 but are handled as JS numbers (safe up to 2^53). */
 export const MAX_SECTORS = 2 ** 40;
