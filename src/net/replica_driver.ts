@@ -11,7 +11,7 @@ import {
   ResponseStatus,
   type SystemMessage,
 } from "../protocol/messages.js";
-import type { CoreEffect, CoreEvent } from "../register/core_types.js";
+import type { ClientBatchOp, CoreEffect, CoreEvent } from "../register/core_types.js";
 import { RegisterCore } from "../register/register_core.js";
 import type { SectorStore } from "../storage/sector_store.js";
 import { assert, unreachable } from "../util/assert.js";
@@ -20,6 +20,9 @@ import { CORE_TICK_MS } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import type { InboundConnection } from "./inbound_connection.js";
 import type { PeerLink } from "./peer_link.js";
+
+/** Most single-sector commands handed to the core as one batch (its groups hold at most 256). */
+const BATCH_MAX_COMMANDS = 256;
 
 /** Op ids drawn per refill of the random pool. */
 const OP_ID_POOL = 256;
@@ -57,6 +60,9 @@ export class ReplicaDriver {
   private readonly pending = new Map<number, PendingClientOp>();
   private nextToken = 1;
   private selfQueue: SystemMessage[] = [];
+  /** Single-sector client commands of this event-loop turn, in arrival order. */
+  private batched: ClientBatchOp[] = [];
+  private batchFlush: NodeJS.Immediate | null = null;
   private selfDrainScheduled = false;
   private tickTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -106,6 +112,9 @@ export class ReplicaDriver {
     this.tickTimer = null;
     this.pending.clear();
     this.selfQueue = [];
+    this.batched = [];
+    if (this.batchFlush !== null) clearImmediate(this.batchFlush);
+    this.batchFlush = null;
   }
 
   clientCommand(connection: InboundConnection, command: ClientCommand): void {
@@ -114,21 +123,26 @@ export class ReplicaDriver {
     const { requestNumber, sectorIndex } = command;
     this.stats.clientOps++;
     switch (command.kind) {
+      // Single-sector commands of one event-loop turn go to the core together, so that it can
+      // let them share messages (rule 8 of the core).
       case "clientRead":
         this.pending.set(token, { connection, requestNumber, command: "read", sectorCount: undefined });
-        this.run({ kind: "clientRead", token, sectorIndex });
+        this.batch({ kind: "read", token, sectorIndex });
         return;
       case "clientWrite":
         this.pending.set(token, { connection, requestNumber, command: "write", sectorCount: undefined });
-        this.run({ kind: "clientWrite", token, sectorIndex, data: command.data });
+        this.batch({ kind: "write", token, sectorIndex, data: command.data });
         return;
       case "clientReadRange": {
+        // Batched commands arrived first: they go first (per-sector arrival order).
+        this.flushBatch();
         const { sectorCount } = command;
         this.pending.set(token, { connection, requestNumber, command: "readRange", sectorCount });
         this.run({ kind: "clientRead", token, sectorIndex, sectorCount });
         return;
       }
       case "clientWriteRange": {
+        this.flushBatch();
         const { sectorCount, data } = command;
         this.pending.set(token, { connection, requestNumber, command: "writeRange", sectorCount });
         this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
@@ -138,6 +152,24 @@ export class ReplicaDriver {
         unreachable(command);
     }
   }
+
+  private batch(op: ClientBatchOp): void {
+    this.batched.push(op);
+    if (this.batched.length >= BATCH_MAX_COMMANDS) {
+      this.flushBatch();
+      return;
+    }
+    if (this.batchFlush === null) this.batchFlush = setImmediate(this.flushBatch);
+  }
+
+  private readonly flushBatch = (): void => {
+    if (this.batchFlush !== null) clearImmediate(this.batchFlush);
+    this.batchFlush = null;
+    if (this.batched.length === 0) return;
+    const ops = this.batched;
+    this.batched = [];
+    this.run({ kind: "clientBatch", ops });
+  };
 
   peerMessage(message: SystemMessage): void {
     if (this.stopped) return;

@@ -19,6 +19,11 @@ export type CoreEvent =
   | { kind: "clientRead"; token: ClientOpToken; sectorIndex: number; sectorCount?: number }
   /** `data` holds sectorCount * SECTOR_SIZE_BYTES bytes. */
   | { kind: "clientWrite"; token: ClientOpToken; sectorIndex: number; sectorCount?: number; data: Buffer }
+  /**
+   * Single-sector commands that arrived together, in arrival order; each is answered on its own.
+   * The core may let them share messages (rule 8 in register_core.ts).
+   */
+  | { kind: "clientBatch"; ops: ClientBatchOp[] }
   /** A system message from any rank, this replica's own included (delivered without the network). */
   | { kind: "message"; message: SystemMessage }
   /** The persist with this token is durable. */
@@ -29,6 +34,11 @@ export type CoreEvent =
   | { kind: "tagLoaded"; sectorIndex: number; tag: { ts: bigint; wr: number } | null }
   /** Time passes; drives retransmission. `nowMs` never decreases. */
   | { kind: "tick"; nowMs: number };
+
+/** One command of a `clientBatch`. */
+export type ClientBatchOp =
+  | { kind: "read"; token: ClientOpToken; sectorIndex: number }
+  | { kind: "write"; token: ClientOpToken; sectorIndex: number; data: Buffer };
 
 export type CoreEffect =
   /**

@@ -54,7 +54,8 @@
 //    once every sector's durable tag covers that sector's tag (rule 1). A range operation enters
 //    the FIFO of every sector of its run at once, in arrival order, and starts when it heads all of
 //    them: any two operations sharing sectors are then in the same order in every shared FIFO, so
-//    they can never wait for each other in a cycle.
+//    they can never wait for each other in a cycle. A run need not be consecutive: the messages
+//    carry their sector list, and all of the above holds for any set of distinct sectors.
 //
 // 7. Tag-only loads. READ_TAG_PROC, WRITE_PROC and their range forms need a sector's durable tag,
 //    not its data, so an uncached sector is looked up with `loadTag` (the store answers from its
@@ -63,6 +64,13 @@
 //    latest persisted state, durable or not, and only a durable one may be shown, rule 3); a data
 //    load is not even started while one is in flight, since its durable completion makes the state
 //    known anyway.
+//
+// 8. Batches. Single-sector client commands that reach the replica together (`clientBatch`) are
+//    grouped into operations over sector sets (rule 6), one for reads and one for writes, each
+//    command keeping its own answer. A command whose sector is busy here (an operation running or
+//    queued) or already in the current group is not grouped, and a repeat closes the groups first,
+//    so per-sector arrival order is kept and no command waits behind another sector's FIFO. Each
+//    command takes effect between its arrival and its answer, as alone.
 import type {
   RangeAckMessage,
   RangeValueMessage,
@@ -87,6 +95,7 @@ import {
   SECTOR_SIZE_BYTES,
 } from "../util/limits.js";
 import type {
+  ClientBatchOp,
   ClientOpToken,
   CoreEffect,
   CoreEvent,
@@ -108,13 +117,20 @@ export function quorumSize(replicaCount: number): number {
   return Math.floor(replicaCount / 2) + 1;
 }
 
-interface ClientOp {
+/** Who gets (part of) an operation's answer: sectors [first, first + count) of its set. */
+interface Completion {
   token: ClientOpToken;
-  kind: "read" | "write";
-  /** The run [start, start + count); count is 1 for the standard single-sector messages. */
-  start: number;
+  first: number;
   count: number;
-  /** The value to write, count sectors (writes only). */
+}
+
+interface ClientOp {
+  kind: "read" | "write";
+  /** Strictly increasing; one sector uses the standard single-sector messages. */
+  sectors: number[];
+  /** One for a client command (a range command covers every sector); one per sector for a batch. */
+  completions: Completion[];
+  /** The value to write, sectors.length sectors in the order of `sectors` (writes only). */
   data: Buffer | null;
 }
 
@@ -162,8 +178,7 @@ interface RangeProgress {
 interface RangeAckWaiter {
   to: number;
   opId: Buffer;
-  start: number;
-  count: number;
+  sectors: number[];
   /** Sectors whose durable tag does not cover their tag yet. */
   remaining: number;
 }
@@ -229,6 +244,18 @@ function tagOf(state: SectorState): Tag {
  * Sector i of a run, copied: a view would keep the whole run's buffer (up to 1 MiB) alive for as
  * long as the cache or the store holds any one of its sectors.
  */
+function sameSectors(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function concatSectors(sectors: Buffer[]): Buffer {
+  const out = Buffer.allocUnsafe(sectors.length * SECTOR_SIZE_BYTES);
+  for (const [i, data] of sectors.entries()) data.copy(out, i * SECTOR_SIZE_BYTES);
+  return out;
+}
+
 function sectorCopy(run: Buffer, i: number): Buffer {
   const data = Buffer.allocUnsafeSlow(SECTOR_SIZE_BYTES);
   run.copy(data, 0, i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
@@ -289,9 +316,13 @@ export class RegisterCore {
         const data = event.kind === "clientWrite" ? event.data : null;
         if (data !== null) assert(data.length === count * SECTOR_SIZE_BYTES, "client write data size");
         const kind = event.kind === "clientWrite" ? "write" : "read";
-        this.#onClientOp({ token: event.token, kind, start: event.sectorIndex, count, data });
+        const sectors = Array.from({ length: count }, (_, i) => event.sectorIndex + i);
+        this.#onClientOp({ kind, sectors, completions: [{ token: event.token, first: 0, count }], data });
         break;
       }
+      case "clientBatch":
+        this.#onClientBatch(event.ops);
+        break;
       case "message":
         this.#onMessage(event.message);
         break;
@@ -578,27 +609,63 @@ export class RegisterCore {
 
   #onClientOp(op: ClientOp): void {
     // Rule 6: the operation joins every FIFO of its run in one step.
-    for (let i = 0; i < op.count; i++) this.#entry(op.start + i).queue.push(op);
+    for (const sector of op.sectors) this.#entry(sector).queue.push(op);
     this.#tryStart(op);
+  }
+
+  /** Rule 8: groups independent single-sector commands into operations over sector sets. */
+  #onClientBatch(ops: ClientBatchOp[]): void {
+    type Item = { token: ClientOpToken; sector: number; data: Buffer | null };
+    const groups: Record<"read" | "write", Item[]> = { read: [], write: [] };
+    const grouped = new Set<number>();
+    const flush = () => {
+      for (const kind of ["read", "write"] as const) {
+        const items = groups[kind].sort((a, b) => a.sector - b.sector);
+        groups[kind] = [];
+        if (items.length === 0) continue;
+        this.#onClientOp({
+          kind,
+          sectors: items.map((item) => item.sector),
+          completions: items.map((item, i) => ({ token: item.token, first: i, count: 1 })),
+          data: kind === "write" ? concatSectors(items.map((item) => item.data!)) : null,
+        });
+      }
+      grouped.clear();
+    };
+    for (const op of ops) {
+      const data = op.kind === "write" ? op.data : null;
+      if (data !== null) assert(data.length === SECTOR_SIZE_BYTES, "a batched write carries one sector");
+      if (grouped.has(op.sectorIndex)) flush();
+      const entry = this.#sectors.get(op.sectorIndex);
+      if (entry !== undefined && (entry.active !== null || entry.queue.length > 0)) {
+        const completions = [{ token: op.token, first: 0, count: 1 }];
+        this.#onClientOp({ kind: op.kind, sectors: [op.sectorIndex], completions, data });
+        continue;
+      }
+      groups[op.kind].push({ token: op.token, sector: op.sectorIndex, data });
+      grouped.add(op.sectorIndex);
+      if (groups[op.kind].length === MAX_RANGE_SECTORS) flush();
+    }
+    flush();
   }
 
   /** Starts `client` if it heads the FIFO of every sector of its run and none of them is busy. */
   #tryStart(client: ClientOp): void {
-    for (let i = 0; i < client.count; i++) {
-      const entry = this.#sectors.get(client.start + i);
+    for (const sector of client.sectors) {
+      const entry = this.#sectors.get(sector);
       assert(entry !== undefined, "a queued operation keeps its sectors in memory");
       if (entry.active !== null || entry.queue[0] !== client) return;
     }
     const opId = this.#newOpId();
     assert(opId.length === 16, "operation ids are 16 bytes");
     const op: ActiveOp = { client, opId, phase: null, best: null, bestCount: 0, written: null, range: null };
-    for (let i = 0; i < client.count; i++) {
-      const entry = this.#sectors.get(client.start + i)!;
+    for (const sector of client.sectors) {
+      const entry = this.#sectors.get(sector)!;
       entry.queue.shift();
       entry.active = op;
     }
-    const entry = this.#sectors.get(client.start)!;
-    if (client.count > 1) {
+    const entry = this.#sectors.get(client.sectors[0]!)!;
+    if (client.sectors.length > 1) {
       this.#startRangeOp(entry, op);
       return;
     }
@@ -731,20 +798,30 @@ export class RegisterCore {
 
   #complete(entry: SectorEntry, op: ActiveOp, data: Buffer | undefined): void {
     assert(entry.active === op, "completing the active operation");
-    const { start, count } = op.client;
-    const effect: CoreEffect = { kind: "complete", token: op.client.token };
+    const { sectors } = op.client;
     if (op.client.kind === "read") {
-      assert(data !== undefined && data.length === count * SECTOR_SIZE_BYTES, "a read returns its run");
-      effect.data = data;
+      assert(
+        data !== undefined && data.length === sectors.length * SECTOR_SIZE_BYTES,
+        "a read returns its run",
+      );
     }
-    this.#effects.push(effect);
-    for (let i = 0; i < count; i++) {
-      const sector = this.#sectors.get(start + i);
-      assert(sector?.active === op, "a range operation is active on all its sectors");
-      sector.active = null;
+    for (const { token, first, count } of op.client.completions) {
+      const effect: CoreEffect = { kind: "complete", token };
+      if (data !== undefined) {
+        effect.data =
+          op.client.completions.length === 1
+            ? data
+            : data.subarray(first * SECTOR_SIZE_BYTES, (first + count) * SECTOR_SIZE_BYTES);
+      }
+      this.#effects.push(effect);
     }
-    for (let i = 0; i < count; i++) {
-      const next = this.#sectors.get(start + i)!.queue[0];
+    for (const sector of sectors) {
+      const sectorEntry = this.#sectors.get(sector);
+      assert(sectorEntry?.active === op, "a range operation is active on all its sectors");
+      sectorEntry.active = null;
+    }
+    for (const sector of sectors) {
+      const next = this.#sectors.get(sector)!.queue[0];
       if (next !== undefined) this.#tryStart(next);
     }
   }
@@ -752,7 +829,7 @@ export class RegisterCore {
   // ---- range operations (rule 6) ---------------------------------------------------------------
 
   #startRangeOp(entry: SectorEntry, op: ActiveOp): void {
-    const { kind, start, count } = op.client;
+    const { kind, sectors } = op.client;
     op.range = {
       bestTags: [],
       bestData: [],
@@ -761,7 +838,13 @@ export class RegisterCore {
       writtenData: null,
       ownPending: 0,
     };
-    const header = { sender: this.#rank, opId: op.opId, sectorIndex: start, sectorCount: count };
+    const header = {
+      sender: this.#rank,
+      opId: op.opId,
+      sectorIndex: sectors[0]!,
+      sectorCount: sectors.length,
+      sectors,
+    };
     const query: SystemMessage =
       kind === "write" ? { kind: "readTagRangeProc", ...header } : { kind: "readRangeProc", ...header };
     this.#startPhase(entry, op, "query", query);
@@ -775,7 +858,7 @@ export class RegisterCore {
     const current = this.#currentOp(message, phaseKind);
     if (current === null) return null;
     const [entry, op] = current;
-    if (op.range === null || op.client.count !== message.sectorCount) return null;
+    if (op.range === null || !sameSectors(op.client.sectors, message.sectors)) return null;
     return [entry, op, op.range];
   }
 
@@ -792,7 +875,7 @@ export class RegisterCore {
         op.best = { ts: message.ts, wr: message.wr, data: null };
       }
     } else {
-      for (let i = 0; i < op.client.count; i++) {
+      for (let i = 0; i < op.client.sectors.length; i++) {
         const tag = message.tags[i]!;
         const best = range.bestTags[i];
         const order = best === undefined ? 1 : compareTags(tag, best);
@@ -815,7 +898,7 @@ export class RegisterCore {
   }
 
   #finishRangeReadQuery(entry: SectorEntry, op: ActiveOp, range: RangeProgress): void {
-    const count = op.client.count;
+    const count = op.client.sectors.length;
     const data = Buffer.allocUnsafe(count * SECTOR_SIZE_BYTES);
     let settled = true;
     for (let i = 0; i < count; i++) {
@@ -834,12 +917,13 @@ export class RegisterCore {
   }
 
   #finishRangeWriteQuery(op: ActiveOp, range: RangeProgress): void {
-    const { start, count, data } = op.client;
+    const { sectors, data } = op.client;
+    const count = sectors.length;
     assert(op.best !== null && data !== null, "a completed range write query has a tag and data");
     // Rule 5, over the run: above the query maximum and every tag issued here for the run.
     let baseTs = op.best.ts;
-    for (let i = 0; i < count; i++) {
-      const issued = this.#sectors.get(start + i)!.issuedTag.ts;
+    for (const sector of sectors) {
+      const issued = this.#sectors.get(sector)!.issuedTag.ts;
       if (issued > baseTs) baseTs = issued;
     }
     const tag: WireTag = { ts: baseTs + 1n, wr: this.#rank };
@@ -847,24 +931,25 @@ export class RegisterCore {
     range.writtenData = data;
     range.ownPending = count;
     // Store locally first (rule 2); the update phase starts when the whole run is durable.
-    for (let i = 0; i < count; i++) {
-      const entry = this.#sectors.get(start + i)!;
+    for (const [i, sector] of sectors.entries()) {
+      const entry = this.#sectors.get(sector)!;
       this.#persist(entry, { ts: tag.ts, wr: tag.wr, data: sectorCopy(data, i) }, op);
     }
   }
 
   #startRangeUpdatePhase(op: ActiveOp): void {
-    const { start, count } = op.client;
+    const { sectors } = op.client;
     const range = op.range;
     assert(range !== null && range.writtenTags !== null && range.writtenData !== null, "range update");
-    const entry = this.#sectors.get(start)!;
+    const entry = this.#sectors.get(sectors[0]!)!;
     assert(entry.active === op, "update phase of the active operation");
     this.#startPhase(entry, op, "update", {
       kind: "writeRangeProc",
       sender: this.#rank,
       opId: op.opId,
-      sectorIndex: start,
-      sectorCount: count,
+      sectorIndex: sectors[0]!,
+      sectorCount: sectors.length,
+      sectors,
       tags: range.writtenTags,
       data: range.writtenData,
     });
@@ -885,12 +970,15 @@ export class RegisterCore {
   // ---- replica role for range messages (rule 6) -----------------------------------------------
 
   #onRangeProc(message: RangeProcMessage): void {
-    const { sectorIndex: start, sectorCount: count } = message;
-    assert(Number.isInteger(count) && count >= 1 && count <= MAX_RANGE_SECTORS, "range sector count");
+    const { sectors } = message;
+    assert(
+      sectors.length === message.sectorCount && sectors.length >= 1 && sectors.length <= MAX_RANGE_SECTORS,
+      "range sector count",
+    );
     const deferral: RangeDeferral = { message, missing: 0 };
     const needsData = message.kind === "readRangeProc";
-    for (let i = 0; i < count; i++) {
-      const entry = this.#entry(start + i);
+    for (const sector of sectors) {
+      const entry = this.#entry(sector);
       entry.pins++;
       if (!this.#ready(entry, needsData)) {
         entry.deferredRanges.push(deferral);
@@ -903,15 +991,22 @@ export class RegisterCore {
 
   /** Handles a range message once every sector of its run is loaded (or known corrupt). */
   #runRangeProc(message: RangeProcMessage): void {
-    const { sectorIndex: start, sectorCount: count } = message;
+    const { sectors } = message;
+    const count = sectors.length;
     const entries: SectorEntry[] = [];
-    for (let i = 0; i < count; i++) {
-      const entry = this.#sectors.get(start + i);
+    for (const sector of sectors) {
+      const entry = this.#sectors.get(sector);
       assert(entry !== undefined && entry.pins > 0, "a deferred range keeps its sectors in memory");
       entry.pins--;
       entries.push(entry);
     }
-    const header = { sender: this.#rank, opId: message.opId, sectorIndex: start, sectorCount: count };
+    const header = {
+      sender: this.#rank,
+      opId: message.opId,
+      sectorIndex: message.sectorIndex,
+      sectorCount: count,
+      sectors,
+    };
     switch (message.kind) {
       case "readTagRangeProc":
       case "readRangeProc": {
@@ -948,8 +1043,7 @@ export class RegisterCore {
     const waiter: RangeAckWaiter = {
       to: message.sender,
       opId: message.opId,
-      start: message.sectorIndex,
-      count: message.sectorCount,
+      sectors: message.sectors,
       remaining: 0,
     };
     for (const [i, entry] of entries.entries()) {
@@ -971,8 +1065,9 @@ export class RegisterCore {
       kind: "rangeAck",
       sender: this.#rank,
       opId: waiter.opId,
-      sectorIndex: waiter.start,
-      sectorCount: waiter.count,
+      sectorIndex: waiter.sectors[0]!,
+      sectorCount: waiter.sectors.length,
+      sectors: waiter.sectors,
     });
   }
 

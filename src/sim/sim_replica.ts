@@ -116,7 +116,7 @@ export class SimReplica implements NetworkEndpoint {
   }
 
   /** A client command from the workload (this replica must be up). */
-  submit(event: Extract<CoreEvent, { kind: "clientRead" | "clientWrite" }>): void {
+  submit(event: Extract<CoreEvent, { kind: "clientRead" | "clientWrite" | "clientBatch" }>): void {
     assert(this.status === "up", "client commands go to replicas that are up");
     this.step(event);
   }

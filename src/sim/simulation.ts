@@ -229,8 +229,16 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       const first = run[0]!;
       inFlight.set(first.id, run);
       const replica = replicas[first.coordinator - 1]!;
-      // A single sector goes as the standard command; a run as one range command.
-      const sectorCount = run.length > 1 ? run.length : undefined;
+      // Single-sector commands reach a replica in batches, as from its sockets in one event-loop
+      // turn (the driver's clientBatch); a run goes as one range command, after the batch.
+      if (run.length === 1) {
+        batchFor(first.coordinator).push(first);
+        return;
+      }
+      flushBatch(first.coordinator);
+      // The batch's step may have crashed the coordinator: the run was then reported lost.
+      if (!replica.isUp) return;
+      const sectorCount = run.length;
       if (first.kind === "read") {
         replica.submit({ kind: "clientRead", token: first.id, sectorIndex: first.sectorIndex, sectorCount });
       } else {
@@ -244,6 +252,34 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       }
     },
   });
+
+  /** Single-sector commands waiting for their coordinator's next batch. */
+  const batches = new Map<number, HistoryOp[]>();
+  const batchFor = (rank: number): HistoryOp[] => {
+    let batch = batches.get(rank);
+    if (batch === undefined) {
+      batch = [];
+      batches.set(rank, batch);
+      queue.after(workloadRng.range(0, 300), () => flushBatch(rank));
+    }
+    return batch;
+  };
+  const flushBatch = (rank: number): void => {
+    const batch = batches.get(rank);
+    batches.delete(rank);
+    const replica = replicas[rank - 1]!;
+    // Commands of a coordinator that crashed meanwhile were already reported lost.
+    const live = (batch ?? []).filter((op) => inFlight.has(op.id));
+    if (live.length === 0 || !replica.isUp) return;
+    replica.submit({
+      kind: "clientBatch",
+      ops: live.map((op) =>
+        op.kind === "read"
+          ? { kind: "read", token: op.id, sectorIndex: op.sectorIndex }
+          : { kind: "write", token: op.id, sectorIndex: op.sectorIndex, data: encodeValue(op.value!) },
+      ),
+    });
+  };
 
   let partitionEpoch = 0;
   const injectFaults = (): void => {

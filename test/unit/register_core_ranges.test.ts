@@ -232,3 +232,75 @@ describe("register core: tag-only loads (rule 7)", () => {
     expect(values[0]!.message).toMatchObject({ ts: 5n, wr: 1 });
   });
 });
+
+describe("register core: batches of single-sector commands (rule 8)", () => {
+  it("a batch on idle sectors shares one message per rank and phase, and each command gets its own answer", () => {
+    const h = new CoreHarness(3);
+    h.step(1, {
+      kind: "clientBatch",
+      ops: [
+        { kind: "write", token: 1, sectorIndex: 900, data: sectorOf(9) },
+        { kind: "write", token: 2, sectorIndex: 7, data: sectorOf(7) },
+        { kind: "write", token: 3, sectorIndex: 300, data: sectorOf(3) },
+      ],
+    });
+    const query = h.network.filter((m) => m.message.kind === "readTagRangeProc");
+    expect(query).toHaveLength(3);
+    expect(query[0]!.message).toMatchObject({ sectorIndex: 7, sectorCount: 3, sectors: [7, 300, 900] });
+    h.settle();
+    expect([1, 2, 3].every((t) => h.completed.has(t))).toBe(true);
+    h.step(2, {
+      kind: "clientBatch",
+      ops: [
+        { kind: "read", token: 4, sectorIndex: 300 },
+        { kind: "read", token: 5, sectorIndex: 900 },
+        { kind: "read", token: 6, sectorIndex: 7 },
+      ],
+    });
+    h.settle();
+    expect(h.completed.get(4)).toEqual(sectorOf(3));
+    expect(h.completed.get(5)).toEqual(sectorOf(9));
+    expect(h.completed.get(6)).toEqual(sectorOf(7));
+  });
+
+  it("repeats of a sector in one batch keep their arrival order", () => {
+    const h = new CoreHarness(3);
+    h.step(1, {
+      kind: "clientBatch",
+      ops: [
+        { kind: "write", token: 1, sectorIndex: 5, data: sectorOf(1) },
+        { kind: "read", token: 2, sectorIndex: 5 },
+        { kind: "write", token: 3, sectorIndex: 5, data: sectorOf(3) },
+        { kind: "read", token: 4, sectorIndex: 5 },
+      ],
+    });
+    for (let round = 0; round < 50 && h.completed.size < 4; round++) h.settle();
+    expect(h.completed.get(2)).toEqual(sectorOf(1));
+    expect(h.completed.get(4)).toEqual(sectorOf(3));
+  });
+
+  it("a command on a busy sector waits alone: the rest of its batch does not wait for it", () => {
+    const h = new CoreHarness(3);
+    h.write(1, 1, 40, sectorOf(1)); // in flight on sector 40
+    h.step(1, {
+      kind: "clientBatch",
+      ops: [
+        { kind: "write", token: 2, sectorIndex: 40, data: sectorOf(2) },
+        { kind: "write", token: 3, sectorIndex: 41, data: sectorOf(3) },
+      ],
+    });
+    // Let only operations not on sector 40 make progress.
+    for (let round = 0; round < 20; round++) {
+      h.serveLoads();
+      h.syncPersists();
+      h.deliver((m) => m.message.sectorIndex !== 40);
+    }
+    expect(h.completed.has(3)).toBe(true);
+    expect(h.completed.has(1) || h.completed.has(2)).toBe(false);
+    h.settle();
+    expect(h.completed.has(1) && h.completed.has(2)).toBe(true);
+    h.read(2, 9, 40);
+    h.settle();
+    expect(h.completed.get(9)).toEqual(sectorOf(2));
+  });
+});
