@@ -1,6 +1,6 @@
 // Encoders of the atdd messages (SPEC §1). Inputs come from our own code, so bad inputs are
 // programmer errors and fail loudly. Decoding lives in decoder.ts (it must survive a hostile stream).
-import { assert, unreachable } from "../util/assert.js";
+import { AssertionError, assert, unreachable } from "../util/assert.js";
 import { MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { signMessage } from "./hmac.js";
 import {
@@ -8,14 +8,17 @@ import {
   clientCommandHeaderLayout,
   RANGE_COMMAND_DATA_OFFSET,
   RANGE_RESPONSE_DATA_OFFSET,
+  RANGE_SECTOR_BYTES,
+  RANGE_SECTORS_OFFSET,
   RANGE_TAG_BYTES,
   RANGE_TAG_TS_OFFSET,
   RANGE_TAG_WR_OFFSET,
-  RANGE_TAGS_OFFSET,
   READ_RESPONSE_DATA_OFFSET,
+  rangeBodyOffset,
   rangeCommandHeaderLayout,
   rangeCommandSize,
   rangeDataOffset,
+  rangeProcMessageSize,
   rangeResponseHeaderLayout,
   rangeResponseSize,
   rangeStateMessageSize,
@@ -25,6 +28,7 @@ import {
   sectorStateBodyLayout,
   systemHeaderLayout,
   tagBodyLayout,
+  tagRangeValueMessageSize,
 } from "./layouts.js";
 import {
   type AtddMessage,
@@ -66,6 +70,29 @@ function assertRun(sectorIndex: number, sectorCount: number): void {
   );
   // Subtract rather than add: sectorIndex + sectorCount could round back below 2^53.
   assert(sectorIndex <= Number.MAX_SAFE_INTEGER - (sectorCount - 1), "range ends beyond 2^53");
+}
+
+/**
+ * A system range message's sector set: sectorCount safe indexes, strictly increasing, the first
+ * being the header's sectorIndex (which assertSectorIndex has checked).
+ */
+function assertSectorList(msg: RangeSystemMessage): void {
+  const { sectors, sectorCount } = msg;
+  assert(
+    Number.isInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
+    `a range holds 1..${MAX_RANGE_SECTORS} sectors, not ${sectorCount}`,
+  );
+  assert(Array.isArray(sectors) && sectors.length === sectorCount, "a range lists sectorCount sectors");
+  assert(sectors[0] === msg.sectorIndex, "a range's sector list starts with its sectorIndex");
+  let previous = -1;
+  for (let i = 0; i < sectorCount; i++) {
+    const sector = sectors[i]!;
+    // The message is built only on failure: this loop runs for every sector of every range message.
+    if (!(Number.isSafeInteger(sector) && sector > previous)) {
+      throw new AssertionError(`range sector list: ${sector} at ${i} is not a safe index above ${previous}`);
+    }
+    previous = sector;
+  }
 }
 
 function assertRunData(data: Buffer | undefined, sectorCount: number): asserts data is Buffer {
@@ -215,14 +242,14 @@ function systemMessageSize(msg: SystemMessage): number {
     case "tagValue":
       return MessageSize.TagValue;
     case "tagRangeValue":
-      return MessageSize.TagRangeValue;
+      return tagRangeValueMessageSize(msg.sectorCount);
     case "rangeValue":
     case "writeRangeProc":
       return rangeStateMessageSize(msg.sectorCount);
     case "readRangeProc":
     case "readTagRangeProc":
     case "rangeAck":
-      return MessageSize.RangeProc;
+      return rangeProcMessageSize(msg.sectorCount);
     default:
       return MessageSize.ReadProc;
   }
@@ -263,10 +290,10 @@ export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buff
 
 /**
  * RANGE_VALUE and WRITE_RANGE_PROC reach 1 MiB: one zeroed allocation (the tags' padding goes out
- * as zeros), the tags written in a plain loop, the data copied once, one HMAC.
+ * as zeros), the sector list and the tags written in plain loops, the data copied once, one HMAC.
  */
 function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): Buffer {
-  assertRun(msg.sectorIndex, msg.sectorCount);
+  assertSectorList(msg);
   if (msg.kind === "rangeValue" || msg.kind === "writeRangeProc") {
     assert(msg.tags.length === msg.sectorCount, "a range carries one tag per sector");
     assertRunData(msg.data, msg.sectorCount);
@@ -283,14 +310,15 @@ function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): B
     },
     message,
   );
+  encodeSectorList(msg.sectors, message);
   switch (msg.kind) {
     case "tagRangeValue":
       assertWriterRank(msg.wr);
-      tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, RANGE_TAGS_OFFSET);
+      tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, rangeBodyOffset(msg.sectorCount));
       break;
     case "rangeValue":
     case "writeRangeProc":
-      encodeRangeTags(msg.tags, message);
+      encodeRangeTags(msg.tags, message, rangeBodyOffset(msg.sectorCount));
       msg.data.copy(message, rangeDataOffset(msg.sectorCount));
       break;
     default:
@@ -300,8 +328,18 @@ function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): B
   return message;
 }
 
-function encodeRangeTags(tags: readonly WireTag[], message: Buffer): void {
-  let at = RANGE_TAGS_OFFSET;
+function encodeSectorList(sectors: readonly number[], message: Buffer): void {
+  let at = RANGE_SECTORS_OFFSET;
+  for (const sector of sectors) {
+    // Two u32 halves: exact for every safe integer, without a BigInt per sector.
+    message.writeUInt32BE(Math.floor(sector / 0x1_0000_0000), at);
+    message.writeUInt32BE(sector % 0x1_0000_0000, at + 4);
+    at += RANGE_SECTOR_BYTES;
+  }
+}
+
+function encodeRangeTags(tags: readonly WireTag[], message: Buffer, offset: number): void {
+  let at = offset;
   for (const tag of tags) {
     assertTimestamp(tag.ts);
     assertWriterRank(tag.wr);

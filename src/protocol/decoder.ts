@@ -20,11 +20,13 @@ import {
   isRangeType,
   RANGE_COMMAND_DATA_OFFSET,
   RANGE_RESPONSE_DATA_OFFSET,
+  RANGE_SECTOR_BYTES,
+  RANGE_SECTORS_OFFSET,
   RANGE_TAG_BYTES,
   RANGE_TAG_TS_OFFSET,
   RANGE_TAG_WR_OFFSET,
-  RANGE_TAGS_OFFSET,
   READ_RESPONSE_DATA_OFFSET,
+  rangeBodyOffset,
   rangeCommandHeaderLayout,
   rangeDataOffset,
   rangeResponseHeaderLayout,
@@ -92,8 +94,9 @@ export class AtddDecoder {
   private readonly role: "replica" | "client";
   private readonly clientKey: Buffer;
   private readonly systemKey: Buffer | undefined;
-  /** Exclusive upper bound of valid sector indexes. */
+  /** Exclusive upper bound of valid sector indexes (at most 2^53, so exact as a number too). */
   private readonly sectorLimit: bigint;
+  private readonly sectorLimitNumber: number;
   private readonly replicaCount: number;
 
   /** First bytes of a message whose size is not known yet: a magic prefix, then up to the type. */
@@ -117,6 +120,7 @@ export class AtddDecoder {
     this.clientKey = options.clientKey;
     this.systemKey = options.systemKey;
     this.sectorLimit = sectors === undefined ? SAFE_INDEX_LIMIT : BigInt(sectors);
+    this.sectorLimitNumber = Number(this.sectorLimit);
     this.replicaCount = replicaCount;
   }
 
@@ -376,20 +380,30 @@ export class AtddDecoder {
     return { kind: "message", message };
   }
 
-  /** The range system messages (0x82..0x87): as their per-sector counterparts, over a run. */
+  /**
+   * The range system messages (0x82..0x87): as their per-sector counterparts, over a set of
+   * sectors. An authentic message whose sector list is not strictly increasing, does not start
+   * with the header's sector or reaches beyond the volume is dropped as invalidSector.
+   */
   private decodeRangeSystemMessage(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     assert(this.systemKey !== undefined, "system types are accepted only with a system key");
     if (!verifyMessageTag(buf, offset, size, this.systemKey)) return dropped("badTag", size);
     const header = rangeSystemHeaderLayout.decode(buf, offset);
     if (header.sender < 1 || header.sender > this.replicaCount) return dropped("invalidSender", size);
     const { sectorCount } = header;
-    if (header.sectorIndex + BigInt(sectorCount) > this.sectorLimit) return dropped("invalidSector", size);
+    // Below the limit, so below 2^53: exact as a number.
+    if (header.sectorIndex >= this.sectorLimit) return dropped("invalidSector", size);
+    const sectorIndex = Number(header.sectorIndex);
+    const sectors = decodeSectorList(buf, offset, sectorCount, sectorIndex, this.sectorLimitNumber);
+    if (sectors === undefined) return dropped("invalidSector", size);
     const base = {
       sender: header.sender,
       opId: Buffer.from(header.opId),
-      sectorIndex: Number(header.sectorIndex),
+      sectorIndex,
       sectorCount,
+      sectors,
     };
+    const bodyOffset = offset + rangeBodyOffset(sectorCount);
     let message: SystemMessage;
     switch (header.type) {
       case MessageType.ReadRangeProc:
@@ -402,13 +416,13 @@ export class AtddDecoder {
         message = { kind: "rangeAck", ...base };
         break;
       case MessageType.TagRangeValue: {
-        const body = tagBodyLayout.decode(buf, offset + RANGE_TAGS_OFFSET);
+        const body = tagBodyLayout.decode(buf, bodyOffset);
         message = { kind: "tagRangeValue", ...base, ts: body.ts, wr: body.wr };
         break;
       }
       default: {
         // RANGE_VALUE / WRITE_RANGE_PROC: atddMessageSize admitted no other type with this size.
-        const tags = decodeRangeTags(buf, offset, sectorCount);
+        const tags = decodeRangeTags(buf, bodyOffset, sectorCount);
         const dataOffset = offset + rangeDataOffset(sectorCount);
         const data = takeData(buf, dataOffset, sectorCount * SECTOR_SIZE_BYTES, owned);
         const kind = header.type === MessageType.RangeValue ? "rangeValue" : "writeRangeProc";
@@ -457,9 +471,43 @@ function isResponseType(type: number): boolean {
   );
 }
 
+/** 2^32 and the high word from which a u64 is at least 2^53 (beyond any sector limit). */
+const U32_SPAN = 0x1_0000_0000;
+const UNSAFE_HIGH_WORD = 0x20_0000;
+
+/**
+ * The sector list of the range system message at `buf[offset..]`, or undefined unless it is
+ * strictly increasing, starts with `first` (the header's sector) and stays below `limit` (at most
+ * 2^53). Read as two u32 halves: no BigInt per sector, and exact below 2^53.
+ */
+function decodeSectorList(
+  buf: Buffer,
+  offset: number,
+  sectorCount: number,
+  first: number,
+  limit: number,
+): number[] | undefined {
+  const sectors: number[] = new Array(sectorCount);
+  let at = offset + RANGE_SECTORS_OFFSET;
+  let previous = -1;
+  for (let i = 0; i < sectorCount; i++) {
+    const high = buf.readUInt32BE(at);
+    if (high >= UNSAFE_HIGH_WORD) return undefined;
+    const sector = high * U32_SPAN + buf.readUInt32BE(at + 4);
+    if (sector <= previous) return undefined;
+    sectors[i] = sector;
+    previous = sector;
+    at += RANGE_SECTOR_BYTES;
+  }
+  // Strictly increasing: the first is the smallest and the last the largest.
+  if (sectors[0] !== first || previous >= limit) return undefined;
+  return sectors;
+}
+
+/** `sectorCount` range tags starting at `buf[offset..]`. */
 function decodeRangeTags(buf: Buffer, offset: number, sectorCount: number): WireTag[] {
   const tags: WireTag[] = new Array(sectorCount);
-  let at = offset + RANGE_TAGS_OFFSET;
+  let at = offset;
   for (let i = 0; i < sectorCount; i++) {
     tags[i] = { ts: buf.readBigUInt64BE(at + RANGE_TAG_TS_OFFSET), wr: buf[at + RANGE_TAG_WR_OFFSET]! };
     at += RANGE_TAG_BYTES;

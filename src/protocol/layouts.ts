@@ -165,11 +165,14 @@ export const rangeSystemHeaderLayout = BufferLayout.struct<RangeSystemHeader>([
 ]);
 
 /**
- * RANGE_VALUE / WRITE_RANGE_PROC body from offset 32: sectorCount tags laid out as tagBodyLayout
- * (ts u64, 7 padding bytes, wr u8), then sectorCount * 4096 data bytes. Up to 256 tags per
- * message, so codec.ts and decoder.ts read and write them with plain Buffer calls at these
- * offsets rather than through a layout object per sector.
+ * After the 32-byte range system header: the sector list, sectorCount big-endian u64s (strictly
+ * increasing, the first equal to the header's sector index), then the body at
+ * rangeBodyOffset(sectorCount). RANGE_VALUE / WRITE_RANGE_PROC bodies are sectorCount tags laid out
+ * as tagBodyLayout (ts u64, 7 padding bytes, wr u8), then sectorCount * 4096 data bytes. Up to 256
+ * entries per message, so codec.ts and decoder.ts read and write them with plain Buffer calls at
+ * these offsets rather than through a layout object per sector.
  */
+export const RANGE_SECTOR_BYTES = MessageSize.RangeSectorListPerSector;
 export const RANGE_TAG_BYTES = 16;
 /** Offset of ts and of wr inside one range tag. */
 export const RANGE_TAG_TS_OFFSET = 0;
@@ -180,10 +183,15 @@ export const CLIENT_WRITE_DATA_OFFSET = clientCommandHeaderLayout.span;
 export const READ_RESPONSE_DATA_OFFSET = responseHeaderLayout.span;
 export const SYSTEM_BODY_OFFSET = systemHeaderLayout.span;
 
-/** Range messages: where the tags start and where the run's data starts. */
-export const RANGE_TAGS_OFFSET = rangeSystemHeaderLayout.span;
+/**
+ * Range system messages: where the sector list starts, where the body (TAG_RANGE_VALUE's tag,
+ * RANGE_VALUE / WRITE_RANGE_PROC's tags) starts and where the data starts.
+ */
+export const RANGE_SECTORS_OFFSET = rangeSystemHeaderLayout.span;
+export const rangeBodyOffset = (sectorCount: number): number =>
+  RANGE_SECTORS_OFFSET + sectorCount * RANGE_SECTOR_BYTES;
 export const rangeDataOffset = (sectorCount: number): number =>
-  RANGE_TAGS_OFFSET + sectorCount * RANGE_TAG_BYTES;
+  rangeBodyOffset(sectorCount) + sectorCount * RANGE_TAG_BYTES;
 export const RANGE_COMMAND_DATA_OFFSET = rangeCommandHeaderLayout.span;
 export const RANGE_RESPONSE_DATA_OFFSET = rangeResponseHeaderLayout.span;
 
@@ -222,13 +230,18 @@ assert(rangeResponseHeaderLayout.offsetOf("status") === STATUS_OFFSET, "range st
 assert(rangeSystemHeaderLayout.offsetOf("type") === TYPE_OFFSET, "range type at 7");
 assert(tagBodyLayout.span === RANGE_TAG_BYTES, "a range tag is laid out as a TAG_VALUE body");
 assert(tagBodyLayout.offsetOf("wr") === RANGE_TAG_WR_OFFSET, "range tag wr at 15");
-assert(RANGE_TAGS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeProc, "READ_RANGE_PROC size");
+assert(RANGE_SECTORS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeProc, "READ_RANGE_PROC fixed part");
 assert(
-  RANGE_TAGS_OFFSET + tagBodyLayout.span + HMAC_TAG_BYTES === MessageSize.TagRangeValue,
-  "TAG_RANGE_VALUE",
+  RANGE_SECTORS_OFFSET + tagBodyLayout.span + HMAC_TAG_BYTES === MessageSize.TagRangeValue,
+  "TAG_RANGE_VALUE fixed part",
 );
-assert(RANGE_TAGS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeStateBase, "RANGE_VALUE fixed part");
+assert(RANGE_SECTORS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeStateBase, "RANGE_VALUE fixed part");
+assert(RANGE_SECTOR_BYTES === 8, "a sector list entry is a u64");
 assert(RANGE_TAG_BYTES + SECTOR_SIZE_BYTES === MessageSize.RangeStatePerSector, "RANGE_VALUE per sector");
+assert(
+  rangeDataOffset(3) + 3 * SECTOR_SIZE_BYTES + HMAC_TAG_BYTES === rangeStateMessageSize(3),
+  "RANGE_VALUE offsets agree with its size",
+);
 assert(RANGE_COMMAND_DATA_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeCommandBase, "READ_RANGE size");
 assert(RANGE_RESPONSE_DATA_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeResponseBase, "range response");
 assert(
@@ -248,9 +261,22 @@ export function isRangeType(type: number): boolean {
   );
 }
 
+/** Size of a READ_RANGE_PROC / READ_TAG_RANGE_PROC / RANGE_ACK of `sectorCount` sectors. */
+export function rangeProcMessageSize(sectorCount: number): number {
+  return MessageSize.RangeProc + sectorCount * MessageSize.RangeSectorListPerSector;
+}
+
+/** Size of a TAG_RANGE_VALUE of `sectorCount` sectors. */
+export function tagRangeValueMessageSize(sectorCount: number): number {
+  return MessageSize.TagRangeValue + sectorCount * MessageSize.RangeSectorListPerSector;
+}
+
 /** Size of a RANGE_VALUE / WRITE_RANGE_PROC of `sectorCount` sectors. */
 export function rangeStateMessageSize(sectorCount: number): number {
-  return MessageSize.RangeStateBase + sectorCount * MessageSize.RangeStatePerSector;
+  return (
+    MessageSize.RangeStateBase +
+    sectorCount * (MessageSize.RangeSectorListPerSector + MessageSize.RangeStatePerSector)
+  );
 }
 
 /** Size of a READ_RANGE (type 0x88) or WRITE_RANGE (0x89) of `sectorCount` sectors. */
@@ -324,9 +350,9 @@ function rangeMessageSize(buf: Buffer, offset: number, type: number): number | u
     case MessageType.ReadRangeProc:
     case MessageType.ReadTagRangeProc:
     case MessageType.RangeAck:
-      return MessageSize.RangeProc;
+      return rangeProcMessageSize(sectorCount);
     case MessageType.TagRangeValue:
-      return MessageSize.TagRangeValue;
+      return tagRangeValueMessageSize(sectorCount);
     case MessageType.RangeValue:
     case MessageType.WriteRangeProc:
       return rangeStateMessageSize(sectorCount);

@@ -1,7 +1,7 @@
-// The range extension messages (0x82..0x89): round trips at the edges of the sector count, the
-// byte layout of messages.ts built by hand, framing of streams that mix them with the standard
-// types, the count bound that keeps every size checked (SPEC §1.4), authentication and the volume
-// bound over a whole run, and who owns the decoded data.
+// The range extension messages (0x82..0x89): round trips at the edges of the sector count and over
+// scattered sector sets, the byte layout of messages.ts built by hand, framing of streams that mix
+// them with the standard types, the count bound that keeps every size checked (SPEC §1.4),
+// authentication, the sector list and the volume bound, and who owns the decoded data.
 import { createHash, createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
@@ -105,9 +105,37 @@ function u64(v: bigint): Buffer {
   return b;
 }
 
-/** Every range message kind with `count` sectors, the size messages.ts gives it, and its decoder. */
-function rangeCases(count: number): [string, AtddMessage, number, () => AtddDecoder][] {
-  const header = { sender: 3, opId, sectorIndex: 2 ** 40 - count, sectorCount: count };
+/** `count` consecutive sectors from `first`. */
+function consecutive(first: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => first + i);
+}
+
+/** The sector fields of a system range message over `sectors` (strictly increasing). */
+function over(sectors: number[]): { sectorIndex: number; sectorCount: number; sectors: number[] } {
+  return { sectorIndex: sectors[0]!, sectorCount: sectors.length, sectors };
+}
+
+/** A scattered set on a 2^40-sector volume: u32 halves, both edges of the volume. */
+const SCATTERED = [3, 17, 1000, 2 ** 32 - 1, 2 ** 32, 2 ** 40 - 1];
+
+/** Sizes of the system range messages (messages.ts): the fixed part, the list, the per-sector state. */
+const procSize = (count: number) => MessageSize.RangeProc + count * MessageSize.RangeSectorListPerSector;
+const tagRangeValueSize = (count: number) =>
+  MessageSize.TagRangeValue + count * MessageSize.RangeSectorListPerSector;
+const stateSize = (count: number) =>
+  MessageSize.RangeStateBase +
+  count * (MessageSize.RangeSectorListPerSector + MessageSize.RangeStatePerSector);
+
+/**
+ * Every range message kind with `count` sectors, the size messages.ts gives it, and its decoder.
+ * System messages cover `sectors` (by default the last `count` sectors of a 2^40-sector volume).
+ */
+function rangeCases(
+  count: number,
+  sectors = consecutive(2 ** 40 - count, count),
+): [string, AtddMessage, number, () => AtddDecoder][] {
+  expect(sectors.length).toBe(count);
+  const header = { sender: 3, opId, ...over(sectors) };
   const response = (
     command: "readRange" | "writeRange",
     status: ClientResponse["status"],
@@ -120,7 +148,6 @@ function rangeCases(count: number): [string, AtddMessage, number, () => AtddDeco
     sectorCount: count,
     ...(data !== undefined ? { data } : {}),
   });
-  const stateSize = MessageSize.RangeStateBase + count * MessageSize.RangeStatePerSector;
   return [
     [
       "READ_RANGE",
@@ -164,30 +191,25 @@ function rangeCases(count: number): [string, AtddMessage, number, () => AtddDeco
       MessageSize.RangeResponseBase,
       clientDecoder,
     ],
-    ["READ_RANGE_PROC", { kind: "readRangeProc", ...header }, MessageSize.RangeProc, wideReplicaDecoder],
-    [
-      "READ_TAG_RANGE_PROC",
-      { kind: "readTagRangeProc", ...header },
-      MessageSize.RangeProc,
-      wideReplicaDecoder,
-    ],
-    ["RANGE_ACK", { kind: "rangeAck", ...header }, MessageSize.RangeProc, wideReplicaDecoder],
+    ["READ_RANGE_PROC", { kind: "readRangeProc", ...header }, procSize(count), wideReplicaDecoder],
+    ["READ_TAG_RANGE_PROC", { kind: "readTagRangeProc", ...header }, procSize(count), wideReplicaDecoder],
+    ["RANGE_ACK", { kind: "rangeAck", ...header }, procSize(count), wideReplicaDecoder],
     [
       "TAG_RANGE_VALUE",
       { kind: "tagRangeValue", ...header, ts: U64_MAX, wr: 254 },
-      MessageSize.TagRangeValue,
+      tagRangeValueSize(count),
       wideReplicaDecoder,
     ],
     [
       "RANGE_VALUE",
       { kind: "rangeValue", ...header, tags: tags(count), data: run(count, 4) },
-      stateSize,
+      stateSize(count),
       wideReplicaDecoder,
     ],
     [
       "WRITE_RANGE_PROC",
       { kind: "writeRangeProc", ...header, sender: 5, tags: tags(count), data: run(count, 5) },
-      stateSize,
+      stateSize(count),
       wideReplicaDecoder,
     ],
   ];
@@ -224,8 +246,40 @@ describe("range messages round trip", () => {
   }
 
   it("the largest range message is exactly MAX_ATDD_MESSAGE_BYTES", () => {
-    const [, , size] = rangeCases(MAX_RANGE_SECTORS).find(([name]) => name === "RANGE_VALUE")!;
+    const [, message, size] = rangeCases(MAX_RANGE_SECTORS).find(([name]) => name === "RANGE_VALUE")!;
     expect(size).toBe(MAX_ATDD_MESSAGE_BYTES);
+    expect(encode(message).length).toBe(64 + 256 * (8 + 16 + 4096));
+  });
+
+  const scatteredSets: [string, number[]][] = [
+    ["[3, 17, 1000, 2^40-1]", [3, 17, 1000, 2 ** 40 - 1]],
+    ["across 2^32 and up to 2^40-1", SCATTERED],
+    ["one sector, 0", [0]],
+    ["256 sectors spread over 2^40", Array.from({ length: 256 }, (_, i) => i * 4_294_967_291 + (i % 7))],
+  ];
+  for (const [setName, sectors] of scatteredSets) {
+    it.each(rangeCases(sectors.length, sectors))(
+      `encodes %s over the scattered set ${setName} with its sector list and decodes it back unchanged`,
+      (name, message, size, decoder) => {
+        const bytes = encode(message);
+        expect(bytes.length).toBe(size);
+        expect(atddMessageSize(bytes, 0)).toBe(size);
+        expect(bytes[7]).toBe(WIRE_TYPES[name]);
+        if (!isClientCommand(message) && message.kind !== "clientResponse") {
+          const list = Array.from({ length: sectors.length }, (_, i) => bytes.readBigUInt64BE(32 + 8 * i));
+          expect(list).toEqual(sectors.map(BigInt));
+          expect(bytes.readBigUInt64BE(24)).toBe(BigInt(sectors[0]!));
+        }
+        expect(digested(decoder().push(bytes))).toEqual(digested(messages(message)));
+      },
+    );
+  }
+
+  it("the size of a system range message follows from its first 8 bytes alone", () => {
+    for (const [, message, size] of rangeCases(5, [0, 9, 10, 11, 2 ** 40 - 1])) {
+      const head = Buffer.concat([encode(message).subarray(0, 8), Buffer.alloc(size - 8, 0xee)]);
+      expect(atddMessageSize(head, 0)).toBe(size);
+    }
   });
 });
 
@@ -271,46 +325,72 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
     expect(digested(replicaDecoder().push(want))).toEqual(digested(messages(command)));
   });
 
-  it("WRITE_RANGE_PROC: count at 4, sender at 6, type 0x87, opId, first sector, count x (ts, 7 zeros, wr), data", () => {
-    const data = run(2, 6);
+  it("WRITE_RANGE_PROC: count at 4, sender at 6, type 0x87, opId, first sector, sector list, count x (ts, 7 zeros, wr), data", () => {
+    const data = run(3, 6);
     const message: SystemMessage = {
       kind: "writeRangeProc",
       sender: 4,
       opId,
-      sectorIndex: 0x1234,
-      sectorCount: 2,
+      ...over([0x1234, 0x1235, 0x12_3456_789a]),
       tags: [
         { ts: 0x1122334455667788n, wr: 3 },
         { ts: 5n, wr: 254 },
+        { ts: 0n, wr: 0 },
       ],
       data,
     };
     const body = Buffer.concat([
       Buffer.from("atdd"),
-      Buffer.from([0x00, 0x02, 0x04, 0x87]),
+      Buffer.from([0x00, 0x03, 0x04, 0x87]),
       opId,
       u64(0x1234n),
+      // The sector list at 32: count x u64.
+      u64(0x1234n),
+      u64(0x1235n),
+      u64(0x12_3456_789an),
+      // The tags at 32 + 8 * 3 = 56.
       u64(0x1122334455667788n),
       Buffer.alloc(7),
       Buffer.from([3]),
       u64(5n),
       Buffer.alloc(7),
       Buffer.from([254]),
+      u64(0n),
+      Buffer.alloc(8),
+      // The data at 56 + 16 * 3 = 104.
       data,
     ]);
     const want = Buffer.concat([body, hmac(systemKey, body)]);
-    expect(want.length).toBe(32 + 2 * 4112 + 32);
+    expect(want.length).toBe(32 + 3 * (8 + 16 + 4096) + 32);
+    expect(want.subarray(104, 104 + 3 * 4096).equals(data)).toBe(true);
     expect(encode(message).equals(want)).toBe(true);
     expect(digested(wideReplicaDecoder().push(want))).toEqual(digested(messages(message)));
   });
 
-  it("TAG_RANGE_VALUE: the range header, then one tag (ts, 7 zeros, wr at 47)", () => {
+  it("RANGE_ACK of a scattered set: the range header, the sector list, the tag", () => {
+    const message: SystemMessage = { kind: "rangeAck", sender: 2, opId, ...over([7, 100, 999]) };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0x03, 0x02, 0x84]),
+      opId,
+      u64(7n),
+      u64(7n),
+      u64(100n),
+      u64(999n),
+    ]);
+    const want = Buffer.concat([body, hmac(systemKey, body)]);
+    expect(want.length).toBe(64 + 3 * 8);
+    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
+    expect(replicaDecoder().push(want)).toEqual(messages(message));
+  });
+
+  it("TAG_RANGE_VALUE: the range header, the sector list, then one tag (ts, 7 zeros, wr)", () => {
+    const sectors = consecutive(9, 255);
     const message: SystemMessage = {
       kind: "tagRangeValue",
       sender: 1,
       opId,
-      sectorIndex: 9,
-      sectorCount: 255,
+      ...over(sectors),
       ts: 77n,
       wr: 2,
     };
@@ -319,12 +399,15 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
       Buffer.from([0x00, 0xff, 0x01, 0x85]),
       opId,
       u64(9n),
+      ...sectors.map((sector) => u64(BigInt(sector))),
       u64(77n),
       Buffer.alloc(7),
       Buffer.from([2]),
     ]);
     const want = Buffer.concat([body, hmac(systemKey, body)]);
+    expect(want.length).toBe(80 + 255 * 8);
     expect(encode(message).toString("hex")).toBe(want.toString("hex"));
+    expect(replicaDecoder().push(want)).toEqual(messages(message));
   });
 
   it("READ_RANGE response Ok: count echoed at 4, status at 6, type 0xC8, request number, data", () => {
@@ -381,13 +464,17 @@ describe("range messages on a stream", () => {
   };
   const write: ClientCommand = { kind: "clientWrite", requestNumber: 2n, sectorIndex: 11, data: run(1, 11) };
   const read: ClientCommand = { kind: "clientRead", requestNumber: 3n, sectorIndex: 12 };
-  const rangeAck: SystemMessage = { kind: "rangeAck", sender: 2, opId, sectorIndex: 0, sectorCount: 7 };
+  const rangeAck: SystemMessage = {
+    kind: "rangeAck",
+    sender: 2,
+    opId,
+    ...over([0, 2, 4, 100, 500, 998, 999]),
+  };
   const tagRangeValue: SystemMessage = {
     kind: "tagRangeValue",
     sender: 1,
     opId,
-    sectorIndex: 5,
-    sectorCount: 9,
+    ...over([5, 6, 7, 50, 51, 300, 301, 302, 900]),
     ts: 3n,
     wr: 1,
   };
@@ -396,10 +483,17 @@ describe("range messages on a stream", () => {
     kind: "writeRangeProc",
     sender: 4,
     opId,
-    sectorIndex: 999,
-    sectorCount: 1,
+    ...over([999]),
     tags: tags(1),
     data: run(1, 12),
+  };
+  const writeRangeProc2: SystemMessage = {
+    kind: "writeRangeProc",
+    sender: 5,
+    opId,
+    ...over([1, 640]),
+    tags: tags(2),
+    data: run(2, 16),
   };
 
   it("decodes standard and range messages, up to a 256-sector one, fed one byte at a time", () => {
@@ -407,8 +501,8 @@ describe("range messages on a stream", () => {
       kind: "rangeValue",
       sender: 5,
       opId,
-      sectorIndex: SECTORS - 256,
-      sectorCount: 256,
+      // Scattered over the whole volume: every third sector, then the last one.
+      ...over([...Array.from({ length: 255 }, (_, i) => i * 3), SECTORS - 1]),
       tags: tags(256),
       data: run(256, 13),
     };
@@ -419,7 +513,7 @@ describe("range messages on a stream", () => {
       sectorCount: 2,
       data: run(2, 14),
     };
-    const all = [read, big, readRange, writeRange, ack, write, tagRangeValue];
+    const all = [read, big, readRange, writeRange, ack, write, tagRangeValue, writeRangeProc2];
     const stream = Buffer.concat(all.map(encode));
     const decoder = replicaDecoder();
     const events: DecodeEvent[] = [];
@@ -434,7 +528,7 @@ describe("range messages on a stream", () => {
   });
 
   it("decodes a replica-side stream mixing standard and range messages split at every point", () => {
-    const all = [readRange, writeRangeProc1, read, rangeAck, ack, tagRangeValue];
+    const all = [readRange, writeRangeProc1, read, rangeAck, ack, tagRangeValue, writeRangeProc2];
     const stream = Buffer.concat(all.map(encode));
     const want = digested(messages(...all));
     for (let cut = 0; cut <= stream.length; cut++) {
@@ -645,19 +739,19 @@ describe("range messages: authentication and the volume bound", () => {
     expect(decoder.push(encode(last))).toEqual(messages(last));
   });
 
-  it("an authentic system range message whose run crosses the volume end is dropped as invalidSector", () => {
+  it("an authentic system range message whose last sector is past the volume end is dropped as invalidSector", () => {
     const ack: SystemMessage = { kind: "ack", sender: 1, opId, sectorIndex: 1 };
     const inside: SystemMessage = {
       kind: "writeRangeProc",
       sender: 2,
       opId,
-      sectorIndex: SECTORS - 2,
-      sectorCount: 2,
+      ...over([0, SECTORS - 1]),
       tags: tags(2),
       data: run(2, 22),
     };
-    const crossing = { ...inside, sectorIndex: SECTORS - 1 };
-    const size = MessageSize.RangeStateBase + 2 * MessageSize.RangeStatePerSector;
+    // Only the last sector is off the volume; the header's first sector is fine.
+    const crossing: SystemMessage = { ...inside, sectors: [0, SECTORS] };
+    const size = stateSize(2);
     expect(
       digested(replicaDecoder().push(Buffer.concat([encode(crossing), encode(inside), encode(ack)]))),
     ).toEqual(
@@ -667,23 +761,116 @@ describe("range messages: authentication and the volume bound", () => {
       kind: "readRangeProc",
       sender: 1,
       opId,
-      sectorIndex: 990,
-      sectorCount: 11,
+      ...over(consecutive(990, 11)),
     };
     expect(replicaDecoder().push(encode(readRangeProc))).toEqual([
-      { kind: "dropped", reason: "invalidSector", bytes: MessageSize.RangeProc },
+      { kind: "dropped", reason: "invalidSector", bytes: procSize(11) },
     ]);
+    const wholeSpan: SystemMessage = { kind: "rangeAck", sender: 1, opId, ...over([0, 500, SECTORS - 1]) };
+    expect(replicaDecoder().push(encode(wholeSpan))).toEqual(messages(wholeSpan));
+  });
+
+  describe("an authentic system range message with a bad sector list is dropped as invalidSector", () => {
+    const writeRangeProc: SystemMessage = {
+      kind: "writeRangeProc",
+      sender: 2,
+      opId,
+      ...over([10, 20, 30, 40]),
+      tags: tags(4),
+      data: run(4, 25),
+    };
+    const tagRangeValue: SystemMessage = {
+      kind: "tagRangeValue",
+      sender: 3,
+      opId,
+      ...over([10, 20, 30, 40]),
+      ts: 9n,
+      wr: 3,
+    };
+    const readRangeProc: SystemMessage = {
+      kind: "readRangeProc",
+      sender: 4,
+      opId,
+      ...over([10, 20, 30, 40]),
+    };
+    const entry = (i: number) => 32 + 8 * i;
+    // Patches of an encoded 4-sector message [10, 20, 30, 40]; each is re-signed, so only the list is wrong.
+    const patches: [string, (b: Buffer) => void][] = [
+      ["decreasing", (b) => b.writeBigUInt64BE(25n, entry(3))],
+      ["a duplicate sector", (b) => b.writeBigUInt64BE(20n, entry(2))],
+      ["two equal last sectors", (b) => b.writeBigUInt64BE(30n, entry(3))],
+      ["a first element other than the header's sector", (b) => b.writeBigUInt64BE(11n, entry(0))],
+      ["a first element below the header's sector", (b) => b.writeBigUInt64BE(9n, entry(0))],
+      ["a header sector other than the list's first", (b) => b.writeBigUInt64BE(11n, 24)],
+      ["a header sector past the volume", (b) => b.writeBigUInt64BE(BigInt(SECTORS), 24)],
+      ["the last sector at the volume size", (b) => b.writeBigUInt64BE(BigInt(SECTORS), entry(3))],
+      ["the last sector at 2^53", (b) => b.writeBigUInt64BE(2n ** 53n, entry(3))],
+      ["the last sector at 2^64-1", (b) => b.writeBigUInt64BE(U64_MAX, entry(3))],
+      ["a middle sector beyond the volume", (b) => b.writeBigUInt64BE(2n ** 40n, entry(2))],
+      [
+        "a middle sector whose low word alone would increase",
+        (b) => b.writeBigUInt64BE(2n ** 32n + 25n, entry(2)),
+      ],
+      ["every sector zero", (b) => b.fill(0, entry(0), entry(4))],
+    ];
+    const cases = patches.flatMap(([name, patch]) =>
+      [writeRangeProc, tagRangeValue, readRangeProc].map(
+        (message) => [message.kind, name, message, patch] as const,
+      ),
+    );
+
+    it.each(cases)("a %s with %s", (_kind, _name, message, patch) => {
+      const bytes = encode(message);
+      const bad = resigned(bytes, systemKey, patch);
+      const next: ClientCommand = { kind: "clientRead", requestNumber: 1n, sectorIndex: 40 };
+      expect(atddMessageSize(bad, 0)).toBe(bytes.length);
+      // Dropped whole; the intact message after it decodes.
+      expect(digested(replicaDecoder().push(Buffer.concat([bad, encode(next), bytes])))).toEqual(
+        digested([
+          { kind: "dropped", reason: "invalidSector", bytes: bytes.length },
+          ...messages(next, message),
+        ]),
+      );
+    });
+
+    it("the same bad lists without the volume bound are still dropped", () => {
+      const noVolume = new AtddDecoder({ ...replicaOptions, sectors: undefined });
+      for (const [name, patch] of patches) {
+        if (name.includes("volume")) continue;
+        const bytes = encode(readRangeProc);
+        expect(noVolume.push(resigned(bytes, systemKey, patch)), name).toEqual([
+          { kind: "dropped", reason: "invalidSector", bytes: bytes.length },
+        ]);
+      }
+    });
+
+    it("checks the tag first, then the sender, then the list", () => {
+      const bytes = encode(readRangeProc);
+      const badList = (b: Buffer) => b.writeBigUInt64BE(10n, entry(1));
+      const forged = resigned(bytes, systemKey, badList);
+      forged[40]! ^= 0x01;
+      expect(replicaDecoder().push(forged)).toEqual([
+        { kind: "dropped", reason: "badTag", bytes: bytes.length },
+      ]);
+      const badSender = resigned(bytes, systemKey, (b) => {
+        badList(b);
+        b[6] = REPLICAS + 1;
+      });
+      expect(replicaDecoder().push(badSender)).toEqual([
+        { kind: "dropped", reason: "invalidSender", bytes: bytes.length },
+      ]);
+    });
   });
 
   it.each([0, REPLICAS + 1, 255])(
     "an authentic system range message from sender rank %i is dropped",
     (rank) => {
-      const rangeAck = encode({ kind: "rangeAck", sender: 1, opId, sectorIndex: 0, sectorCount: 4 });
+      const rangeAck = encode({ kind: "rangeAck", sender: 1, opId, ...over([0, 1, 5, 6]) });
       const bad = resigned(rangeAck, systemKey, (b) => {
         b[6] = rank;
       });
       expect(replicaDecoder().push(bad)).toEqual([
-        { kind: "dropped", reason: "invalidSender", bytes: MessageSize.RangeProc },
+        { kind: "dropped", reason: "invalidSender", bytes: procSize(4) },
       ]);
     },
   );
@@ -693,12 +880,11 @@ describe("range messages: authentication and the volume bound", () => {
       kind: "rangeValue",
       sender: 1,
       opId,
-      sectorIndex: 0,
-      sectorCount: 3,
+      ...over([0, 7, 8]),
       tags: tags(3),
       data: run(3, 23),
     });
-    rangeValue[40]! ^= 0x01; // a tag's padding: covered by the HMAC like every other byte
+    rangeValue[56 + 8]! ^= 0x01; // a tag's padding: covered by the HMAC like every other byte
     expect(replicaDecoder().push(Buffer.concat([rangeValue, encode(read)]))).toEqual([
       { kind: "dropped", reason: "badTag", bytes: rangeValue.length },
       ...messages(read),
@@ -710,8 +896,7 @@ describe("range messages: authentication and the volume bound", () => {
       kind: "writeRangeProc",
       sender: 1,
       opId,
-      sectorIndex: 3,
-      sectorCount: 2,
+      ...over([3, 900]),
       tags: tags(2),
       data: run(2, 24),
     });
@@ -750,8 +935,7 @@ describe("range messages: who owns the decoded data", () => {
     kind: "rangeValue",
     sender: 2,
     opId,
-    sectorIndex: 8,
-    sectorCount: 3,
+    ...over([8, 20, 900]),
     tags: tags(3),
     data: run(3, 32),
   };
@@ -834,9 +1018,17 @@ describe("range encoders: programmer errors fail loudly", () => {
     opId,
     sectorIndex: 1,
     sectorCount: 2,
+    sectors: [1, 5] as number[],
     tags: tags(2),
     data: run(2),
   } as const;
+  const rangeAck =
+    (sectors: number[], sectorIndex = sectors[0]!, sectorCount = sectors.length) =>
+    () =>
+      encodeSystemMessage(
+        { kind: "rangeAck", sender: 1, opId, sectorIndex, sectorCount, sectors },
+        systemKey,
+      );
   const response = {
     kind: "clientResponse",
     command: "readRange",
@@ -924,22 +1116,37 @@ describe("range encoders: programmer errors fail loudly", () => {
       "a TAG_RANGE_VALUE with writer rank 255",
       () =>
         encodeSystemMessage(
-          { kind: "tagRangeValue", sender: 1, opId, sectorIndex: 1, sectorCount: 1, ts: 1n, wr: 255 },
+          { kind: "tagRangeValue", sender: 1, opId, ...over([1]), ts: 1n, wr: 255 },
           systemKey,
         ),
     ],
     [
       "a RANGE_ACK of 0 sectors",
       () =>
-        encodeSystemMessage({ kind: "rangeAck", sender: 1, opId, sectorIndex: 1, sectorCount: 0 }, systemKey),
+        encodeSystemMessage(
+          { kind: "rangeAck", sender: 1, opId, sectorIndex: 1, sectorCount: 0, sectors: [] },
+          systemKey,
+        ),
     ],
     [
       "a READ_RANGE_PROC from sender 0",
-      () =>
-        encodeSystemMessage(
-          { kind: "readRangeProc", sender: 0, opId, sectorIndex: 1, sectorCount: 1 },
-          systemKey,
-        ),
+      () => encodeSystemMessage({ kind: "readRangeProc", sender: 0, opId, ...over([1]) }, systemKey),
+    ],
+    ["a sector list shorter than the count", rangeAck([1, 2], 1, 3)],
+    ["a sector list longer than the count", rangeAck([1, 2, 3], 1, 2)],
+    ["a decreasing sector list", rangeAck([1, 9, 4])],
+    ["a duplicate sector", rangeAck([1, 4, 4])],
+    ["a sector list not starting with sectorIndex", rangeAck([1, 4], 0)],
+    ["a sectorIndex above the list's first sector", rangeAck([1, 4], 2)],
+    ["a negative sector", rangeAck([-1, 4], -1)],
+    ["a negative sector after the first", rangeAck([0, -1])],
+    ["a fractional sector", rangeAck([1, 2.5])],
+    ["a NaN sector", rangeAck([1, Number.NaN])],
+    ["a sector of 2^53", rangeAck([1, 2 ** 53])],
+    ["a 257-sector list", rangeAck(consecutive(0, 257))],
+    [
+      "WRITE_RANGE_PROC without its sector list",
+      () => encodeSystemMessage({ ...writeRangeProc, sectors: undefined } as never, systemKey),
     ],
   ])("refuses to encode %s", (_name, encodeIt) => {
     expect(encodeIt).toThrow(AssertionError);
@@ -959,16 +1166,19 @@ describe("range encoders: programmer errors fail loudly", () => {
       },
       systemKey,
     );
-    expect(proc.subarray(40, 47)).toEqual(Buffer.alloc(7));
+    // The tags (ts u64, 7 padding bytes, wr) follow the 2-sector list, at 32 + 16 = 48.
     expect(proc.subarray(56, 63)).toEqual(Buffer.alloc(7));
-    expect([proc[47], proc[63]]).toEqual([254, 254]);
+    expect(proc.subarray(72, 79)).toEqual(Buffer.alloc(7));
+    expect([proc[63], proc[79]]).toEqual([254, 254]);
   });
 });
 
 describe("range messages fuzz", () => {
   it("never throws and never buffers more than one message on 500 seeded random streams", () => {
     const random = seededRandom(20261123);
-    const valid = [...rangeCases(1), ...rangeCases(3)].map(([, message]) => encode(message));
+    const valid = [...rangeCases(1), ...rangeCases(3), ...rangeCases(SCATTERED.length, SCATTERED)].map(
+      ([, message]) => encode(message),
+    );
     valid.push(encode({ kind: "clientRead", requestNumber: 1n, sectorIndex: 1 }));
     let messagesSeen = 0;
     for (let round = 0; round < 500; round++) {
