@@ -410,18 +410,13 @@ export class JournalStore implements SectorStore {
   async load(sectorIndex: number): Promise<SectorState> {
     assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0 && sectorIndex < MAX_SECTORS, "bad sector");
     for (;;) {
-      this.throwIfUnusable();
-      const queued =
-        this.pending.get(sectorIndex) ?? this.dirty.get(sectorIndex) ?? this.applying?.get(sectorIndex);
-      if (queued !== undefined) {
-        if ("lost" in queued) throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
-        return { ts: queued.ts, wr: queued.wr, data: Buffer.from(queued.data) };
+      const found = this.lookup(sectorIndex);
+      if (found.kind === "queued") {
+        const { ts, wr, data } = found.state;
+        return { ts, wr, data: Buffer.from(data) };
       }
-      if (this.corruptSectors.has(sectorIndex)) {
-        throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
-      }
-      const slot = this.sectorToSlot.get(sectorIndex);
-      if (slot === undefined) return initialSectorState();
+      if (found.kind === "never") return initialSectorState();
+      const { slot } = found;
       const version = this.slotVersion[slot];
       const data = Buffer.allocUnsafe(SECTOR_SIZE_BYTES);
       const n = await io(`read sector ${sectorIndex}`, () =>
@@ -442,23 +437,33 @@ export class JournalStore implements SectorStore {
   loadTag(sectorIndex: number): Promise<SectorTag> {
     assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0 && sectorIndex < MAX_SECTORS, "bad sector");
     try {
-      this.throwIfUnusable();
+      const found = this.lookup(sectorIndex);
+      if (found.kind === "queued") return Promise.resolve({ ts: found.state.ts, wr: found.state.wr });
+      if (found.kind === "never") return Promise.resolve({ ts: 0n, wr: 0 });
+      return Promise.resolve({ ts: this.slotTs[found.slot]!, wr: this.slotWr[found.slot]! });
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * Where the latest state of a sector is, from memory: a state not yet in its slot, its slot, or
+   * nowhere (never written). Throws STORAGE_CORRUPT for a sector known damaged.
+   */
+  private lookup(
+    sectorIndex: number,
+  ): { kind: "queued"; state: ApplyState } | { kind: "slot"; slot: number } | { kind: "never" } {
+    this.throwIfUnusable();
     const queued =
       this.pending.get(sectorIndex) ?? this.dirty.get(sectorIndex) ?? this.applying?.get(sectorIndex);
     if (queued !== undefined) {
-      if ("lost" in queued)
-        return Promise.reject(corruptError(`sector ${sectorIndex}: stored state is damaged`));
-      return Promise.resolve({ ts: queued.ts, wr: queued.wr });
+      if ("lost" in queued) throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
+      return { kind: "queued", state: queued };
     }
-    if (this.corruptSectors.has(sectorIndex)) {
-      return Promise.reject(corruptError(`sector ${sectorIndex}: stored state is damaged`));
-    }
+    if (this.corruptSectors.has(sectorIndex))
+      throw corruptError(`sector ${sectorIndex}: stored state is damaged`);
     const slot = this.sectorToSlot.get(sectorIndex);
-    if (slot === undefined) return Promise.resolve({ ts: 0n, wr: 0 });
-    return Promise.resolve({ ts: this.slotTs[slot]!, wr: this.slotWr[slot]! });
+    return slot === undefined ? { kind: "never" } : { kind: "slot", slot };
   }
 
   persist(sectorIndex: number, state: SectorState): Promise<void> {
