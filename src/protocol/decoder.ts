@@ -55,7 +55,14 @@ import {
   type WireTag,
 } from "./messages.js";
 
-export type DropReason = "garbage" | "unknownType" | "badTag" | "invalidSector" | "invalidSender";
+export type DropReason =
+  | "garbage"
+  | "unknownType"
+  | "badTag"
+  | "invalidSector"
+  | "invalidSender"
+  /** A tag whose writer rank is no replica of the cluster (only 0, the initial tag, or 1..N). */
+  | "invalidWriter";
 
 /**
  * A client command that fails authentication or names sectors beyond the volume: not executed, but
@@ -367,11 +374,13 @@ export class AtddDecoder {
         break;
       case MessageType.TagValue: {
         const body = tagBodyLayout.decode(buf, offset + SYSTEM_BODY_OFFSET);
+        if (body.wr > this.replicaCount) return dropped("invalidWriter", size);
         message = { kind: "tagValue", ...base, ts: body.ts, wr: body.wr };
         break;
       }
       default: {
         const body = sectorStateBodyLayout.decode(buf, offset + SYSTEM_BODY_OFFSET);
+        if (body.wr > this.replicaCount) return dropped("invalidWriter", size);
         const data = takeData(body.data, 0, SECTOR_SIZE_BYTES, owned);
         const kind = header.type === MessageType.Value ? "value" : "writeProc";
         message = { kind, ...base, ts: body.ts, wr: body.wr, data };
@@ -417,12 +426,14 @@ export class AtddDecoder {
         break;
       case MessageType.TagRangeValue: {
         const body = tagBodyLayout.decode(buf, bodyOffset);
+        if (body.wr > this.replicaCount) return dropped("invalidWriter", size);
         message = { kind: "tagRangeValue", ...base, ts: body.ts, wr: body.wr };
         break;
       }
       default: {
         // RANGE_VALUE / WRITE_RANGE_PROC: atddMessageSize admitted no other type with this size.
-        const tags = decodeRangeTags(buf, bodyOffset, sectorCount);
+        const tags = decodeRangeTags(buf, bodyOffset, sectorCount, this.replicaCount);
+        if (tags === undefined) return dropped("invalidWriter", size);
         const dataOffset = offset + rangeDataOffset(sectorCount);
         const data = takeData(buf, dataOffset, sectorCount * SECTOR_SIZE_BYTES, owned);
         const kind = header.type === MessageType.RangeValue ? "rangeValue" : "writeRangeProc";
@@ -504,12 +515,19 @@ function decodeSectorList(
   return sectors;
 }
 
-/** `sectorCount` range tags starting at `buf[offset..]`. */
-function decodeRangeTags(buf: Buffer, offset: number, sectorCount: number): WireTag[] {
+/** `sectorCount` range tags starting at `buf[offset..]`; undefined if a writer rank is above N. */
+function decodeRangeTags(
+  buf: Buffer,
+  offset: number,
+  sectorCount: number,
+  replicaCount: number,
+): WireTag[] | undefined {
   const tags: WireTag[] = new Array(sectorCount);
   let at = offset;
   for (let i = 0; i < sectorCount; i++) {
-    tags[i] = { ts: buf.readBigUInt64BE(at + RANGE_TAG_TS_OFFSET), wr: buf[at + RANGE_TAG_WR_OFFSET]! };
+    const wr = buf[at + RANGE_TAG_WR_OFFSET]!;
+    if (wr > replicaCount) return undefined;
+    tags[i] = { ts: buf.readBigUInt64BE(at + RANGE_TAG_TS_OFFSET), wr };
     at += RANGE_TAG_BYTES;
   }
   return tags;

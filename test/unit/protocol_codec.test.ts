@@ -208,7 +208,7 @@ describe("extension messages READ_TAG_PROC (0x80) and TAG_VALUE (0x81)", () => {
 
   it("round-trip with their own sizes and types", () => {
     const query: AtddMessage = { kind: "readTagProc", sender: 2, opId, sectorIndex: 99 };
-    const answer: AtddMessage = { kind: "tagValue", sender: 5, opId, sectorIndex: 7, ts: U64_MAX, wr: 254 };
+    const answer: AtddMessage = { kind: "tagValue", sender: 5, opId, sectorIndex: 7, ts: U64_MAX, wr: 5 };
     const queryBytes = encodeSystemMessage(query, systemKey);
     const answerBytes = encodeSystemMessage(answer, systemKey);
     expect([queryBytes.length, answerBytes.length]).toEqual([MessageSize.ReadTagProc, MessageSize.TagValue]);

@@ -364,6 +364,27 @@ describe("AtddDecoder resync (SPEC §1.4)", () => {
     ]);
   });
 
+  it.each([REPLICAS + 1, 254])(
+    "drops an authentic TAG_VALUE, VALUE or WRITE_PROC whose tag names writer rank %i (no such replica)",
+    (wr) => {
+      const tagValue: SystemMessage = { kind: "tagValue", sender: 2, opId, sectorIndex: 7, ts: 9n, wr };
+      for (const bad of [tagValue, { ...value, wr }, { ...writeProc, wr }]) {
+        const bytes = encode(bad);
+        expect(replicaDecoder().push(Buffer.concat([bytes, encode(ack)]))).toEqual([
+          { kind: "dropped", reason: "invalidWriter", bytes: bytes.length },
+          ...messages(ack),
+        ]);
+      }
+    },
+  );
+
+  it("accepts writer rank 0 (the initial tag) and N", () => {
+    for (const wr of [0, REPLICAS]) {
+      const ok: SystemMessage = { ...value, wr };
+      expect(replicaDecoder().push(encode(ok))).toEqual(messages(ok));
+    }
+  });
+
   it("never accepts a READ with any single byte changed, at every position", () => {
     const original = encode(read);
     for (let position = 0; position < original.length; position++) {

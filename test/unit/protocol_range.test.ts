@@ -46,11 +46,11 @@ function run(count: number, seed = 1): Buffer {
   return data;
 }
 
-/** One tag per sector, reaching the u64 and u8 edges. */
+/** One tag per sector, reaching the u64 edge and the highest writer rank of the cluster. */
 function tags(count: number): WireTag[] {
   return Array.from({ length: count }, (_, i) => ({
     ts: i === count - 1 ? U64_MAX : BigInt(i) * 2n ** 40n + 3n,
-    wr: i % 2 === 0 ? 254 : i % 5,
+    wr: i % 2 === 0 ? REPLICAS : i % 5,
   }));
 }
 
@@ -196,7 +196,7 @@ function rangeCases(
     ["RANGE_ACK", { kind: "rangeAck", ...header }, procSize(count), wideReplicaDecoder],
     [
       "TAG_RANGE_VALUE",
-      { kind: "tagRangeValue", ...header, ts: U64_MAX, wr: 254 },
+      { kind: "tagRangeValue", ...header, ts: U64_MAX, wr: REPLICAS },
       tagRangeValueSize(count),
       wideReplicaDecoder,
     ],
@@ -334,7 +334,7 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
       ...over([0x1234, 0x1235, 0x12_3456_789a]),
       tags: [
         { ts: 0x1122334455667788n, wr: 3 },
-        { ts: 5n, wr: 254 },
+        { ts: 5n, wr: REPLICAS },
         { ts: 0n, wr: 0 },
       ],
       data,
@@ -354,7 +354,7 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
       Buffer.from([3]),
       u64(5n),
       Buffer.alloc(7),
-      Buffer.from([254]),
+      Buffer.from([REPLICAS]),
       u64(0n),
       Buffer.alloc(8),
       // The data at 56 + 16 * 3 = 104.
@@ -874,6 +874,24 @@ describe("range messages: authentication and the volume bound", () => {
       ]);
     },
   );
+
+  it("an authentic range message whose tag names a writer rank above N is dropped whole", () => {
+    const rangeAck = encode({ kind: "rangeAck", sender: 1, opId, ...over([0, 1, 5, 6]) });
+    const badTags = tags(4);
+    badTags[2] = { ts: 5n, wr: REPLICAS + 1 };
+    const bad: SystemMessage[] = [
+      { kind: "rangeValue", sender: 2, opId, ...over([0, 1, 5, 6]), tags: badTags, data: run(4) },
+      { kind: "writeRangeProc", sender: 2, opId, ...over([0, 1, 5, 6]), tags: badTags, data: run(4) },
+      { kind: "tagRangeValue", sender: 2, opId, ...over([0, 1, 5, 6]), ts: 5n, wr: 254 },
+    ];
+    for (const message of bad) {
+      const bytes = encode(message);
+      expect(replicaDecoder().push(Buffer.concat([bytes, rangeAck]))).toEqual([
+        { kind: "dropped", reason: "invalidWriter", bytes: bytes.length },
+        ...messages({ kind: "rangeAck", sender: 1, opId, ...over([0, 1, 5, 6]) }),
+      ]);
+    }
+  });
 
   it("a system range message with a bad tag is dropped whole, and the stream goes on", () => {
     const rangeValue = encode({
