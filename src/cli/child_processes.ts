@@ -18,17 +18,34 @@ const STOP_GRACE_MS = 5_000;
 
 export const CLI_MAIN_PATH = join(dirname(fileURLToPath(import.meta.url)), "main.js");
 
-/** Starts `node [nodeArgs] main.js <args>` with stdout and stderr appended to logPath (or inherited). */
+/**
+ * Starts `node [nodeArgs] main.js <args>` with stdout and stderr appended to logPath (or inherited).
+ * The child also gets an IPC channel, used for nothing but its end: a child that sees it close
+ * (this process gone, even by SIGKILL) stops itself (stopWhenParentExits), so no replica or gateway
+ * outlives the `dev` or benchmark process that started it.
+ */
 export function spawnCli(args: string[], logPath?: string, nodeArgs: string[] = []): ChildProcess {
   const argv = [...nodeArgs, CLI_MAIN_PATH, ...args];
   if (logPath === undefined)
-    return spawn(process.execPath, argv, { stdio: ["ignore", "inherit", "inherit"] });
+    return spawn(process.execPath, argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const fd = openSync(logPath, "a");
   try {
-    return spawn(process.execPath, argv, { stdio: ["ignore", fd, fd] });
+    return spawn(process.execPath, argv, { stdio: ["ignore", fd, fd, "ipc"] });
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * In a process started by spawnCli: calls `stop` once the parent's end of the IPC channel closes.
+ * A process started any other way (by hand, systemd) has no channel and is left alone. The channel
+ * does not keep the event loop alive.
+ */
+export function stopWhenParentExits(stop: (reason: string) => void): void {
+  const channel = process.channel;
+  if (channel === undefined) return;
+  channel.unref();
+  process.once("disconnect", () => stop("parent exited"));
 }
 
 export function hasExited(child: ChildProcess): boolean {

@@ -1,5 +1,6 @@
 // `atomic-disk dev`: a whole local cluster in one command — N replica child processes plus the
-// NBD gateway child — for `make run`. Children are stopped by pid on SIGINT/SIGTERM.
+// NBD gateway child — for `make run`. Children are stopped by pid on SIGINT/SIGTERM, and stop
+// themselves when dev dies any other way (stopWhenParentExits).
 import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";

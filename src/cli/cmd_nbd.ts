@@ -7,6 +7,7 @@ import { NbdServer } from "../nbd/server.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { NBD_REQUEST_TIMEOUT_MS } from "../util/limits.js";
 import { componentLogger } from "../util/log.js";
+import { stopWhenParentExits } from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { loadClusterConfig } from "./config.js";
 
@@ -86,5 +87,6 @@ export const nbdCommand: CommandModule<object, NbdArgs> = {
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    stopWhenParentExits(stop);
   }),
 };

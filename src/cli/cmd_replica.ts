@@ -3,6 +3,7 @@ import type { CommandModule } from "yargs";
 import { type RunningReplica, startReplica } from "../net/replica_server.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { componentLogger } from "../util/log.js";
+import { stopWhenParentExits } from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { loadClusterConfig } from "./config.js";
 
@@ -56,6 +57,7 @@ export const replicaCommand: CommandModule<object, ReplicaArgs> = {
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    stopWhenParentExits(stop);
     replica = await startReplica({
       config,
       rank,
