@@ -3,7 +3,8 @@ import { existsSync, lstatSync, unlinkSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { NBD_REQUEST_TIMEOUT_MS } from "../util/limits.js";
+import { RateLimitedLog } from "../net/rate_limited_log.js";
+import { BAD_INPUT_LOG_INTERVAL_MS, NBD_MAX_CONNECTIONS, NBD_REQUEST_TIMEOUT_MS } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 import type { ExportInfo } from "./export_info.js";
 import { formatListenAddress, type ListenAddress } from "./listen_address.js";
@@ -43,6 +44,15 @@ export class NbdServer {
       sizeBytes: this.volume.sizeBytes,
     };
     this.server = createServer((socket) => this.accept(socket));
+    // Past the limit node closes each new socket at once; the flood is logged, rate-limited.
+    this.server.maxConnections = NBD_MAX_CONNECTIONS;
+    const refusedLog = new RateLimitedLog(this.log, BAD_INPUT_LOG_INTERVAL_MS);
+    this.server.on("drop", (info) =>
+      refusedLog.warn(
+        { remote: info?.remoteAddress, limit: NBD_MAX_CONNECTIONS },
+        "connection refused: too many open connections",
+      ),
+    );
   }
 
   static async start(options: NbdServerOptions): Promise<NbdServer> {

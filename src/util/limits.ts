@@ -106,5 +106,12 @@ export const NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION = 256;
 /** NBD: request payload and read-reply bytes one connection may hold before we stop reading it. */
 export const NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION = 128 * 1024 * 1024;
 
+/**
+ * NBD: open client connections the gateway accepts; later ones are closed at once (and logged).
+ * Multi-connection clients use a handful (nbd-client -C, qemu, nbdcopy: 4-16); the limit bounds
+ * the in-flight bytes all connections together can make the gateway hold (8 GiB at worst).
+ */
+export const NBD_MAX_CONNECTIONS = 64;
+
 /** NBD: a client must finish option haggling within this time, or an idle socket is held forever. */
 export const NBD_HANDSHAKE_TIMEOUT_MS = 60_000;
