@@ -1,9 +1,9 @@
 // The NBD gateway's listener (TCP or unix socket) and its sessions over one shared Volume.
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { RateLimitedLog } from "../net/rate_limited_log.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { RateLimitedLog } from "../net/rate_limited_log.js";
 import { BAD_INPUT_LOG_INTERVAL_MS, NBD_MAX_CONNECTIONS, NBD_REQUEST_TIMEOUT_MS } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 import type { ExportInfo } from "./export_info.js";
