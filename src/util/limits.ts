@@ -57,6 +57,13 @@ export const SOCKET_HIGH_WATER_BYTES = 8 * 1024 * 1024;
  */
 export const MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION = 4_096;
 
+/**
+ * Storage: synchronous page-cache writes (node_file_io.ts) may hold the event loop this long
+ * before the writer lets it turn: long enough to amortise the turn, short next to a write's
+ * latency (milliseconds), so a checkpoint's many slot writes never stall the replica.
+ */
+export const SYNC_WRITE_SLICE_MS = 2;
+
 /** Storage group commit: a batch closes at this many records or bytes, whichever comes first. */
 export const GROUP_COMMIT_MAX_RECORDS = 512;
 
