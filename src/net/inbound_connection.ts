@@ -13,6 +13,7 @@ import {
 import { MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { CoalescingWriter } from "./coalescing_writer.js";
+import type { ConnectionAdmission } from "./connection_admission.js";
 import type { RateLimitedLog } from "./rate_limited_log.js";
 
 export interface InboundHandler {
@@ -36,6 +37,7 @@ export interface InboundConnectionOptions {
   handler: InboundHandler;
   counters: InboundCounters;
   badInputLog: RateLimitedLog;
+  admission: ConnectionAdmission;
   logger: Logger;
 }
 
@@ -49,6 +51,8 @@ export class InboundConnection {
   private inflightSectors = 0;
   private paused = false;
   private open = true;
+  /** Set by the first authenticated message (connection_admission.ts). */
+  private identified = false;
   private readonly closeCallbacks: Array<() => void> = [];
   readonly remote: string;
 
@@ -73,8 +77,10 @@ export class InboundConnection {
     );
     this.socket.once("close", () => {
       this.open = false;
+      options.admission.closed(this);
       for (const cb of this.closeCallbacks) cb();
     });
+    options.admission.accepted(this);
   }
 
   isOpen(): boolean {
@@ -117,10 +123,20 @@ export class InboundConnection {
       switch (event.kind) {
         case "message": {
           const message = event.message;
+          if (message.kind === "clientResponse") break;
+          if (!this.identified) {
+            const role = isClientCommand(message) ? "client" : "peer";
+            if (!this.options.admission.identified(this, role)) {
+              this.open = false;
+              this.socket.destroy();
+              return;
+            }
+            this.identified = true;
+          }
           if (isClientCommand(message)) {
             this.inflightSectors += "sectorCount" in message ? message.sectorCount : 1;
             this.options.handler.clientCommand(this, message);
-          } else if (message.kind !== "clientResponse") {
+          } else {
             this.options.handler.systemMessage(message);
           }
           break;

@@ -7,8 +7,13 @@ import { type ClusterConfig, formatHostPort } from "../cli/config.js";
 import type { SectorStore } from "../storage/sector_store.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { BAD_INPUT_LOG_INTERVAL_MS } from "../util/limits.js";
+import {
+  BAD_INPUT_LOG_INTERVAL_MS,
+  MAX_CLIENT_CONNECTIONS,
+  MAX_UNIDENTIFIED_CONNECTIONS,
+} from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
+import { ConnectionAdmission, type ConnectionAdmissionStats } from "./connection_admission.js";
 import { type DataDirLock, lockDataDir } from "./data_dir_lock.js";
 import { InboundConnection, type InboundCounters } from "./inbound_connection.js";
 import { PeerLink } from "./peer_link.js";
@@ -33,6 +38,7 @@ export interface ReplicaStats {
   driver: ReplicaDriverStats;
   inbound: InboundCounters;
   connections: number;
+  admission: ConnectionAdmissionStats;
   peers: Record<number, { sentFrames: number; droppedFrames: number; connects: number }>;
 }
 
@@ -141,6 +147,11 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
     };
     const badInputLog = new RateLimitedLog(logger, BAD_INPUT_LOG_INTERVAL_MS);
     const connections = new Set<InboundConnection>();
+    const admission = new ConnectionAdmission({
+      maxUnidentified: MAX_UNIDENTIFIED_CONNECTIONS,
+      maxClients: MAX_CLIENT_CONNECTIONS,
+      log: new RateLimitedLog(logger, BAD_INPUT_LOG_INTERVAL_MS),
+    });
     const handler = {
       clientCommand: driver.clientCommand.bind(driver),
       systemMessage: driver.peerMessage.bind(driver),
@@ -155,6 +166,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
         handler,
         counters,
         badInputLog,
+        admission,
         logger,
       });
       connections.add(connection);
@@ -181,6 +193,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
         driver: { ...driver.stats },
         inbound: { ...counters },
         connections: connections.size,
+        admission: admission.stats(),
         peers: Object.fromEntries([...peers].map(([r, link]) => [r, { ...link.stats }])),
       }),
       close: () => {

@@ -64,6 +64,21 @@ export const MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION = 4_096;
  */
 export const SYNC_WRITE_SLICE_MS = 2;
 
+/**
+ * Replica: accepted connections that have not yet sent an authenticated message. Past this, a new
+ * one evicts the oldest (connection_admission.ts), so idle sockets, which need no key, can pin at
+ * most this many partial messages (~1 MiB each) and never lock a reconnecting peer out.
+ */
+export const MAX_UNIDENTIFIED_CONNECTIONS = 64;
+
+/**
+ * Replica: client connections (identified by an authenticated client command). Gateways use a few
+ * each; past this, new ones are closed. Bounds the write data clients can make a replica hold to
+ * this times MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION (2 GiB). Peers are not limited: they hold
+ * the system key, and there are N-1 of them.
+ */
+export const MAX_CLIENT_CONNECTIONS = 128;
+
 /** Storage group commit: a batch closes at this many records or bytes, whichever comes first. */
 export const GROUP_COMMIT_MAX_RECORDS = 512;
 
