@@ -21,7 +21,7 @@
 // recovery: scan slots.meta (linear in written sectors), replay the journal's current epoch in
 //   order into `dirty`, then checkpoint.
 // Space: 4096 + 64 bytes per written sector (1.6% over), plus the journal: up to twice the
-//   checkpoint size plus one batch while running (the second half only if phase 1 is slower than
+//   checkpoint size plus one batch and one growth chunk (JOURNAL_EXTEND_BYTES) while running (the second half only if phase 1 is slower than
 //   the persists arriving meanwhile), its headers only after close. Memory: ~60 bytes per written
 //   sector (a Map sector -> slot plus typed arrays per slot), plus the states not yet in the slots:
 //   the dirty maps hold at most one state per journal record of the current epoch, so at most
@@ -52,6 +52,7 @@ import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
   GROUP_COMMIT_MAX_RECORDS,
   JOURNAL_CHECKPOINT_BYTES,
+  JOURNAL_EXTEND_BYTES,
   MAX_SECTORS,
   SECTOR_SIZE_BYTES,
 } from "../util/limits.js";
@@ -87,6 +88,9 @@ export const JOURNAL_FILE = "journal";
 export const JOURNAL_TMP_FILE = "journal.tmp";
 export const SLOT_DATA_FILE = "slots.dat";
 export const SLOT_META_FILE = "slots.meta";
+
+/** Zeros the journal grows by (extendJournalFor), shared and never written to. */
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 
 /** Journal records read per I/O during recovery (~1 MiB): few syscalls, bounded memory. */
 const RECOVERY_CHUNK_RECORDS = 256;
@@ -617,6 +621,7 @@ export class JournalStore implements SectorStore {
     }
     this.nextSeq += batch.length;
     const position = journalRecordPosition(first);
+    await this.extendJournalFor(position + batch.length * RECORD_BYTES);
     await io("write journal", () =>
       this.journal.writev(
         batch.flatMap((q) => [q.record, q.data]),
@@ -635,6 +640,27 @@ export class JournalStore implements SectorStore {
       if (this.pending.get(q.sector) === q) this.pending.delete(q.sector);
     }
     for (const q of batch) q.resolve();
+  }
+
+  /**
+   * Before a batch would write past the end of the journal file, the file grows by a whole chunk
+   * of zeros (no sync of its own: the batch's fdatasync covers it). An fdatasync that must also
+   * make new blocks durable costs an ext4 journal commit: measured 550-670 µs against 260-420 µs
+   * for a batch of 16 records, 3 stores at once. So the file grows once per chunk rather than once
+   * per batch (it starts at its headers after every open of a cleanly closed store). Only bytes
+   * past the end of the file are written, where no record can be.
+   */
+  private async extendJournalFor(end: number): Promise<void> {
+    if (end <= this.journalFileBytes) return;
+    const chunkBytes = Math.min(JOURNAL_EXTEND_BYTES, this.checkpointBytes);
+    const target = Math.max(end, this.journalFileBytes + chunkBytes);
+    const zeros: Buffer[] = [];
+    for (let left = target - this.journalFileBytes; left > 0; left -= ZERO_CHUNK.length) {
+      zeros.push(left >= ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, left));
+    }
+    const at = this.journalFileBytes;
+    await io("extend journal", () => this.journal.writev(zeros, at));
+    this.journalFileBytes = target;
   }
 
   /** Checkpoint phase 1 in the background, unless one runs or is waiting for its phase 2. */
