@@ -4,9 +4,9 @@ import { describe, expect, it } from "vitest";
 import { JournalStore } from "../../src/storage/journal_store.js";
 import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
 import { nodeFileSystem } from "../../src/storage/node_file_io.js";
-import { RECORD_BYTES } from "../../src/storage/record_format.js";
+import { JOURNAL_RECORDS_OFFSET, RECORD_BYTES } from "../../src/storage/record_format.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
-import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { JOURNAL_EXTEND_BYTES, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { sameState, silentLogger, stateOf, withTempDir } from "./storage_test_support.js";
 
 async function dirBytes(dir: string): Promise<number> {
@@ -110,6 +110,31 @@ describe("JournalStore on real files", () => {
       expect(batches).toBeLessThanOrEqual(10);
       expect(after.maxBatchRecords).toBeGreaterThanOrEqual(20);
       await store.close();
+    });
+  });
+
+  it("grows the journal a whole chunk of zeros ahead of its records; recovery after a crash skips them", async () => {
+    await withTempDir(async (dir) => {
+      const journalBytes = async () => (await stat(path.join(dir, "journal"))).size;
+      let store = await JournalStore.open({ fs: nodeFileSystem, dir, logger: silentLogger });
+      const opened = await journalBytes();
+      expect(opened).toBeLessThan(RECORD_BYTES);
+      await store.persist(3, stateOf(3, 1));
+      // One record, but the file grew by a whole chunk: the next ~1,000 batches allocate nothing.
+      expect(await journalBytes()).toBe(opened + JOURNAL_EXTEND_BYTES);
+      await Promise.all([4, 5, 6].map((s) => store.persist(s, stateOf(s, 1))));
+      expect(await journalBytes()).toBe(opened + JOURNAL_EXTEND_BYTES);
+      await store.abandonForTesting();
+      store = await JournalStore.open({ fs: nodeFileSystem, dir, logger: silentLogger });
+      expect(store.stats().recovery).toMatchObject({
+        replayedRecords: 4,
+        discardedRecords: 0,
+        corruptSectors: 0,
+      });
+      for (const s of [3, 4, 5, 6]) expect(sameState(await store.load(s), stateOf(s, 1))).toBe(true);
+      await store.close();
+      // A clean close gives the space back.
+      expect(await journalBytes()).toBe(JOURNAL_RECORDS_OFFSET);
     });
   });
 
