@@ -22,6 +22,7 @@ const BENCH_WORKING_SET_SECTORS = 65_536;
 
 interface BenchArgs {
   seconds: number;
+  "warmup-seconds": number;
   connections: number;
   depth: number;
   replicas: number;
@@ -167,6 +168,12 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
         default: 10,
         describe: "total run time (half writes, half reads)",
       })
+      .option("warmup-seconds", {
+        type: "number",
+        default: 2,
+        describe:
+          "writes before the measured phases, not counted (JIT, first journal growth and slot allocation)",
+      })
       .option("connections", {
         type: "number",
         default: 4,
@@ -253,6 +260,21 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       await Promise.all(connections.map((c, i) => c.write(i, Buffer.alloc(SECTOR_SIZE_BYTES))));
       const phaseMs = (args.seconds * 1000) / 2;
       const pids = children.map((c) => c.pid);
+      const warmupSeconds = args["warmup-seconds"];
+      if (!(warmupSeconds >= 0)) throw new AtomicDiskError("CONFIG_INVALID", "--warmup-seconds must be >= 0");
+      let warmup = "";
+      if (warmupSeconds > 0) {
+        const w = await runPhase(
+          "write",
+          connections,
+          args.depth,
+          warmupSeconds * 1000,
+          config.sectors,
+          pids,
+          runSectors,
+        );
+        warmup = `warm-up (not counted): ${w.ops} writes in ${w.seconds.toFixed(1)} s\n`;
+      }
       const results = [];
       for (const phase of ["write", "read"] as const) {
         if (args.only !== undefined && args.only !== phase) continue;
@@ -262,7 +284,7 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       }
       process.stdout.write(
         `bench-replicas: ${args.replicas} replicas, ${args.connections} connections x depth ${args.depth}, ` +
-          `${runSectors} x 4 KiB sectors per command, data in ${dir}\n${formatTable(results, args.replicas)}\n`,
+          `${runSectors} x 4 KiB sectors per command, data in ${dir}\n${warmup}${formatTable(results, args.replicas)}\n`,
       );
     } finally {
       for (const c of connections) c.close();
