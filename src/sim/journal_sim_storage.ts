@@ -6,6 +6,7 @@ import { pino } from "pino";
 import { JournalStore } from "../storage/journal_store.js";
 import { MemoryFileSystem } from "../storage/memory_file_io.js";
 import type { SectorState, SectorTag } from "../storage/sector_state.js";
+import type { PersistItem } from "../storage/sector_store.js";
 import { isAtomicDiskError } from "../util/errors.js";
 import type { EventQueue } from "./event_queue.js";
 import type { FaultProfile } from "./fault_profile.js";
@@ -71,6 +72,13 @@ export class JournalSimStorage implements SimStorage {
   persist(sectorIndex: number, state: SectorState, done: () => void): void {
     const store = this.usable();
     this.later(store.persist(sectorIndex, state), done, (err) => {
+      throw err;
+    });
+  }
+
+  persistMany(items: readonly PersistItem[], done: () => void): void {
+    const store = this.usable();
+    this.later(store.persistMany(items), done, (err) => {
       throw err;
     });
   }

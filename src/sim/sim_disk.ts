@@ -3,6 +3,7 @@
 // writes, except that for each sector some prefix of its pending writes may already have reached
 // the platter: after the crash the sector holds its old or one of its newer states, never a mix.
 import { initialSectorState, type SectorState, type SectorTag } from "../storage/sector_state.js";
+import type { PersistItem } from "../storage/sector_store.js";
 import type { EventQueue } from "./event_queue.js";
 import type { Prng } from "./prng.js";
 import type { SimStorage } from "./sim_storage.js";
@@ -54,6 +55,20 @@ export class SimDisk implements SimStorage {
     this.latest.set(sectorIndex, state);
     this.pending.push({ sectorIndex, state, done });
     this.maybeStartSync();
+  }
+
+  persistMany(items: readonly PersistItem[], done: () => void): void {
+    let left = items.length;
+    if (left === 0) {
+      this.queue.after(0, done);
+      return;
+    }
+    // Each item is its own pending write (a crash keeps any subset); done after the last is durable.
+    for (const { sectorIndex, state } of items) {
+      this.persist(sectorIndex, state, () => {
+        if (--left === 0) done();
+      });
+    }
   }
 
   private maybeStartSync(): void {

@@ -2,6 +2,7 @@
 // routed through the simulator's event queue. Two implementations: SimDisk (a small model) and
 // JournalSimStorage (the real JournalStore over the in-memory file system).
 import type { SectorState, SectorTag } from "../storage/sector_state.js";
+import type { PersistItem } from "../storage/sector_store.js";
 
 export interface SimStorage {
   /** Latest stored state (durable or not); null when the storage detects a corrupt record. */
@@ -10,6 +11,11 @@ export interface SimStorage {
   loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void;
   /** Stores a state; `done` runs once it is durable, and never if a crash comes first. */
   persist(sectorIndex: number, state: SectorState, done: () => void): void;
+  /**
+   * Stores states of distinct sectors; `done` runs once all of them are durable, and never if a
+   * crash comes first (each sector may independently survive the crash, old or new).
+   */
+  persistMany(items: readonly PersistItem[], done: () => void): void;
   /** Power loss: whatever was not durable may be lost; pending callbacks never run. */
   crash(): void;
   /** Makes the storage usable again after a crash (or at first start); `done` when ready. */

@@ -82,7 +82,7 @@ import {
   writeRecordHeader,
 } from "./record_format.js";
 import { initialSectorState, type SectorState, type SectorTag } from "./sector_state.js";
-import type { SectorStore } from "./sector_store.js";
+import type { PersistItem, SectorStore } from "./sector_store.js";
 
 export const JOURNAL_FILE = "journal";
 export const JOURNAL_TMP_FILE = "journal.tmp";
@@ -502,6 +502,21 @@ export class JournalStore implements SectorStore {
       this.persistCount++;
       this.kick();
     });
+  }
+
+  persistMany(items: readonly PersistItem[]): Promise<void> {
+    return Promise.all(items.map((item) => this.persist(item.sectorIndex, item.state))).then(() => {});
+  }
+
+  loadMany(sectorIndexes: readonly number[]): Promise<Array<SectorState | null>> {
+    return Promise.all(
+      sectorIndexes.map((sector) =>
+        this.load(sector).catch((err: unknown) => {
+          if (isAtomicDiskError(err, "STORAGE_CORRUPT")) return null;
+          throw err;
+        }),
+      ),
+    );
   }
 
   writtenSectorCount(): number {

@@ -2,6 +2,12 @@
 // (real disks) and run under the simulator over a simulated file system.
 import type { SectorState, SectorTag } from "./sector_state.js";
 
+/** One sector's new state in a `persistMany` call. */
+export interface PersistItem {
+  sectorIndex: number;
+  state: SectorState;
+}
+
 export interface SectorStore {
   /**
    * The latest state written for the sector (durable or not yet durable), or the initial state
@@ -23,6 +29,21 @@ export interface SectorStore {
    * order. The caller must not mutate `state.data` afterwards.
    */
   persist(sectorIndex: number, state: SectorState): Promise<void>;
+
+  /**
+   * Stores new states for distinct sectors together: resolves once every one of them is durable.
+   * The same ordering and ownership rules as `persist` apply to each item; the store is free to
+   * put all of them in one group commit, and the caller pays one completion instead of one per
+   * sector.
+   */
+  persistMany(items: readonly PersistItem[]): Promise<void>;
+
+  /**
+   * `load` for many sectors at once (adjacent stored sectors may be read with one I/O). The result
+   * has one entry per requested sector, in order: its state, or null when that sector's stored
+   * record is corrupt (what `load` rejects with STORAGE_CORRUPT). Other failures reject.
+   */
+  loadMany(sectorIndexes: readonly number[]): Promise<Array<SectorState | null>>;
 
   /** Number of sectors that hold a written state (for metrics and tests). */
   writtenSectorCount(): number;

@@ -12,7 +12,7 @@ import { type RunningReplica, startReplica } from "../../src/net/replica_server.
 import { encodeClientCommand } from "../../src/protocol/codec.js";
 import { MAGIC, ResponseStatus } from "../../src/protocol/messages.js";
 import { initialSectorState, type SectorState } from "../../src/storage/sector_state.js";
-import type { SectorStore } from "../../src/storage/sector_store.js";
+import type { PersistItem, SectorStore } from "../../src/storage/sector_store.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
 import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { setRootLogger } from "../../src/util/log.js";
@@ -32,6 +32,13 @@ class MemoryStore implements SectorStore {
   async persist(sectorIndex: number, state: SectorState): Promise<void> {
     this.sectors.set(sectorIndex, state);
     await new Promise((r) => setImmediate(r));
+  }
+  async persistMany(items: readonly PersistItem[]): Promise<void> {
+    for (const { sectorIndex, state } of items) this.sectors.set(sectorIndex, state);
+    await new Promise((r) => setImmediate(r));
+  }
+  loadMany(sectorIndexes: readonly number[]): Promise<SectorState[]> {
+    return Promise.all(sectorIndexes.map((sector) => this.load(sector)));
   }
   writtenSectorCount(): number {
     return this.sectors.size;
