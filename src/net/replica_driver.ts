@@ -3,7 +3,7 @@
 // rank come back as `message` events from a microtask (never re-entrantly, no network, no HMAC).
 import { randomBytes } from "node:crypto";
 import { v4 as uuidv4 } from "uuid";
-import { encodeSystemMessage } from "../protocol/codec.js";
+import { encodeSystemMessageFrame, type Frame } from "../protocol/codec.js";
 import {
   type ClientCommand,
   type ClientCommandName,
@@ -60,6 +60,8 @@ export class ReplicaDriver {
   private readonly pending = new Map<number, PendingClientOp>();
   private nextToken = 1;
   private selfQueue: SystemMessage[] = [];
+  /** Data loads asked for by the step being carried out. */
+  private loads: number[] = [];
   /** Single-sector client commands of this event-loop turn, in arrival order. */
   private batched: ClientBatchOp[] = [];
   private batchFlush: NodeJS.Immediate | null = null;
@@ -68,7 +70,7 @@ export class ReplicaDriver {
   private stopped = false;
   /** Broadcasts repeat one message object per rank: encode (and HMAC) it once. */
   private lastEncoded: SystemMessage | null = null;
-  private lastFrame: Buffer | null = null;
+  private lastFrame: Frame | null = null;
   readonly stats: ReplicaDriverStats = {
     clientOps: 0,
     completedOps: 0,
@@ -188,12 +190,29 @@ export class ReplicaDriver {
     const effects = this.core.step(event);
     try {
       for (const effect of effects) this.apply(effect);
+      if (this.loads.length > 0) this.startLoads();
     } finally {
       // The encoding cache only spans one step, so a message object the core reuses later is
       // never sent with stale bytes.
       this.lastEncoded = null;
       this.lastFrame = null;
     }
+  }
+
+  /** The data loads of one step go to the store together, so adjacent sectors share reads. */
+  private startLoads(): void {
+    const sectors = this.loads;
+    this.loads = [];
+    this.options.store.loadMany(sectors).then(
+      (states) => {
+        for (const [i, sectorIndex] of sectors.entries()) {
+          const state = states[i] ?? null;
+          if (state === null) this.options.logger.error({ sectorIndex }, "corrupt sector record");
+          this.run({ kind: "loaded", sectorIndex, state });
+        }
+      },
+      (err) => this.fatal(err),
+    );
   }
 
   private apply(effect: CoreEffect): void {
@@ -203,30 +222,21 @@ export class ReplicaDriver {
         return;
       case "persist": {
         const token = effect.token;
-        this.options.store.persist(effect.sectorIndex, effect.state).then(
+        const { store } = this.options;
+        const items = effect.items;
+        const durable =
+          items.length === 1
+            ? store.persist(items[0]!.sectorIndex, items[0]!.state)
+            : store.persistMany(items);
+        durable.then(
           () => this.run({ kind: "persisted", token }),
           (err) => this.fatal(err),
         );
         return;
       }
-      case "load": {
-        const sectorIndex = effect.sectorIndex;
-        this.options.store.load(sectorIndex).then(
-          (state) => this.run({ kind: "loaded", sectorIndex, state }),
-          (err) => {
-            if (isAtomicDiskError(err, "STORAGE_CORRUPT")) {
-              this.options.logger.error(
-                { sectorIndex, err: (err as Error).message },
-                "corrupt sector record",
-              );
-              this.run({ kind: "loaded", sectorIndex, state: null });
-            } else {
-              this.fatal(err);
-            }
-          },
-        );
+      case "load":
+        this.loads.push(effect.sectorIndex);
         return;
-      }
       case "loadTag": {
         const sectorIndex = effect.sectorIndex;
         this.options.store.loadTag(sectorIndex).then(
@@ -266,7 +276,7 @@ export class ReplicaDriver {
     }
     if (this.lastEncoded !== message) {
       this.lastEncoded = message;
-      this.lastFrame = encodeSystemMessage(message, this.options.systemKey);
+      this.lastFrame = encodeSystemMessageFrame(message, this.options.systemKey);
     }
     link.send(this.lastFrame!);
   }

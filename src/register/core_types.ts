@@ -3,6 +3,7 @@
 // feed it events and carry out the effects it returns, in order.
 import type { SystemMessage } from "../protocol/messages.js";
 import type { SectorState } from "../storage/sector_state.js";
+import type { PersistItem } from "../storage/sector_store.js";
 
 /** A driver-chosen handle for one client operation; echoed in its `complete` effect. */
 export type ClientOpToken = number;
@@ -46,8 +47,11 @@ export type CoreEffect =
    * `message` event later, never re-entrantly, without network or HMAC).
    */
   | { kind: "send"; to: number; message: SystemMessage }
-  /** Store this state durably, then report `persisted(token)`. Persists of one sector keep order. */
-  | { kind: "persist"; token: PersistToken; sectorIndex: number; state: SectorState }
+  /**
+   * Store these states (distinct sectors) durably, then report `persisted(token)` once all of them
+   * are durable. Persists of one sector keep their order across effects.
+   */
+  | { kind: "persist"; token: PersistToken; items: PersistItem[] }
   /** Read the sector's stored state and report it with a `loaded` event. */
   | { kind: "load"; sectorIndex: number }
   /**

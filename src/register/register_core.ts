@@ -85,6 +85,7 @@ import type {
   WriteRangeProcMessage,
 } from "../protocol/messages.js";
 import { compareTags, type SectorState } from "../storage/sector_state.js";
+import type { PersistItem } from "../storage/sector_store.js";
 import { assert, unreachable } from "../util/assert.js";
 import {
   CORE_CACHE_SECTORS,
@@ -170,7 +171,7 @@ interface RangeProgress {
   /** What the update phase imposes: a tag per sector and count sectors of data. */
   writtenTags: WireTag[] | null;
   writtenData: Buffer | null;
-  /** Range WRITE: own persists of the run not yet durable; the update phase starts at 0. */
+  /** Range WRITE: own persist effects of the run not yet durable; the update phase starts at 0. */
   ownPending: number;
 }
 
@@ -201,6 +202,8 @@ interface AckWaiter {
 
 interface SectorEntry {
   sectorIndex: number;
+  /** Touched since the eviction scan last passed it (second-chance LRU, see #evictIdle). */
+  used: boolean;
   /** The durable state, shown to READ_PROC (rule 3); null until loaded. */
   state: SectorState | null;
   /** Rule 7: the durable tag is known (durableTag) though the data is not loaded. */
@@ -226,10 +229,15 @@ interface SectorEntry {
 }
 
 interface PersistRecord {
-  sectorIndex: number;
-  state: SectorState;
+  items: PersistItem[];
   /** Set when this is a coordinator's own store of its new tag (rule 2). */
   ownWrite: ActiveOp | null;
+  /**
+   * Keep the data in the sector cache once durable. Only for a sector that owns its buffer: a
+   * view into a run's buffer would keep the whole run (up to 1 MiB) alive for as long as any one
+   * of its sectors stays cached, so for runs only the tag is kept (rule 7) and reads load.
+   */
+  cacheData: boolean;
 }
 
 function maxTag(a: Tag, b: Tag): Tag {
@@ -240,10 +248,6 @@ function tagOf(state: SectorState): Tag {
   return { ts: state.ts, wr: state.wr };
 }
 
-/**
- * Sector i of a run, copied: a view would keep the whole run's buffer (up to 1 MiB) alive for as
- * long as the cache or the store holds any one of its sectors.
- */
 function sameSectors(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -256,10 +260,9 @@ function concatSectors(sectors: Buffer[]): Buffer {
   return out;
 }
 
-function sectorCopy(run: Buffer, i: number): Buffer {
-  const data = Buffer.allocUnsafeSlow(SECTOR_SIZE_BYTES);
-  run.copy(data, 0, i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
-  return data;
+/** Sector i of a run, as a view (see PersistRecord.cacheData for why views are not cached). */
+function sectorView(run: Buffer, i: number): Buffer {
+  return run.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
 }
 
 export class RegisterCore {
@@ -355,6 +358,7 @@ export class RegisterCore {
     if (entry === undefined) {
       entry = {
         sectorIndex,
+        used: false,
         state: null,
         tagOnly: false,
         loading: null,
@@ -369,11 +373,10 @@ export class RegisterCore {
         queue: [],
         active: null,
       };
+      this.#sectors.set(sectorIndex, entry);
     } else {
-      // Re-insert to mark it most recently used.
-      this.#sectors.delete(sectorIndex);
+      entry.used = true;
     }
-    this.#sectors.set(sectorIndex, entry);
     return entry;
   }
 
@@ -389,11 +392,24 @@ export class RegisterCore {
     );
   }
 
+  /**
+   * Second-chance LRU over the Map's insertion order: a touch only sets `used` (a Map delete and
+   * re-insert per touched sector showed up at ~4% of replica CPU with 256-sector messages); the scan
+   * moves used entries to the back once, clearing the bit, and drops idle unused ones.
+   */
   #evictIdle(): void {
     let excess = this.#sectors.size - this.#cacheCapacitySectors;
     if (excess <= 0) return;
+    // Re-inserted entries come round again in the same iteration: visit each at most once.
+    let visits = this.#sectors.size;
     for (const [sectorIndex, entry] of this.#sectors) {
-      if (excess <= 0) break;
+      if (excess <= 0 || visits-- <= 0) break;
+      if (entry.used) {
+        entry.used = false;
+        this.#sectors.delete(sectorIndex);
+        this.#sectors.set(sectorIndex, entry);
+        continue;
+      }
       // Only idle sectors leave memory: their state is whatever the store returns on the next load.
       if (this.#isIdle(entry)) {
         this.#sectors.delete(sectorIndex);
@@ -467,9 +483,14 @@ export class RegisterCore {
     entry.loading = null;
     if (state === null) {
       entry.corrupt = true;
-    } else if (entry.state === null && entry.pendingPersists === 0) {
+    } else if (
+      entry.state === null &&
+      entry.pendingPersists === 0 &&
+      compareTags(tagOf(state), entry.durableTag) >= 0
+    ) {
       assert(state.data.length === SECTOR_SIZE_BYTES, "loaded state must hold one sector");
-      // Nothing in flight for this sector (rule 7): what the store holds is durable.
+      // Nothing in flight for this sector (rule 7): what the store holds is durable. A load older
+      // than a persist that became durable meanwhile (its data not cached) is stale: load again.
       entry.state = state;
       entry.issuedTag = maxTag(entry.issuedTag, tagOf(state));
       entry.durableTag = maxTag(entry.durableTag, tagOf(state));
@@ -543,7 +564,7 @@ export class RegisterCore {
     // A corrupt entry was never given an issued tag, so any written tag heals it; it stays
     // corrupt (unserved, not reloaded) until that persist is durable.
     if (compareTags(incoming, entry.issuedTag) > 0) {
-      this.#persist(entry, { ts: message.ts, wr: message.wr, data: message.data }, null);
+      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], null, true);
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming, range: null };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
@@ -564,44 +585,70 @@ export class RegisterCore {
     this.#send(waiter.to, { kind: "ack", sender: this.#rank, opId: waiter.opId, sectorIndex });
   }
 
-  #persist(entry: SectorEntry, state: SectorState, ownWrite: ActiveOp | null): void {
-    // Persists of a sector take effect in call order, so they must rise in tag order: a lower tag
-    // stored after a higher one would silently roll back a durable (maybe ACKed) state.
-    assert(compareTags(state, entry.issuedTag) > 0, "persists of a sector rise in tag order");
+  /**
+   * One persist effect for new states of distinct sectors (states[i] for entries[i]): the store
+   * makes them durable together and reports once.
+   */
+  #persist(
+    entries: SectorEntry[],
+    states: SectorState[],
+    ownWrite: ActiveOp | null,
+    cacheData: boolean,
+  ): void {
+    assert(entries.length === states.length && entries.length > 0, "a persist has states");
     const token = this.#nextPersistToken++;
-    entry.issuedTag = maxTag(entry.issuedTag, tagOf(state));
-    entry.pendingPersists++;
-    this.#persists.set(token, { sectorIndex: entry.sectorIndex, state, ownWrite });
-    this.#effects.push({ kind: "persist", token, sectorIndex: entry.sectorIndex, state });
+    const items: PersistItem[] = new Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      const state = states[i]!;
+      // Persists of a sector take effect in call order, so they must rise in tag order: a lower
+      // tag stored after a higher one would silently roll back a durable (maybe ACKed) state.
+      assert(compareTags(state, entry.issuedTag) > 0, "persists of a sector rise in tag order");
+      entry.issuedTag = tagOf(state);
+      entry.pendingPersists++;
+      items[i] = { sectorIndex: entry.sectorIndex, state };
+    }
+    this.#persists.set(token, { items, ownWrite, cacheData });
+    this.#effects.push({ kind: "persist", token, items });
   }
 
   #onPersisted(token: PersistToken): void {
     const record = this.#persists.get(token);
     assert(record !== undefined, `persisted for unknown token ${token}`);
     this.#persists.delete(token);
-    const entry = this.#sectors.get(record.sectorIndex);
-    assert(entry !== undefined && entry.pendingPersists > 0, "persisted for a sector with no persist");
-    entry.pendingPersists--;
-    const tag = tagOf(record.state);
-    entry.durableTag = maxTag(entry.durableTag, tag);
-    // Rules 2 and 3: a state becomes visible to READ_PROC only once durable. Persists of a sector
-    // may be reported out of order, so the shown state only moves forward.
-    if (entry.state === null || compareTags(tag, tagOf(entry.state)) > 0) entry.state = record.state;
-    entry.corrupt = false;
-    if (entry.deferred.length > 0 || entry.deferredRanges.length > 0) this.#retryDeferred(entry);
+    let first: SectorEntry | undefined;
+    for (const { sectorIndex, state } of record.items) {
+      const entry = this.#sectors.get(sectorIndex);
+      assert(entry !== undefined && entry.pendingPersists > 0, "persisted for a sector with no persist");
+      first ??= entry;
+      entry.pendingPersists--;
+      const tag = tagOf(state);
+      entry.durableTag = maxTag(entry.durableTag, tag);
+      // Rules 2 and 3: a state becomes visible to READ_PROC only once durable. Persists of a
+      // sector may be reported out of order: only the newest durable one is shown (or, for an
+      // uncached run, its tag alone, rule 7).
+      if (compareTags(tag, entry.durableTag) === 0) {
+        // A range message waiting on this sector (pinned) is served the data rather than made to
+        // load it again, so that a stream of writes cannot keep it waiting.
+        entry.state = record.cacheData || entry.pins > 0 ? state : null;
+        if (entry.state === null) entry.tagOnly = true;
+      }
+      entry.corrupt = false;
+      if (entry.deferred.length > 0 || entry.deferredRanges.length > 0) this.#retryDeferred(entry);
+      if (entry.ackWaiters.length > 0) {
+        const waiting = entry.ackWaiters;
+        entry.ackWaiters = [];
+        for (const waiter of waiting) {
+          if (compareTags(entry.durableTag, waiter.tag) < 0) entry.ackWaiters.push(waiter);
+          else if (waiter.range === null) this.#sendAck(entry.sectorIndex, waiter);
+          else if (--waiter.range.remaining === 0) this.#sendRangeAck(waiter.range);
+        }
+      }
+    }
     const own = record.ownWrite;
     if (own !== null) {
-      if (own.range === null) this.#startUpdatePhase(entry, own);
+      if (own.range === null) this.#startUpdatePhase(first!, own);
       else if (--own.range.ownPending === 0) this.#startRangeUpdatePhase(own);
-    }
-    if (entry.ackWaiters.length > 0) {
-      const waiting = entry.ackWaiters;
-      entry.ackWaiters = [];
-      for (const waiter of waiting) {
-        if (compareTags(entry.durableTag, waiter.tag) < 0) entry.ackWaiters.push(waiter);
-        else if (waiter.range === null) this.#sendAck(entry.sectorIndex, waiter);
-        else if (--waiter.range.remaining === 0) this.#sendRangeAck(waiter.range);
-      }
     }
   }
 
@@ -766,7 +813,7 @@ export class RegisterCore {
     const written: SectorState = { ts: baseTs + 1n, wr: this.#rank, data: op.client.data };
     op.written = written;
     // Store locally first (SPEC §2, rule 2); the update phase starts when this is durable.
-    this.#persist(entry, written, op);
+    this.#persist([entry], [written], op, true);
   }
 
   #startUpdatePhase(entry: SectorEntry, op: ActiveOp): void {
@@ -929,12 +976,15 @@ export class RegisterCore {
     const tag: WireTag = { ts: baseTs + 1n, wr: this.#rank };
     range.writtenTags = Array.from({ length: count }, () => tag);
     range.writtenData = data;
-    range.ownPending = count;
+    range.ownPending = 1;
     // Store locally first (rule 2); the update phase starts when the whole run is durable.
-    for (const [i, sector] of sectors.entries()) {
-      const entry = this.#sectors.get(sector)!;
-      this.#persist(entry, { ts: tag.ts, wr: tag.wr, data: sectorCopy(data, i) }, op);
+    const entries: SectorEntry[] = new Array(count);
+    const states: SectorState[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      entries[i] = this.#sectors.get(sectors[i]!)!;
+      states[i] = { ts: tag.ts, wr: tag.wr, data: sectorView(data, i) };
     }
+    this.#persist(entries, states, op, false);
   }
 
   #startRangeUpdatePhase(op: ActiveOp): void {
@@ -993,6 +1043,18 @@ export class RegisterCore {
   #runRangeProc(message: RangeProcMessage): void {
     const { sectors } = message;
     const count = sectors.length;
+    // A sector that was ready when the message arrived may have lost its cached data since (an
+    // uncached run's persist became durable, rule 7): wait for it again, still pinned.
+    const needsData = message.kind === "readRangeProc";
+    const again: RangeDeferral = { message, missing: 0 };
+    for (const sector of sectors) {
+      const entry = this.#sectors.get(sector)!;
+      if (this.#ready(entry, needsData)) continue;
+      entry.deferredRanges.push(again);
+      again.missing++;
+      this.#requestLoad(entry, needsData);
+    }
+    if (again.missing > 0) return;
     const entries: SectorEntry[] = [];
     for (const sector of sectors) {
       const entry = this.#sectors.get(sector);
@@ -1046,17 +1108,21 @@ export class RegisterCore {
       sectors: message.sectors,
       remaining: 0,
     };
+    const newer: SectorEntry[] = [];
+    const states: SectorState[] = [];
     for (const [i, entry] of entries.entries()) {
       const incoming = message.tags[i]!;
       // As #onWriteProc, sector by sector (rules 1 and 4).
       if (compareTags(incoming, entry.issuedTag) > 0) {
-        this.#persist(entry, { ts: incoming.ts, wr: incoming.wr, data: sectorCopy(message.data, i) }, null);
+        newer.push(entry);
+        states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorView(message.data, i) });
       }
       if (!this.#faults.ackBeforeDurable && compareTags(entry.durableTag, incoming) < 0) {
         entry.ackWaiters.push({ to: message.sender, opId: message.opId, tag: incoming, range: waiter });
         waiter.remaining++;
       }
     }
+    if (newer.length > 0) this.#persist(newer, states, null, false);
     if (waiter.remaining === 0) this.#sendRangeAck(waiter);
   }
 

@@ -161,12 +161,15 @@ export class SimReplica implements NetworkEndpoint {
         return;
       }
       case "persist": {
-        const { token, sectorIndex, state } = effect;
-        storage.persist(sectorIndex, state, () => {
+        const { token, items } = effect;
+        const durable = () => {
           if (this.incarnation !== incarnation || this.status !== "up") return;
-          trace.record(queue.nowUs, `r${this.rank} durable s${sectorIndex} ${state.ts}.${state.wr}`);
+          const what = items.map(({ sectorIndex, state }) => `s${sectorIndex} ${state.ts}.${state.wr}`);
+          trace.record(queue.nowUs, `r${this.rank} durable ${what.join(" ")}`);
           this.step({ kind: "persisted", token });
-        });
+        };
+        if (items.length === 1) storage.persist(items[0]!.sectorIndex, items[0]!.state, durable);
+        else storage.persistMany(items, durable);
         const crashInUs = hooks.crashDelayAfterPersistUs();
         if (crashInUs !== null) {
           queue.after(crashInUs, () => {

@@ -6,6 +6,7 @@ import type { SystemMessage } from "../../src/protocol/messages.js";
 import type { CoreEffect, CoreEvent, CoreFaults } from "../../src/register/core_types.js";
 import { RegisterCore } from "../../src/register/register_core.js";
 import { initialSectorState, type SectorState } from "../../src/storage/sector_state.js";
+import type { PersistItem } from "../../src/storage/sector_store.js";
 
 export interface InFlight {
   from: number;
@@ -16,8 +17,8 @@ export interface InFlight {
 export interface PendingPersist {
   rank: number;
   token: number;
-  sectorIndex: number;
-  state: SectorState;
+  /** The states of one persist effect: durable together when the test syncs it. */
+  items: PersistItem[];
 }
 
 export class CoreHarness {
@@ -67,12 +68,7 @@ export class CoreHarness {
           this.network.push({ from: rank, to: effect.to, message: effect.message });
           break;
         case "persist":
-          this.persists.push({
-            rank,
-            token: effect.token,
-            sectorIndex: effect.sectorIndex,
-            state: effect.state,
-          });
+          this.persists.push({ rank, token: effect.token, items: effect.items });
           break;
         case "load":
           this.loads.push({ rank, sectorIndex: effect.sectorIndex });
@@ -120,7 +116,7 @@ export class CoreHarness {
     const now = this.persists.filter((p) => rank === undefined || p.rank === rank);
     this.persists = this.persists.filter((p) => !(rank === undefined || p.rank === rank));
     for (const p of now) {
-      this.disks[p.rank - 1]!.set(p.sectorIndex, p.state);
+      for (const { sectorIndex, state } of p.items) this.disks[p.rank - 1]!.set(sectorIndex, state);
       this.step(p.rank, { kind: "persisted", token: p.token });
     }
     return now.length;

@@ -44,7 +44,7 @@ describe("register core", () => {
     h.serveLoads();
     h.deliver();
     expect(h.persists).toHaveLength(1);
-    expect(h.persists[0]).toMatchObject({ rank: 1, sectorIndex: 0 });
+    expect(h.persists[0]).toMatchObject({ rank: 1, items: [{ sectorIndex: 0 }] });
     expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
     h.syncPersists();
     expect(h.network.filter((m) => m.message.kind === "writeProc")).toHaveLength(3);
@@ -208,7 +208,7 @@ describe("register core", () => {
     h.serveLoads();
     h.deliver((m) => m.to === 1 && isQueryAnswer(m.message));
     const own = h.persists.find((p) => p.rank === 1)!;
-    expect(own.state.ts).toBe(6n);
+    expect(own.items[0]!.state.ts).toBe(6n);
     h.settle();
     expect(h.disks[0]!.get(0)!.ts).toBe(6n);
     expect(h.completed.has(1)).toBe(true);

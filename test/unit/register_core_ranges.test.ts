@@ -70,20 +70,14 @@ describe("register core: range operations", () => {
     h.deliver();
     h.serveLoads();
     h.deliver();
-    expect(h.persists.map((p) => [p.rank, p.sectorIndex])).toEqual([
-      [1, 0],
-      [1, 1],
-    ]);
-    expect(kinds(h)).not.toContain("writeRangeProc");
-    // One of the two own persists durable is not enough.
-    const [first] = h.persists.splice(0, 1);
-    h.step(1, { kind: "persisted", token: first!.token });
+    // One persist effect carries the whole run: the store commits it together.
+    expect(h.persists.map((p) => [p.rank, p.items.map((item) => item.sectorIndex)])).toEqual([[1, [0, 1]]]);
     expect(kinds(h)).not.toContain("writeRangeProc");
     h.syncPersists(1);
     expect(kinds(h).filter((k) => k === "writeRangeProc")).toHaveLength(3);
   });
 
-  it("a replica sends RANGE_ACK only once every sector of the run is durable", () => {
+  it("a replica sends RANGE_ACK only once every sector of the run is durable, for a repeated WRITE_RANGE_PROC too", () => {
     const h = new CoreHarness(3);
     writeRange(h, 1, 1, 0, run(5, 6, 7));
     h.serveLoads();
@@ -91,16 +85,17 @@ describe("register core: range operations", () => {
     h.serveLoads();
     h.deliver();
     h.syncPersists(1);
-    h.deliver((m) => m.message.kind === "writeRangeProc" && m.to === 2);
+    const toTwo = h.network.find((m) => m.message.kind === "writeRangeProc" && m.to === 2)!;
+    h.deliver((m) => m === toTwo);
     const atTwo = h.persists.filter((p) => p.rank === 2);
-    expect(atTwo).toHaveLength(3);
-    for (const p of atTwo.slice(0, 2)) {
-      h.persists.splice(h.persists.indexOf(p), 1);
-      h.step(2, { kind: "persisted", token: p.token });
-    }
+    expect(atTwo.map((p) => p.items.length)).toEqual([3]);
+    // The same WRITE_RANGE_PROC again (a retransmission) while the first is being persisted: no
+    // second persist, and no ACK for either until the run is durable.
+    h.step(2, { kind: "message", message: toTwo.message });
+    expect(h.persists.filter((p) => p.rank === 2)).toHaveLength(1);
     expect(h.network.some((m) => m.message.kind === "rangeAck" && m.from === 2)).toBe(false);
     h.syncPersists(2);
-    expect(h.network.filter((m) => m.message.kind === "rangeAck" && m.from === 2)).toHaveLength(1);
+    expect(h.network.filter((m) => m.message.kind === "rangeAck" && m.from === 2)).toHaveLength(2);
   });
 
   it("a range read writes back each sector with its own newest tag when the quorum disagrees", () => {
@@ -230,6 +225,60 @@ describe("register core: tag-only loads (rule 7)", () => {
     const values = h.network.filter((m) => m.message.kind === "value");
     expect(values).toHaveLength(1);
     expect(values[0]!.message).toMatchObject({ ts: 5n, wr: 1 });
+  });
+});
+
+describe("register core: what a run leaves in the sector cache", () => {
+  it("keeps only the tags of a range write's sectors (views would pin the run's buffer): a read loads the data", () => {
+    const h = new CoreHarness(3);
+    writeRange(h, 1, 1, 40, run(1, 2));
+    h.settle();
+    h.log.length = 0;
+    readRange(h, 2, 2, 40, 2);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(run(1, 2));
+    // Every replica loads both sectors: none kept their data.
+    expect(h.log.filter((e) => e.effect.kind === "load")).toHaveLength(3 * 2);
+    // What was persisted is a view into the run's data, not a copy of its own.
+    expect(h.disks[0]!.get(40)!.data.buffer.byteLength).toBeGreaterThanOrEqual(2 * 4096);
+  });
+
+  it("does not take a data load that a durable uncached persist overtook: it loads again", () => {
+    const h = new CoreHarness(3);
+    const to3 = (message: SystemMessage) => h.step(3, { kind: "message", message });
+    // Sector 0's tag is known (tag-only load), so a WRITE_RANGE_PROC need not wait for its data.
+    to3({ kind: "readTagProc", sender: 1, opId: Buffer.alloc(16, 7), sectorIndex: 0 });
+    h.serveLoads();
+    to3({ kind: "readProc", sender: 2, opId: Buffer.alloc(16, 8), sectorIndex: 0 });
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
+    h.loads = [];
+    // While the load is in flight, a WRITE_RANGE_PROC stores a newer state and it becomes durable.
+    to3({
+      kind: "writeRangeProc",
+      sender: 1,
+      opId: Buffer.alloc(16, 9),
+      sectorIndex: 0,
+      sectorCount: 2,
+      sectors: [0, 1],
+      tags: [
+        { ts: 5n, wr: 1 },
+        { ts: 5n, wr: 1 },
+      ],
+      data: run(5, 6),
+    });
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 1, tagOnly: true }]);
+    h.loads = [];
+    h.step(3, { kind: "tagLoaded", sectorIndex: 1, tag: { ts: 0n, wr: 0 } });
+    expect(h.syncPersists(3)).toBe(1);
+    h.network = [];
+    // The load started before the persist comes back with the old state: not served.
+    h.step(3, { kind: "loaded", sectorIndex: 0, state: { ts: 0n, wr: 0, data: sectorOf(0) } });
+    expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(0);
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
+    h.serveLoads();
+    const values = h.network.filter((m) => m.message.kind === "value");
+    expect(values).toHaveLength(1);
+    expect(values[0]!.message).toMatchObject({ ts: 5n, wr: 1, data: sectorOf(5) });
   });
 });
 
