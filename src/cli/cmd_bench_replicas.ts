@@ -96,7 +96,9 @@ async function runPhase(
         } else if (phase === "write") await connection.writeRange(sector, payload);
         else await connection.readRange(sector, runSectors);
         latencies.push(performance.now() - t0);
-      } catch {
+      } catch (err) {
+        // The first error says what went wrong; the count says how often.
+        if (errors === 0) process.stderr.write(`bench-replicas: first ${phase} error: ${String(err)}\n`);
         errors++;
         if (errors > 1_000) throw new AtomicDiskError("REPLICA_UNAVAILABLE", `too many ${phase} errors`);
       }

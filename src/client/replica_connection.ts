@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { TickCorkedWriter } from "../net/tick_corked_writer.js";
-import { encodeClientCommand } from "../protocol/codec.js";
+import { encodeClientCommandFrame, type Frame } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
 import {
   CLIENT_KEY_BYTES,
@@ -172,7 +172,7 @@ export class ReplicaConnection {
     const requestNumber = this.nextRequestNumber;
     this.nextRequestNumber = (requestNumber + 1n) & U64_MASK;
     assert(!this.outstanding.has(requestNumber), "request number reused while outstanding");
-    const message = encodeClientCommand(
+    const message = encodeClientCommandFrame(
       commandMessage(command, requestNumber, sectorIndex, sectorCount, data),
       this.clientKey,
     );
@@ -184,7 +184,7 @@ export class ReplicaConnection {
   }
 
   /** Commands issued in one tick leave in one writev: far fewer syscalls and TCP segments. */
-  private enqueue(message: Buffer): void {
+  private enqueue(message: Frame): void {
     this.writer.write(message);
   }
 

@@ -87,7 +87,7 @@ export class Session {
     const send = (data: Buffer) => {
       if (this.closed || data.length === 0) return;
       // Replies finished in one tick leave in one writev instead of one syscall each.
-      this.writer.write(data);
+      this.writer.write([data]);
     };
     const idle = setTimeout(() => {
       log.info("nbd handshake not finished in time; closing");

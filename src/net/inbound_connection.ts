@@ -2,7 +2,7 @@
 // types tell them apart. Each connection has its own decoder, so a slow or hostile sender only
 // ever stalls itself.
 import type { Socket } from "node:net";
-import { encodeClientResponse } from "../protocol/codec.js";
+import { encodeClientResponseFrame } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
 import {
   type ClientCommand,
@@ -104,7 +104,7 @@ export class InboundConnection {
 
   private sendResponse(response: ClientResponse): void {
     if (!this.open) return;
-    this.writer.write(encodeClientResponse(response, this.clientKey));
+    this.writer.write(encodeClientResponseFrame(response, this.clientKey));
   }
 
   private onData(chunk: Buffer): void {

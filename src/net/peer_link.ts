@@ -4,6 +4,7 @@
 // bounded whatever the peer does.
 import { connect, type Socket } from "node:net";
 import type { HostPort } from "../cli/config.js";
+import type { Frame } from "../protocol/codec.js";
 import {
   PEER_KEEPALIVE_DELAY_MS,
   RECONNECT_INITIAL_MS,
@@ -45,7 +46,7 @@ export class PeerLink {
     return this.writer !== null && this.writer.queuedBytes() <= SOCKET_HIGH_WATER_BYTES;
   }
 
-  send(frame: Buffer): void {
+  send(frame: Frame): void {
     if (!this.canSend() || !this.writer!.write(frame)) {
       this.stats.droppedFrames++;
       return;

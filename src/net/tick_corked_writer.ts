@@ -2,13 +2,14 @@
 // a tick and uncorked on the next tick. Used where replies or commands are produced in bursts
 // from one event (a decoded chunk, a completed batch), so a burst costs one syscall.
 import type { Socket } from "node:net";
+import type { Frame } from "../protocol/codec.js";
 
 export class TickCorkedWriter {
   #corked = false;
 
   constructor(private readonly socket: Socket) {}
 
-  write(data: Buffer): void {
+  write(frame: Frame): void {
     if (!this.#corked) {
       this.#corked = true;
       this.socket.cork();
@@ -17,6 +18,6 @@ export class TickCorkedWriter {
         this.socket.uncork();
       });
     }
-    this.socket.write(data);
+    for (const part of frame) this.socket.write(part);
   }
 }

@@ -2,7 +2,7 @@
 // programmer errors and fail loudly. Decoding lives in decoder.ts (it must survive a hostile stream).
 import { AssertionError, assert, unreachable } from "../util/assert.js";
 import { MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
-import { signMessage } from "./hmac.js";
+import { signMessage, tagOf } from "./hmac.js";
 import {
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
@@ -36,6 +36,7 @@ import {
   type ClientCommand,
   type ClientCommandName,
   type ClientResponse,
+  HMAC_TAG_BYTES,
   isClientCommand,
   MAGIC,
   MessageSize,
@@ -49,6 +50,31 @@ import {
 } from "./messages.js";
 
 const U64_LIMIT = 1n << 64n;
+
+/**
+ * An encoded message as parts whose concatenation is its bytes on the wire. A range message's
+ * data (up to 1 MiB) stays the caller's buffer, a view: no copy into a frame, one HMAC over the
+ * parts, and the socket writer hands the parts to the kernel as they are.
+ */
+export type Frame = readonly Buffer[];
+
+/** Data at least this large is framed as a view; smaller data is copied into one buffer. */
+const FRAME_VIEW_DATA_BYTES = 32 * 1024;
+
+/** `head` (zeroed padding, fields encoded) followed by `data`, then the tag over both. */
+function frameWithData(head: Buffer, data: Buffer, key: Buffer): Frame {
+  if (data.length >= FRAME_VIEW_DATA_BYTES) return [head, data, tagOf(key, head, data)];
+  const message = Buffer.allocUnsafe(head.length + data.length + HMAC_TAG_BYTES);
+  head.copy(message, 0);
+  data.copy(message, head.length);
+  signMessage(message, key);
+  return [message];
+}
+
+/** The bytes of a frame as one buffer (no copy when it is one part already). */
+export function frameBytes(frame: Frame): Buffer {
+  return frame.length === 1 ? frame[0]! : Buffer.concat(frame as Buffer[]);
+}
 
 function assertSectorIndex(sectorIndex: number): void {
   assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0, `bad sector index ${sectorIndex}`);
@@ -112,6 +138,10 @@ function assertTimestamp(ts: bigint): void {
 }
 
 export function encodeClientCommand(cmd: ClientCommand, clientKey: Buffer): Buffer {
+  return frameBytes(encodeClientCommandFrame(cmd, clientKey));
+}
+
+export function encodeClientCommandFrame(cmd: ClientCommand, clientKey: Buffer): Frame {
   assert(clientKey.length === CLIENT_KEY_BYTES, "client key must be 32 bytes");
   assertRequestNumber(cmd.requestNumber);
   assertSectorIndex(cmd.sectorIndex);
@@ -141,25 +171,27 @@ export function encodeClientCommand(cmd: ClientCommand, clientKey: Buffer): Buff
       const isWrite = cmd.kind === "clientWriteRange";
       if (isWrite) assertRunData(cmd.data, cmd.sectorCount);
       const type = isWrite ? MessageType.WriteRange : MessageType.ReadRange;
+      const header = {
+        magic: MAGIC,
+        sectorCount: cmd.sectorCount,
+        type,
+        requestNumber: cmd.requestNumber,
+        sectorIndex: BigInt(cmd.sectorIndex),
+      };
+      if (isWrite) {
+        const head = Buffer.alloc(RANGE_COMMAND_DATA_OFFSET);
+        rangeCommandHeaderLayout.encode(header, head);
+        return frameWithData(head, cmd.data, clientKey);
+      }
       message = Buffer.alloc(rangeCommandSize(type, cmd.sectorCount));
-      rangeCommandHeaderLayout.encode(
-        {
-          magic: MAGIC,
-          sectorCount: cmd.sectorCount,
-          type,
-          requestNumber: cmd.requestNumber,
-          sectorIndex: BigInt(cmd.sectorIndex),
-        },
-        message,
-      );
-      if (isWrite) cmd.data.copy(message, RANGE_COMMAND_DATA_OFFSET);
+      rangeCommandHeaderLayout.encode(header, message);
       break;
     }
     default:
       return unreachable(cmd, "client command kind");
   }
   signMessage(message, clientKey);
-  return message;
+  return [message];
 }
 
 const RESPONSE_TYPES: Record<ClientCommandName, number> = {
@@ -170,6 +202,10 @@ const RESPONSE_TYPES: Record<ClientCommandName, number> = {
 };
 
 export function encodeClientResponse(res: ClientResponse, clientKey: Buffer): Buffer {
+  return frameBytes(encodeClientResponseFrame(res, clientKey));
+}
+
+export function encodeClientResponseFrame(res: ClientResponse, clientKey: Buffer): Frame {
   assert(clientKey.length === CLIENT_KEY_BYTES, "client key must be 32 bytes");
   assertRequestNumber(res.requestNumber);
   const type = RESPONSE_TYPES[res.command];
@@ -192,15 +228,17 @@ export function encodeClientResponse(res: ClientResponse, clientKey: Buffer): Bu
     assert(sectorCount !== undefined, "a range response echoes its sector count");
     assertRun(0, sectorCount);
     if (carriesData) assertRunData(res.data, sectorCount);
-    message = Buffer.alloc(rangeResponseSize(carriesData, sectorCount));
-    rangeResponseHeaderLayout.encode(
-      { magic: MAGIC, sectorCount, status: res.status, type, requestNumber: res.requestNumber },
-      message,
-    );
-    if (carriesData) res.data!.copy(message, RANGE_RESPONSE_DATA_OFFSET);
+    const header = { magic: MAGIC, sectorCount, status: res.status, type, requestNumber: res.requestNumber };
+    if (carriesData) {
+      const head = Buffer.alloc(RANGE_RESPONSE_DATA_OFFSET);
+      rangeResponseHeaderLayout.encode(header, head);
+      return frameWithData(head, res.data!, clientKey);
+    }
+    message = Buffer.alloc(rangeResponseSize(false, sectorCount));
+    rangeResponseHeaderLayout.encode(header, message);
   }
   signMessage(message, clientKey);
-  return message;
+  return [message];
 }
 
 function systemMessageType(msg: SystemMessage): number {
@@ -260,6 +298,10 @@ function isRangeMessage(msg: SystemMessage): msg is RangeSystemMessage {
 }
 
 export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buffer {
+  return frameBytes(encodeSystemMessageFrame(msg, systemKey));
+}
+
+export function encodeSystemMessageFrame(msg: SystemMessage, systemKey: Buffer): Frame {
   assert(systemKey.length === SYSTEM_KEY_BYTES, "system key must be 64 bytes");
   assert(Number.isInteger(msg.sender) && msg.sender >= 1 && msg.sender <= MAX_REPLICAS, "bad sender rank");
   assert(msg.opId.length === OP_ID_BYTES, "operation id must be 16 bytes");
@@ -285,20 +327,22 @@ export function encodeSystemMessage(msg: SystemMessage, systemKey: Buffer): Buff
     tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, SYSTEM_BODY_OFFSET);
   }
   signMessage(message, systemKey);
-  return message;
+  return [message];
 }
 
 /**
- * RANGE_VALUE and WRITE_RANGE_PROC reach 1 MiB: one zeroed allocation (the tags' padding goes out
- * as zeros), the sector list and the tags written in plain loops, the data copied once, one HMAC.
+ * RANGE_VALUE and WRITE_RANGE_PROC reach 1 MiB: a zeroed head (the tags' padding goes out as
+ * zeros) with the sector list and the tags written in plain loops, then the data as a view.
  */
-function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): Buffer {
+function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): Frame {
   assertSectorList(msg);
-  if (msg.kind === "rangeValue" || msg.kind === "writeRangeProc") {
+  const carriesData = msg.kind === "rangeValue" || msg.kind === "writeRangeProc";
+  if (carriesData) {
     assert(msg.tags.length === msg.sectorCount, "a range carries one tag per sector");
     assertRunData(msg.data, msg.sectorCount);
   }
-  const message = Buffer.alloc(systemMessageSize(msg));
+  const size = systemMessageSize(msg);
+  const message = Buffer.alloc(carriesData ? rangeDataOffset(msg.sectorCount) : size);
   rangeSystemHeaderLayout.encode(
     {
       magic: MAGIC,
@@ -319,13 +363,12 @@ function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): B
     case "rangeValue":
     case "writeRangeProc":
       encodeRangeTags(msg.tags, message, rangeBodyOffset(msg.sectorCount));
-      msg.data.copy(message, rangeDataOffset(msg.sectorCount));
-      break;
+      return frameWithData(message, msg.data, systemKey);
     default:
       break;
   }
   signMessage(message, systemKey);
-  return message;
+  return [message];
 }
 
 function encodeSectorList(sectors: readonly number[], message: Buffer): void {

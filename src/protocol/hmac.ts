@@ -12,6 +12,12 @@ export function signMessage(message: Buffer, key: Buffer): void {
   tag.copy(message, tagOffset);
 }
 
+/** The tag of a message given as the parts before its tag (a frame's head and its data view). */
+export function tagOf(key: Buffer, head: Buffer, data: Buffer): Buffer {
+  assert(key.length > 0, "empty HMAC key");
+  return createHmac("sha256", key).update(head).update(data).digest();
+}
+
 /**
  * True when the `size`-byte message at `buf[offset..]` ends with the right tag. Constant-time
  * comparison, so a forger learns nothing from how fast a guess is rejected.

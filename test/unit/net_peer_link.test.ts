@@ -64,7 +64,7 @@ describe("peer link", () => {
     link.start();
     // Between refused attempts (backoff) the link has no socket: every frame sent then is dropped.
     await until(() => !link.canSend(), 5_000);
-    for (let i = 0; i < 1000; i++) link.send(Buffer.alloc(4176));
+    for (let i = 0; i < 1000; i++) link.send([Buffer.alloc(4176)]);
     expect(link.stats.droppedFrames).toBe(1000);
     expect(link.stats.sentFrames).toBe(0);
     expect(link.stats.connects).toBe(0);
@@ -78,14 +78,14 @@ describe("peer link", () => {
     await new Promise((r) => setTimeout(r, 150)); // a few refused attempts: backoff is running
     let sink = await listenSink(port);
     await until(() => link.stats.connects === 1, 5_000);
-    link.send(Buffer.from("hello"));
+    link.send([Buffer.from("hello")]);
     await until(() => sink.received() === 5, 5_000);
 
     await sink.close();
     sink = await listenSink(port);
     await until(() => link.stats.connects === 2, 10_000);
     await until(() => link.canSend(), 1_000);
-    link.send(Buffer.from("again"));
+    link.send([Buffer.from("again")]);
     await until(() => sink.received() === 5, 5_000);
   });
 
@@ -96,7 +96,7 @@ describe("peer link", () => {
     cleanups.push(() => link.close());
     link.start();
     await until(() => link.stats.connects === 1, 5_000);
-    for (let i = 0; i < 100; i++) link.send(Buffer.alloc(64, i));
+    for (let i = 0; i < 100; i++) link.send([Buffer.alloc(64, i)]);
     await until(() => sink.received() === 6400, 5_000);
     // 100 frames sent in one turn arrive as one segment burst, not 100 separate writes.
     expect(sink.chunks()).toBeLessThan(5);
