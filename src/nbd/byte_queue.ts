@@ -43,6 +43,20 @@ export class ByteQueue {
     return this.consume(n);
   }
 
+  /**
+   * As take, but the result never shares memory with a socket chunk (a view would keep the whole
+   * chunk alive as long as the caller keeps the bytes): copied once, and only when it is a view.
+   */
+  async takeOwned(n: number): Promise<Buffer> {
+    assert(Number.isSafeInteger(n) && n >= 0, "take: bad length");
+    assert(this.waiter === undefined, "take: concurrent take");
+    if (this.queued < n) await this.waitFor(n);
+    const first = this.chunks[0];
+    if (first !== undefined && first.length >= n) return Buffer.from(this.consume(n));
+    // consume gathers bytes spread over several chunks into a fresh buffer of exactly n bytes.
+    return this.consume(n);
+  }
+
   /** Drops n bytes without buffering them all (e.g. an oversized WRITE payload). */
   async skip(n: number): Promise<void> {
     let left = n;

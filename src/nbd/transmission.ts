@@ -104,7 +104,7 @@ export class Transmission {
           this.reply(this.errorReply(request, NbdErrno.EINVAL));
           continue;
         }
-        request.payload = Buffer.from(await queue.take(request.length));
+        request.payload = await queue.takeOwned(request.length);
       }
       if (request.type === Command.Disc) {
         await this.allReplied();
