@@ -126,6 +126,33 @@ describe("SectorLocks over runs", () => {
     expect(finished).toBe(200);
     expect(locks.size).toBe(0);
   });
+
+  it("grants each sector in arrival order, and a run waits only for the runs it overlaps", async () => {
+    const locks = new SectorLocks();
+    const order: string[] = [];
+    let releaseA!: () => void;
+    const a = locks.withLocks(0, 3, async () => {
+      order.push("a");
+      await new Promise<void>((resolve) => {
+        releaseA = resolve;
+      });
+    });
+    const b = locks.withLocks(2, 3, async () => {
+      order.push("b");
+    });
+    const c = locks.withLock(2, async () => {
+      order.push("c");
+    });
+    const d = locks.withLocks(5, 10, async () => {
+      order.push("d");
+    });
+    await d;
+    expect(order).toEqual(["a", "d"]);
+    releaseA();
+    await Promise.all([a, b, c]);
+    expect(order).toEqual(["a", "d", "b", "c"]);
+    expect(locks.size).toBe(0);
+  });
 });
 
 describe("Volume over range commands", () => {
