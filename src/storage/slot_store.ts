@@ -1,0 +1,971 @@
+// The stable storage of a replica (SPEC §3): one file of shadow slots, `sectors.dat` (layout in
+// slot_format.ts: a header page, then groups of one meta page + 64 data slots). Every sector state
+// is written once: its data into a fresh slot, its 64-byte entry into that slot's meta page.
+//
+// Write path (group commit). persist/persistMany calls queue; the commit loop takes the queued
+// calls into one batch (at most GROUP_COMMIT_MAX_SECTORS sectors; a larger persistMany spans
+// batches and resolves with its last), keeps the latest state per sector (every call still
+// resolves), gives the batch seq = nextSeq++ and gives every sector a FRESH slot: the lowest free
+// slots (sorted, so runs of sectors stay runs of slots), else new slots at the end of the file.
+// It encodes the new USED entries into the in-memory meta pages, writes each touched meta page
+// whole together with the new data slots (adjacent regions in one writev, with the callers' data
+// buffers as they are: no copy), then ONE fdatasync. Only then do the sectors point at their new
+// slots, their old slots become free and the calls resolve. Batches are strictly serialized: batch
+// k+1 issues no write before batch k's fdatasync completed.
+//
+// Why a sector is always its old or its new state after any crash, and acknowledged state is never
+// lost:
+// (1) A slot holding a sector's current durable state is never written: new states go to free
+//     slots, and a slot becomes free only once a newer entry of its sector is durable. So the data
+//     and entry of every current state are intact after any crash (writes are assumed to change
+//     only the bytes they address, atomically per 512-byte disk sector).
+// (2) Seqs grow strictly from batch to batch and across restarts (nextSeq = highest seq on disk + 1,
+//     FREE entries included). Of the USED entries of one sector on disk, the one with the highest
+//     seq is therefore its newest state; stale entries left in free slots are older than the
+//     current one by (1). Two USED entries of a sector never share a seq (a batch holds a sector
+//     once).
+// (3) By the serialization only the last batch (seq == maxSeq, the highest seq on disk) can be torn:
+//     every earlier batch was covered by an fdatasync that completed before the next batch wrote
+//     anything. So recovery trusts the entries with seq < maxSeq and checks the data of every USED
+//     entry with seq == maxSeq against its dataCrc. A failing one was never acknowledged; dropped,
+//     its sector falls back to its next-highest entry, which is the state it had before that batch
+//     and intact by (1). A meta page torn between old and new content leaves each entry wholly old
+//     (empty, free, or a stale entry that (2) orders below the current one) or wholly new (checked
+//     as above).
+// (4) A dropped entry must not come back once its batch is no longer the last (nothing would check
+//     it then): before it accepts writes, recovery durably rewrites it as FREE. The FREE entry
+//     keeps the batch's seq, so the highest seq on disk never goes down (seqs stay strictly
+//     increasing across restarts); a crash during the rewrite leaves USED entries of that same
+//     last batch, checked again. Recovery also fdatasyncs the file before it serves anything:
+//     after a process crash without power loss the page cache may still hold the last batch
+//     unsynced, and what recovery accepts must be durable before any peer relies on it.
+// (5) A persist resolves after the fdatasync of its batch, which covers its data and its entry; by
+//     (1) nothing overwrites either until a newer state of the sector is durable.
+//
+// Damage: a non-empty entry that is not intact (checksum, its own slot number, field ranges) cannot
+// be a torn write (an entry never crosses a 512-byte sector): open fails with STORAGE_CORRUPT naming
+// the slot, since no one knows which sector lost its state and serving anything would risk a silent
+// rollback. Two USED entries of one sector with one seq, or a USED entry of an older batch whose
+// slot lies past the end of the file (truncation), fail open the same way. Damaged data of a
+// current slot is found when it is read: load rejects with STORAGE_CORRUPT for that sector only.
+// NOT detected: damage to the very last synced batch looks exactly like a torn tail, so its damaged
+// entries are dropped and their sectors roll back to their previous state (the journal store had
+// the same limitation: the price of one fsync per batch instead of two). A truncation that cuts
+// away whole meta pages loses their entries without a trace (not something a crash does).
+//
+// Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: a batch frees at most as
+// many slots as it takes and takes the free ones first, so they stay below one batch
+// (GROUP_COMMIT_MAX_SECTORS) plus one growth chunk (SLOT_FILE_GROWTH_SLOTS) in steady state.
+// Memory: per written sector ~40 B in the sector -> slot Map, 64 B of meta page and 4 B of slot
+// version (~110 B), nothing proportional to the volume size; the data of a state is held only
+// until it is durable (loads read it back from the file, i.e. the page cache).
+// Recovery reads every meta page and the data of the last batch: linear in the file's slots.
+import * as path from "node:path";
+import { assert } from "../util/assert.js";
+import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
+import {
+  GROUP_COMMIT_MAX_SECTORS,
+  MAX_RANGE_SECTORS,
+  MAX_SECTORS,
+  SECTOR_SIZE_BYTES,
+  SLOT_FILE_GROWTH_SLOTS,
+} from "../util/limits.js";
+import { componentLogger, type Logger } from "../util/log.js";
+import { type FileIo, type FileSystemIo, readFully } from "./file_io.js";
+import { initialSectorState, type SectorState, type SectorTag } from "./sector_state.js";
+import type { PersistItem, SectorStore } from "./sector_store.js";
+import {
+  checksum,
+  completeSlots,
+  decodeEntry,
+  decodeFileHeader,
+  ENTRY_BYTES,
+  encodeFreeEntry,
+  encodeHeaderPage,
+  encodeUsedEntry,
+  entryDataCrc,
+  entryIsUsed,
+  entryOffset,
+  entrySector,
+  entrySeq,
+  entryTs,
+  entryWr,
+  FIRST_GROUP_OFFSET,
+  fileBytesForSlots,
+  GROUP_BYTES,
+  groupOf,
+  groupPosition,
+  HEADER_COPY_OFFSETS,
+  MAX_SLOTS,
+  PAGE_BYTES,
+  SLOT_BYTES,
+  SLOT_FILE,
+  SLOT_FILE_TMP,
+  SLOTS_PER_GROUP,
+  slotPosition,
+} from "./slot_format.js";
+
+/** Files of the journal store this one replaced: a directory holding any of them is refused. */
+export const OLD_FORMAT_FILES = ["journal", "journal.tmp", "slots.dat", "slots.meta"] as const;
+
+/** Most buffers in one writev (Linux IOV_MAX). */
+const MAX_WRITEV_BUFFERS = 1024;
+/** Most slots one coalesced read covers (1 MiB of data, the largest range message). */
+const MAX_READ_RUN_SLOTS = MAX_RANGE_SECTORS;
+/** Meta pages read at once during recovery. */
+const RECOVERY_READ_CONCURRENCY = 8;
+/** Zeros the file grows by, shared and never written to. */
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+export interface SlotStoreOptions {
+  fs: FileSystemIo;
+  dir: string;
+  logger?: Logger;
+  /** Largest batch in sectors; default GROUP_COMMIT_MAX_SECTORS (tests use less). */
+  maxBatchSectors?: number;
+  /** Slots the file grows by ahead of need; default SLOT_FILE_GROWTH_SLOTS; 0: no growing ahead. */
+  growthSlots?: number;
+}
+
+export interface SlotRecoveryStats {
+  fileBytes: number;
+  /** Complete slots in the file. */
+  slots: number;
+  /** Meta entries looked at (every entry of every meta page in the file). */
+  entriesScanned: number;
+  /** Highest seq found: the last batch. */
+  lastBatchSeq: number;
+  /** USED entries of the last batch, whose data recovery checked. */
+  lastBatchEntries: number;
+  /** Entries of the last batch whose data failed its checksum: dropped (rewritten FREE). */
+  droppedEntries: number;
+  durationMs: number;
+}
+
+export interface SlotStoreStats {
+  writtenSectors: number;
+  /** Slots of the file (current + free). */
+  slotCount: number;
+  freeSlots: number;
+  bytesOnDisk: number;
+  persistCount: number;
+  batchCount: number;
+  maxBatchSectors: number;
+  fsyncCount: number;
+  writeCalls: number;
+  readCalls: number;
+  recovery: SlotRecoveryStats;
+}
+
+/** One persist or persistMany call, as queued. */
+interface PersistCall {
+  /** Sector and state of a single persist (items undefined). */
+  sector: number;
+  state: SectorState | undefined;
+  items: readonly PersistItem[] | undefined;
+  count: number;
+  /** Items handed to batches so far. */
+  taken: number;
+  /** Batches holding some of its items that have not completed yet. */
+  parts: number;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface BatchPart {
+  call: PersistCall;
+  from: number;
+  to: number;
+}
+
+function corruptError(message: string): AtomicDiskError {
+  return new AtomicDiskError("STORAGE_CORRUPT", message);
+}
+
+function ioError(what: string, cause: unknown): AtomicDiskError {
+  if (isAtomicDiskError(cause)) return cause;
+  return new AtomicDiskError("STORAGE_IO", `${what}: ${String(cause)}`, { cause });
+}
+
+async function io<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw ioError(what, err);
+  }
+}
+
+function checkSector(sector: number): void {
+  assert(Number.isSafeInteger(sector) && sector >= 0 && sector < MAX_SECTORS, "bad sector index");
+}
+
+function checkState(state: SectorState): void {
+  assert(state.data.length === SECTOR_SIZE_BYTES, "sector data must be 4096 bytes");
+  assert(Number.isInteger(state.wr) && state.wr >= 0 && state.wr <= 255, "wr must be a u8");
+  assert(state.ts >= 0n && state.ts < 1n << 64n, "ts must be a u64");
+}
+
+/** A not-yet-durable state handed out by load: the caller gets its own copy of the data. */
+function copyState(state: SectorState): SectorState {
+  return { ts: state.ts, wr: state.wr, data: Buffer.from(state.data) };
+}
+
+/** Free slots, sorted ascending: the lowest are taken first. */
+class FreeSlots {
+  private slots: number[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.slots.length - this.head;
+  }
+
+  /** Removes and returns the `n` lowest (fewer if there are not that many). */
+  take(n: number): number[] {
+    const out = this.slots.slice(this.head, this.head + n);
+    this.head += out.length;
+    if (this.head === this.slots.length) {
+      this.slots = [];
+      this.head = 0;
+    }
+    return out;
+  }
+
+  /** Adds slots (ascending, none of them free already). */
+  add(sorted: readonly number[]): void {
+    if (sorted.length === 0) return;
+    const rest = this.slots;
+    const merged = new Array<number>(rest.length - this.head + sorted.length);
+    let i = this.head;
+    let j = 0;
+    let k = 0;
+    while (i < rest.length && j < sorted.length)
+      merged[k++] = rest[i]! < sorted[j]! ? rest[i++]! : sorted[j++]!;
+    while (i < rest.length) merged[k++] = rest[i++]!;
+    while (j < sorted.length) merged[k++] = sorted[j++]!;
+    this.slots = merged;
+    this.head = 0;
+  }
+}
+
+/** Runs of ascending slots that one read covers: adjacent slots (a meta page may lie between). */
+function slotRuns(
+  sortedSlots: readonly number[],
+): { first: number; last: number; from: number; to: number }[] {
+  const runs: { first: number; last: number; from: number; to: number }[] = [];
+  let from = 0;
+  for (let i = 1; i <= sortedSlots.length; i++) {
+    const prev = sortedSlots[i - 1]!;
+    const next = sortedSlots[i];
+    const first = sortedSlots[from]!;
+    if (next !== undefined && (next === prev || next === prev + 1) && next - first < MAX_READ_RUN_SLOTS)
+      continue;
+    runs.push({ first, last: prev, from, to: i });
+    from = i;
+  }
+  return runs;
+}
+
+/**
+ * Makes `dir` hold a store, creating a fresh one when there is none: sectors.dat.tmp with its header
+ * page, synced, then renamed into place (the commit point of a creation). Refuses a directory of
+ * the old journal format.
+ */
+async function prepareDirectory(fs: FileSystemIo, dir: string, logger: Logger): Promise<void> {
+  try {
+    await fs.mkdirp(dir);
+  } catch (err) {
+    throw new AtomicDiskError("DATA_DIR_UNUSABLE", `cannot create data directory ${dir}: ${String(err)}`, {
+      cause: err,
+    });
+  }
+  const names = new Set(await io("list data directory", () => fs.readdir(dir)));
+  const old = OLD_FORMAT_FILES.filter((name) => names.has(name));
+  if (old.length > 0) {
+    throw new AtomicDiskError(
+      "DATA_DIR_UNUSABLE",
+      `${dir} holds a sector store of the old journal format (${old.join(", ")}); this version keeps ` +
+        `sectors in ${SLOT_FILE} and cannot read it. Move that directory away and let the replica ` +
+        "start empty (it catches up from its peers), or run the previous version",
+    );
+  }
+  const at = (name: string) => path.join(dir, name);
+  if (names.has(SLOT_FILE)) {
+    if (names.has(SLOT_FILE_TMP)) {
+      await io(`remove ${SLOT_FILE_TMP}`, () => fs.unlink(at(SLOT_FILE_TMP)));
+      await io("sync data directory", () => fs.fsyncDir(dir));
+    }
+    return;
+  }
+  logger.info({ dir }, "creating a new sector store");
+  await io("create sector store", async () => {
+    if (names.has(SLOT_FILE_TMP)) await fs.unlink(at(SLOT_FILE_TMP));
+    const file = await fs.open(at(SLOT_FILE_TMP), { create: true });
+    try {
+      const page = encodeHeaderPage();
+      await file.write(page, 0, page.length, 0);
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
+    await fs.fsyncDir(dir);
+    await fs.rename(at(SLOT_FILE_TMP), at(SLOT_FILE));
+    await fs.fsyncDir(dir);
+  });
+}
+
+export class SlotStore implements SectorStore {
+  private readonly logger: Logger;
+  private readonly maxBatch: number;
+  private readonly growthSlots: number;
+
+  /** Current slot of every written sector whose state is durable. */
+  private readonly index = new Map<number, number>();
+  /** Meta page per group, as on disk (plus the entries of the batch in flight): the index of tags. */
+  private metaPages: Buffer[] = [];
+  /** Bumped when a slot is taken by a batch: a read that overlapped the reuse reads again. */
+  private slotVersion = new Uint32Array(SLOTS_PER_GROUP);
+  /** Slots the file holds (current, free, or being written by the batch in flight). */
+  private slotCount = 0;
+  private readonly free = new FreeSlots();
+  private fileBytes = 0;
+  private nextSeq = 1;
+  /** Sectors whose current data failed its checksum on a read: loadTag rejects until rewritten. */
+  private readonly corruptSectors = new Set<number>();
+  private writtenSectors = 0;
+
+  /** Latest state per sector queued or in flight, not yet durable: load serves it from here. */
+  private readonly pending = new Map<number, SectorState>();
+  private queue: PersistCall[] = [];
+  private queueHead = 0;
+  private committing = false;
+  private commitDone: Promise<void> = Promise.resolve();
+  private failure: AtomicDiskError | undefined;
+  private closing = false;
+  private closed = false;
+  private closePromise: Promise<void> | undefined;
+
+  private persistCount = 0;
+  private batchCount = 0;
+  private maxBatchSeen = 0;
+  private fsyncCount = 0;
+  private writeCalls = 0;
+  private readCalls = 0;
+  private recoveryStats: SlotRecoveryStats = {
+    fileBytes: 0,
+    slots: 0,
+    entriesScanned: 0,
+    lastBatchSeq: 0,
+    lastBatchEntries: 0,
+    droppedEntries: 0,
+    durationMs: 0,
+  };
+
+  private constructor(
+    private readonly file: FileIo,
+    options: SlotStoreOptions & { logger: Logger },
+  ) {
+    this.logger = options.logger;
+    this.maxBatch = options.maxBatchSectors ?? GROUP_COMMIT_MAX_SECTORS;
+    this.growthSlots = options.growthSlots ?? SLOT_FILE_GROWTH_SLOTS;
+    assert(Number.isInteger(this.maxBatch) && this.maxBatch >= 1, "maxBatchSectors must be >= 1");
+    assert(Number.isInteger(this.growthSlots) && this.growthSlots >= 0, "growthSlots must be >= 0");
+  }
+
+  static async open(options: SlotStoreOptions): Promise<SlotStore> {
+    const { fs, dir } = options;
+    const logger = options.logger ?? componentLogger("storage", { dir });
+    const started = performance.now();
+    await prepareDirectory(fs, dir, logger);
+    const file = await io(`open ${SLOT_FILE}`, () => fs.open(path.join(dir, SLOT_FILE), { create: false }));
+    try {
+      const store = new SlotStore(file, { ...options, logger });
+      await store.recover();
+      store.recoveryStats.durationMs = performance.now() - started;
+      logger.info({ ...store.recoveryStats, writtenSectors: store.writtenSectors }, "sector store open");
+      return store;
+    } catch (err) {
+      await file.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  // ---- SectorStore -------------------------------------------------------------------------------
+
+  async load(sectorIndex: number): Promise<SectorState> {
+    checkSector(sectorIndex);
+    for (;;) {
+      this.throwIfUnusable();
+      const queued = this.pending.get(sectorIndex);
+      if (queued !== undefined) return copyState(queued);
+      const slot = this.index.get(sectorIndex);
+      if (slot === undefined) return initialSectorState();
+      const version = this.slotVersion[slot]!;
+      const data = Buffer.allocUnsafe(SLOT_BYTES);
+      this.readCalls++;
+      const n = await io(`read sector ${sectorIndex}`, () =>
+        readFully(this.file, data, 0, SLOT_BYTES, slotPosition(slot)),
+      );
+      // A persist overtook the read, or the sector moved and its old slot may have been reused: again.
+      if (this.moved(sectorIndex, slot, version)) continue;
+      const state = this.checked(sectorIndex, slot, data, n === SLOT_BYTES);
+      if (state === null) throw corruptError(`sector ${sectorIndex}: data fails its checksum`);
+      return state;
+    }
+  }
+
+  async loadMany(sectorIndexes: readonly number[]): Promise<Array<SectorState | null>> {
+    this.throwIfUnusable();
+    const out = new Array<SectorState | null>(sectorIndexes.length);
+    const reads: { i: number; sector: number; slot: number; version: number }[] = [];
+    for (let i = 0; i < sectorIndexes.length; i++) {
+      const sector = sectorIndexes[i]!;
+      checkSector(sector);
+      const queued = this.pending.get(sector);
+      if (queued !== undefined) {
+        out[i] = copyState(queued);
+        continue;
+      }
+      const slot = this.index.get(sector);
+      if (slot === undefined) out[i] = initialSectorState();
+      else reads.push({ i, sector, slot, version: this.slotVersion[slot]! });
+    }
+    if (reads.length === 0) return out;
+    reads.sort((a, b) => a.slot - b.slot);
+    const slots = reads.map((r) => r.slot);
+    const retry: number[] = [];
+    await Promise.all(
+      slotRuns(slots).map(async (run) => {
+        const start = slotPosition(run.first);
+        const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
+        this.readCalls++;
+        const n = await io("read sectors", () => readFully(this.file, buf, 0, buf.length, start));
+        for (let k = run.from; k < run.to; k++) {
+          const r = reads[k]!;
+          if (this.moved(r.sector, r.slot, r.version)) {
+            retry.push(k);
+            continue;
+          }
+          const at = slotPosition(r.slot) - start;
+          out[r.i] = this.checked(r.sector, r.slot, buf.subarray(at, at + SLOT_BYTES), at + SLOT_BYTES <= n);
+        }
+      }),
+    );
+    for (const k of retry) {
+      const r = reads[k]!;
+      out[r.i] = await this.load(r.sector).catch((err: unknown) => {
+        if (isAtomicDiskError(err, "STORAGE_CORRUPT")) return null;
+        throw err;
+      });
+    }
+    return out;
+  }
+
+  loadTag(sectorIndex: number): Promise<SectorTag> {
+    checkSector(sectorIndex);
+    try {
+      this.throwIfUnusable();
+      const queued = this.pending.get(sectorIndex);
+      if (queued !== undefined) return Promise.resolve({ ts: queued.ts, wr: queued.wr });
+      if (this.corruptSectors.has(sectorIndex)) {
+        throw corruptError(`sector ${sectorIndex}: data fails its checksum`);
+      }
+      const slot = this.index.get(sectorIndex);
+      if (slot === undefined) return Promise.resolve({ ts: 0n, wr: 0 });
+      const page = this.metaPages[groupOf(slot)]!;
+      const at = entryOffset(slot);
+      return Promise.resolve({ ts: entryTs(page, at), wr: entryWr(page, at) });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  persist(sectorIndex: number, state: SectorState): Promise<void> {
+    checkSector(sectorIndex);
+    checkState(state);
+    try {
+      this.throwIfAcceptingNoWrites();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.notePending(sectorIndex, state);
+      this.enqueue({
+        sector: sectorIndex,
+        state,
+        items: undefined,
+        count: 1,
+        taken: 0,
+        parts: 0,
+        resolve,
+        reject,
+      });
+    });
+  }
+
+  persistMany(items: readonly PersistItem[]): Promise<void> {
+    for (const item of items) {
+      checkSector(item.sectorIndex);
+      checkState(item.state);
+    }
+    try {
+      this.throwIfAcceptingNoWrites();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (items.length === 0) return Promise.resolve();
+    // Our own copy of the list (the items and their data are the caller's, never mutated).
+    const own = items.slice();
+    return new Promise<void>((resolve, reject) => {
+      for (const item of own) this.notePending(item.sectorIndex, item.state);
+      this.enqueue({
+        sector: -1,
+        state: undefined,
+        items: own,
+        count: own.length,
+        taken: 0,
+        parts: 0,
+        resolve,
+        reject,
+      });
+    });
+  }
+
+  writtenSectorCount(): number {
+    return this.writtenSectors;
+  }
+
+  close(): Promise<void> {
+    this.closePromise ??= this.closeOnce();
+    return this.closePromise;
+  }
+
+  // ---- Extras for tests, benchmarks and metrics ---------------------------------------------------
+
+  stats(): SlotStoreStats {
+    return {
+      writtenSectors: this.writtenSectors,
+      slotCount: this.slotCount,
+      freeSlots: this.free.size,
+      bytesOnDisk: this.fileBytes,
+      persistCount: this.persistCount,
+      batchCount: this.batchCount,
+      maxBatchSectors: this.maxBatchSeen,
+      fsyncCount: this.fsyncCount,
+      writeCalls: this.writeCalls,
+      readCalls: this.readCalls,
+      recovery: { ...this.recoveryStats },
+    };
+  }
+
+  // ---- Reads -------------------------------------------------------------------------------------
+
+  /** After a read of `slot` for `sector`: did a persist, a move or a reuse of the slot overlap it? */
+  private moved(sector: number, slot: number, version: number): boolean {
+    return this.pending.has(sector) || this.index.get(sector) !== slot || this.slotVersion[slot] !== version;
+  }
+
+  /** The state read from `slot`, or null (logged) when its data fails the entry's checksum. */
+  private checked(sector: number, slot: number, data: Buffer, complete: boolean): SectorState | null {
+    const page = this.metaPages[groupOf(slot)]!;
+    const at = entryOffset(slot);
+    if (!complete || checksum(data) !== entryDataCrc(page, at)) {
+      this.logger.warn({ sector, slot }, "sector data fails its checksum");
+      this.corruptSectors.add(sector);
+      return null;
+    }
+    return { ts: entryTs(page, at), wr: entryWr(page, at), data };
+  }
+
+  // ---- Group commit ------------------------------------------------------------------------------
+
+  private notePending(sector: number, state: SectorState): void {
+    if (!this.index.has(sector) && !this.pending.has(sector)) this.writtenSectors++;
+    this.pending.set(sector, state);
+    this.persistCount++;
+  }
+
+  private enqueue(call: PersistCall): void {
+    this.queue.push(call);
+    if (this.committing) return;
+    this.committing = true;
+    this.commitDone = this.commitLoop();
+  }
+
+  private async commitLoop(): Promise<void> {
+    // Checked and cleared without an await in between: a persist queued after the last check sees
+    // `committing === false` and starts a new loop.
+    while (this.failure === undefined && this.queueHead < this.queue.length) {
+      const parts = this.takeBatch();
+      try {
+        await this.commitBatch(parts);
+      } catch (err) {
+        this.fail(err);
+        for (const part of parts) part.call.reject(this.failure);
+      }
+    }
+    this.committing = false;
+    if (this.failure !== undefined) {
+      const rest = this.queue.slice(this.queueHead);
+      this.queue = [];
+      this.queueHead = 0;
+      for (const call of rest) call.reject(this.failure);
+    }
+  }
+
+  /** Queued calls, whole, up to the batch limit; a call larger than a whole batch is split. */
+  private takeBatch(): BatchPart[] {
+    const parts: BatchPart[] = [];
+    let sectors = 0;
+    while (this.queueHead < this.queue.length) {
+      const call = this.queue[this.queueHead]!;
+      const left = call.count - call.taken;
+      const room = this.maxBatch - sectors;
+      if (left > room && sectors > 0) break;
+      const n = Math.min(left, room);
+      parts.push({ call, from: call.taken, to: call.taken + n });
+      call.taken += n;
+      call.parts++;
+      sectors += n;
+      if (call.taken < call.count) break;
+      this.queueHead++;
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    }
+    return parts;
+  }
+
+  private async commitBatch(parts: readonly BatchPart[]): Promise<void> {
+    // The latest state per sector (later calls of the batch win), then sectors in ascending order.
+    const latest = new Map<number, SectorState>();
+    for (const { call, from, to } of parts) {
+      if (call.items === undefined) latest.set(call.sector, call.state!);
+      else for (let i = from; i < to; i++) latest.set(call.items[i]!.sectorIndex, call.items[i]!.state);
+    }
+    const n = latest.size;
+    const sectors = new Float64Array(n);
+    let k = 0;
+    for (const sector of latest.keys()) sectors[k++] = sector;
+    sectors.sort();
+
+    // Fresh slots: the lowest free ones, then new ones at the end (all ascending).
+    const slots = this.free.take(n);
+    const fileSlotsBefore = this.slotCount;
+    while (slots.length < n) slots.push(this.slotCount++);
+    assert(this.slotCount <= MAX_SLOTS, "sector store full: slot numbers are u32");
+    this.ensureSlots(this.slotCount);
+    const seq = this.nextSeq++;
+    const states = new Array<SectorState>(n);
+    for (let i = 0; i < n; i++) {
+      const slot = slots[i]!;
+      const sector = sectors[i]!;
+      const state = latest.get(sector)!;
+      states[i] = state;
+      const page = this.metaPages[groupOf(slot)]!;
+      const at = entryOffset(slot);
+      // (1) of the module comment: never the slot of a current state.
+      assert(!entryIsUsed(page, at) || this.index.get(entrySector(page, at)) !== slot, "reusing a live slot");
+      this.slotVersion[slot] = (this.slotVersion[slot]! + 1) >>> 0;
+      encodeUsedEntry(page, at, {
+        slot,
+        sector,
+        ts: state.ts,
+        wr: state.wr,
+        seq,
+        dataCrc: checksum(state.data),
+      });
+    }
+
+    // Touched meta pages whole, data slots as given; adjacent regions in one writev.
+    const writes: Promise<void>[] = [];
+    let run: Buffer[] = [];
+    let runStart = 0;
+    let runEnd = -1;
+    const flush = () => {
+      if (run.length === 0) return;
+      const buffers = run;
+      const at = runStart;
+      this.writeCalls++;
+      writes.push(io("write sectors", () => this.file.writev(buffers, at)));
+      run = [];
+    };
+    const region = (position: number, buf: Buffer) => {
+      if (position !== runEnd || run.length >= MAX_WRITEV_BUFFERS) {
+        flush();
+        runStart = position;
+      }
+      run.push(buf);
+      runEnd = position + buf.length;
+    };
+    let group = -1;
+    for (let i = 0; i < n; i++) {
+      const slot = slots[i]!;
+      if (groupOf(slot) !== group) {
+        group = groupOf(slot);
+        region(groupPosition(group), this.metaPages[group]!);
+      }
+      region(slotPosition(slot), states[i]!.data);
+    }
+    flush();
+
+    // Appending: grow the file a chunk of zeros ahead (see SLOT_FILE_GROWTH_SLOTS: fdatasyncs that
+    // allocate cost ~1.5-2.5x more). Only bytes past every slot of this batch; the batch's fdatasync
+    // covers them. Their slots become free once the batch is durable.
+    let grown: number[] = [];
+    if (this.slotCount > fileSlotsBefore && this.growthSlots > 0) {
+      const target = Math.min(
+        MAX_SLOTS,
+        Math.ceil((this.slotCount + this.growthSlots) / SLOTS_PER_GROUP) * SLOTS_PER_GROUP,
+      );
+      const from = fileBytesForSlots(this.slotCount);
+      const zeros: Buffer[] = [];
+      for (let left = fileBytesForSlots(target) - from; left > 0; left -= ZERO_CHUNK.length) {
+        zeros.push(left >= ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, left));
+      }
+      if (zeros.length > 0) {
+        this.writeCalls++;
+        writes.push(io("grow sectors.dat", () => this.file.writev(zeros, from)));
+      }
+      grown = Array.from({ length: target - this.slotCount }, (_, j) => this.slotCount + j);
+      this.slotCount = target;
+      this.ensureSlots(target);
+    }
+    await Promise.all(writes);
+    this.fileBytes = Math.max(this.fileBytes, fileBytesForSlots(this.slotCount));
+    await io("sync sectors.dat", () => this.file.datasync());
+    this.fsyncCount++;
+    this.batchCount++;
+    this.maxBatchSeen = Math.max(this.maxBatchSeen, n);
+
+    // Durable: the sectors move to their new slots, the old slots become free.
+    const freed: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const sector = sectors[i]!;
+      const old = this.index.get(sector);
+      if (old !== undefined) freed.push(old);
+      this.index.set(sector, slots[i]!);
+      this.corruptSectors.delete(sector);
+      if (this.pending.get(sector) === states[i]) this.pending.delete(sector);
+    }
+    freed.sort((a, b) => a - b);
+    this.free.add(freed);
+    this.free.add(grown);
+    for (const { call } of parts) {
+      call.parts--;
+      if (call.parts === 0 && call.taken === call.count) call.resolve();
+    }
+  }
+
+  /** Slot versions and meta pages for slots 0..count-1. */
+  private ensureSlots(count: number): void {
+    if (count > this.slotVersion.length) {
+      let capacity = this.slotVersion.length;
+      while (capacity < count) capacity *= 2;
+      const next = new Uint32Array(capacity);
+      next.set(this.slotVersion);
+      this.slotVersion = next;
+    }
+    const groups = Math.ceil(count / SLOTS_PER_GROUP);
+    for (let g = this.metaPages.length; g < groups; g++) this.metaPages.push(Buffer.alloc(PAGE_BYTES));
+  }
+
+  // ---- Recovery ----------------------------------------------------------------------------------
+
+  private async recover(): Promise<void> {
+    const size = await io(`size ${SLOT_FILE}`, () => this.file.size());
+    if (size < PAGE_BYTES) throw corruptError(`${SLOT_FILE} is ${size} bytes, shorter than its header page`);
+    await this.checkHeader();
+    const slotCount = completeSlots(size);
+    // Every group whose meta page starts inside the file (the last may be partial: a torn append).
+    const groups = size > FIRST_GROUP_OFFSET ? Math.ceil((size - FIRST_GROUP_OFFSET) / GROUP_BYTES) : 0;
+    this.slotCount = slotCount;
+    this.fileBytes = size;
+    this.ensureSlots(Math.max(slotCount, groups * SLOTS_PER_GROUP));
+    this.recoveryStats.fileBytes = size;
+    this.recoveryStats.slots = slotCount;
+    await this.readMetaPages(groups, size);
+
+    // Pass 1: every entry intact or empty; the highest seq and the entries that carry it.
+    let maxSeq = 0;
+    let lastBatch: number[] = [];
+    const pastEnd: { slot: number; seq: number }[] = [];
+    for (let g = 0; g < groups; g++) {
+      const page = this.metaPages[g]!;
+      for (let e = 0; e < SLOTS_PER_GROUP; e++) {
+        const slot = g * SLOTS_PER_GROUP + e;
+        const r = decodeEntry(page, e * ENTRY_BYTES, slot);
+        if (r.status === "empty") continue;
+        if (r.status === "corrupt") {
+          throw corruptError(`${SLOT_FILE}: the meta entry of slot ${slot} is damaged (${r.reason})`);
+        }
+        const entrySeqValue = r.status === "free" ? r.seq : r.entry.seq;
+        if (entrySeqValue > maxSeq) {
+          maxSeq = entrySeqValue;
+          lastBatch = [];
+        }
+        if (r.status !== "used") continue;
+        if (r.entry.seq === maxSeq) lastBatch.push(slot);
+        if (slot >= slotCount) pastEnd.push({ slot, seq: r.entry.seq });
+      }
+    }
+    this.recoveryStats.entriesScanned = groups * SLOTS_PER_GROUP;
+    for (const { slot, seq } of pastEnd) {
+      if (seq < maxSeq)
+        throw corruptError(`${SLOT_FILE}: slot ${slot} of a synced batch lies past the end of the file`);
+    }
+
+    // The last batch may be torn: check its data, drop (rewrite FREE) the entries that fail.
+    this.recoveryStats.lastBatchSeq = maxSeq;
+    this.recoveryStats.lastBatchEntries = lastBatch.length;
+    const dropped = await this.uncheckedLastBatch(lastBatch, slotCount);
+    const dirtyGroups = new Set<number>();
+    for (const slot of dropped) {
+      encodeFreeEntry(this.metaPages[groupOf(slot)]!, entryOffset(slot), slot, maxSeq);
+      dirtyGroups.add(groupOf(slot));
+    }
+    this.recoveryStats.droppedEntries = dropped.length;
+
+    // Pass 2: per sector the USED entry with the highest seq; every other slot is free.
+    for (let slot = 0; slot < groups * SLOTS_PER_GROUP; slot++) {
+      const page = this.metaPages[groupOf(slot)]!;
+      const at = entryOffset(slot);
+      if (!entryIsUsed(page, at)) continue;
+      const sector = entrySector(page, at);
+      const other = this.index.get(sector);
+      if (other === undefined) {
+        this.index.set(sector, slot);
+        continue;
+      }
+      const seq = entrySeq(page, at);
+      const otherSeq = entrySeq(this.metaPages[groupOf(other)]!, entryOffset(other));
+      if (seq === otherSeq) {
+        throw corruptError(
+          `${SLOT_FILE}: slots ${other} and ${slot} both hold sector ${sector} at seq ${seq}`,
+        );
+      }
+      if (seq > otherSeq) this.index.set(sector, slot);
+    }
+    const free: number[] = [];
+    for (let slot = 0; slot < slotCount; slot++) {
+      const page = this.metaPages[groupOf(slot)]!;
+      const at = entryOffset(slot);
+      if (!entryIsUsed(page, at) || this.index.get(entrySector(page, at)) !== slot) free.push(slot);
+    }
+    this.free.add(free);
+    this.writtenSectors = this.index.size;
+    this.nextSeq = maxSeq + 1;
+
+    // Dropped entries durably FREE, and everything recovery accepted durable, before any use.
+    const rewrites = [...dirtyGroups].sort((a, b) => a - b);
+    for (const g of rewrites) {
+      const page = this.metaPages[g]!;
+      this.writeCalls++;
+      await io("rewrite meta page", () => this.file.write(page, 0, PAGE_BYTES, groupPosition(g)));
+      this.fileBytes = Math.max(this.fileBytes, groupPosition(g) + PAGE_BYTES);
+    }
+    await io("sync sectors.dat", () => this.file.datasync());
+    this.fsyncCount++;
+    if (dropped.length > 0) {
+      this.logger.info(
+        { seq: maxSeq, dropped: dropped.length },
+        "dropped the torn entries of an unsynced last batch",
+      );
+    }
+  }
+
+  private async checkHeader(): Promise<void> {
+    const buf = Buffer.alloc(HEADER_COPY_OFFSETS[1] + 64);
+    await io(`read ${SLOT_FILE} header`, () => readFully(this.file, buf, 0, buf.length, 0));
+    const results = HEADER_COPY_OFFSETS.map((at) => decodeFileHeader(buf, at));
+    const foreign = results.find((r) => r.status === "foreign");
+    if (foreign !== undefined) {
+      throw new AtomicDiskError(
+        "DATA_DIR_UNUSABLE",
+        `${SLOT_FILE} is not a sector store of this format or version (${JSON.stringify(foreign)})`,
+      );
+    }
+    if (!results.some((r) => r.status === "valid")) {
+      throw corruptError(`both header copies of ${SLOT_FILE} are damaged`);
+    }
+  }
+
+  /** Reads every meta page into memory; entries cut by the end of the file read as empty. */
+  private async readMetaPages(groups: number, size: number): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < groups) {
+        const g = next++;
+        const page = this.metaPages[g]!;
+        this.readCalls++;
+        const n = await io("read meta page", () =>
+          readFully(this.file, page, 0, PAGE_BYTES, groupPosition(g)),
+        );
+        const whole = Math.min(n, size - groupPosition(g));
+        page.fill(0, Math.floor(whole / ENTRY_BYTES) * ENTRY_BYTES);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(RECOVERY_READ_CONCURRENCY, groups) }, worker));
+  }
+
+  /** The slots of `lastBatch` whose data is missing or fails its entry's checksum. */
+  private async uncheckedLastBatch(lastBatch: readonly number[], slotCount: number): Promise<number[]> {
+    const failed: number[] = [];
+    const inFile = lastBatch.filter((slot) => slot < slotCount);
+    for (const slot of lastBatch) if (slot >= slotCount) failed.push(slot);
+    for (const run of slotRuns(inFile)) {
+      const start = slotPosition(run.first);
+      const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
+      this.readCalls++;
+      const n = await io("read last batch", () => readFully(this.file, buf, 0, buf.length, start));
+      for (let k = run.from; k < run.to; k++) {
+        const slot = inFile[k]!;
+        const at = slotPosition(slot) - start;
+        const page = this.metaPages[groupOf(slot)]!;
+        const ok =
+          at + SLOT_BYTES <= n &&
+          checksum(buf, at, at + SLOT_BYTES) === entryDataCrc(page, entryOffset(slot));
+        if (!ok) failed.push(slot);
+      }
+    }
+    return failed.sort((a, b) => a - b);
+  }
+
+  // ---- Failure and shutdown ----------------------------------------------------------------------
+
+  private throwIfUnusable(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new AtomicDiskError("SHUTTING_DOWN", "sector store is closed");
+  }
+
+  private throwIfAcceptingNoWrites(): void {
+    this.throwIfUnusable();
+    if (this.closing) throw new AtomicDiskError("SHUTTING_DOWN", "sector store is closing");
+  }
+
+  /**
+   * After a failed write or sync nothing says what reached the disk (the page cache may even have
+   * dropped the dirty pages), so the store stops: every later call fails, and the replica restarts
+   * and recovers from what the disk holds.
+   */
+  private fail(err: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = ioError("sector store failed", err);
+    this.logger.error({ err: this.failure }, "sector store failed; restart to recover");
+  }
+
+  private async closeOnce(): Promise<void> {
+    this.closing = true;
+    try {
+      while (this.committing) await this.commitDone;
+      if (this.failure !== undefined) throw this.failure;
+      this.logger.info(
+        { writtenSectors: this.writtenSectors, fsyncs: this.fsyncCount },
+        "sector store closed",
+      );
+    } finally {
+      this.closed = true;
+      await io(`close ${SLOT_FILE}`, () => this.file.close());
+    }
+  }
+}

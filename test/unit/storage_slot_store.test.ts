@@ -1,0 +1,338 @@
+import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
+import { nodeFileSystem } from "../../src/storage/node_file_io.js";
+import { fileBytesForSlots, SLOT_FILE, SLOT_FILE_TMP } from "../../src/storage/slot_format.js";
+import { SlotStore, type SlotStoreOptions } from "../../src/storage/slot_store.js";
+import { isAtomicDiskError } from "../../src/util/errors.js";
+import {
+  GROUP_COMMIT_MAX_SECTORS,
+  SECTOR_SIZE_BYTES,
+  SLOT_FILE_GROWTH_SLOTS,
+} from "../../src/util/limits.js";
+import { sameState, silentLogger, stateOf, withTempDir } from "./storage_test_support.js";
+
+function open(dir: string, extra: Partial<SlotStoreOptions> = {}): Promise<SlotStore> {
+  return SlotStore.open({ fs: nodeFileSystem, dir, logger: silentLogger, ...extra });
+}
+
+async function fileBytes(dir: string): Promise<number> {
+  return (await stat(path.join(dir, SLOT_FILE))).size;
+}
+
+describe("SlotStore on real files", () => {
+  it("returns (0, 0, zeros) for a sector that was never written; a fresh dir holds only sectors.dat", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      const s = await store.load(12345);
+      expect(s.ts).toBe(0n);
+      expect(s.wr).toBe(0);
+      expect(s.data.equals(Buffer.alloc(SECTOR_SIZE_BYTES))).toBe(true);
+      expect(await store.loadTag(12345)).toEqual({ ts: 0n, wr: 0 });
+      expect(store.writtenSectorCount()).toBe(0);
+      await store.close();
+      expect(await readdir(dir)).toEqual([SLOT_FILE]);
+      expect(await fileBytes(dir)).toBe(4096);
+    });
+  });
+
+  it("keeps every persisted state across close and reopen", async () => {
+    await withTempDir(async (dir) => {
+      let store = await open(dir);
+      await Promise.all([0, 1, 2, 7, 100].map((s) => store.persist(s, stateOf(s, 1))));
+      await store.persist(7, stateOf(7, 2));
+      expect(sameState(await store.load(7), stateOf(7, 2))).toBe(true);
+      await store.close();
+      store = await open(dir);
+      expect(store.writtenSectorCount()).toBe(5);
+      for (const s of [0, 1, 2, 100]) expect(sameState(await store.load(s), stateOf(s, 1))).toBe(true);
+      expect(sameState(await store.load(7), stateOf(7, 2))).toBe(true);
+      expect(store.stats().recovery.droppedEntries).toBe(0);
+      await store.persist(1, stateOf(1, 3));
+      await store.close();
+      store = await open(dir);
+      expect(sameState(await store.load(1), stateOf(1, 3))).toBe(true);
+      expect(store.stats().recovery.lastBatchEntries).toBe(1);
+      await store.close();
+    });
+  });
+
+  it("applies persists of one sector in call order, whatever batches they fall into", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir, { maxBatchSectors: 3 });
+      const all: Promise<void>[] = [];
+      for (let v = 1; v <= 20; v++) {
+        all.push(store.persist(5, stateOf(5, v)));
+        all.push(store.persist(v + 100, stateOf(v + 100, 1)));
+        all.push(store.persistMany([{ sectorIndex: 5, state: stateOf(5, v) }]));
+        // load sees the latest state even before it is durable.
+        expect(sameState(await store.load(5), stateOf(5, v))).toBe(true);
+      }
+      await Promise.all(all);
+      expect(sameState(await store.load(5), stateOf(5, 20))).toBe(true);
+      await store.close();
+      const again = await open(dir);
+      expect(sameState(await again.load(5), stateOf(5, 20))).toBe(true);
+      expect(again.writtenSectorCount()).toBe(21);
+      await again.close();
+    });
+  });
+
+  it("loadTag reports the tag load would report, from memory, queued, durable and after reopen", async () => {
+    await withTempDir(async (dir) => {
+      let store = await open(dir);
+      const tagOf = async (s: number) => {
+        const { ts, wr } = await store.load(s);
+        return { ts, wr };
+      };
+      const pending = store.persist(3, stateOf(3, 1));
+      expect(await store.loadTag(3)).toEqual({ ts: 1n, wr: 2 }); // queued, not yet durable
+      await pending;
+      expect(await store.loadTag(3)).toEqual({ ts: 1n, wr: 2 });
+      for (let v = 2; v <= 12; v++) await store.persist(v + 10, stateOf(v + 10, v));
+      for (const s of [3, 15, 22]) expect(await store.loadTag(s)).toEqual(await tagOf(s));
+      await store.close();
+      store = await open(dir);
+      const before = store.stats().readCalls;
+      const tags = await Promise.all([3, 15, 22, 99].map((s) => store.loadTag(s)));
+      expect(store.stats().readCalls).toBe(before); // no I/O
+      for (const [i, s] of [3, 15, 22, 99].entries()) expect(tags[i]).toEqual(await tagOf(s));
+      await store.close();
+    });
+  });
+
+  it("persistMany of 256 sectors is one batch, and loadMany reads them back with a handful of reads", async () => {
+    await withTempDir(async (dir) => {
+      let store = await open(dir);
+      const first = 1_000_000;
+      const items = Array.from({ length: 256 }, (_, i) => ({
+        sectorIndex: first + i,
+        state: stateOf(first + i, 1),
+      }));
+      await store.persistMany(items);
+      expect(store.stats()).toMatchObject({ batchCount: 1, fsyncCount: 2, maxBatchSectors: 256 });
+      await store.close();
+      store = await open(dir);
+      const sectors = items.map((item) => item.sectorIndex);
+      const before = store.stats().readCalls;
+      const states = await store.loadMany(sectors);
+      // 256 adjacent slots cross 4-5 meta pages: still one read (capped at 256 slots per read).
+      expect(store.stats().readCalls - before).toBeLessThanOrEqual(2);
+      for (const [i, s] of sectors.entries())
+        expect(sameState(states[i]!, stateOf(s, 1)), `sector ${s}`).toBe(true);
+      // Mixed with unwritten and queued sectors, in any order.
+      const queued = store.persist(first + 7, stateOf(first + 7, 2));
+      const mixed = [first + 7, 5, first + 255, first, first + 255];
+      const got = await store.loadMany(mixed);
+      expect(got.map((st, i) => sameState(st!, stateOf(mixed[i]!, [2, 0, 1, 1, 1][i]!)))).toEqual([
+        true,
+        true,
+        true,
+        true,
+        true,
+      ]);
+      await queued;
+      await store.close();
+    });
+  });
+
+  it("space: 2000 writes to 1000 sectors stay within 4096 * 65/64 per sector plus one batch and one growth", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      for (let round = 0; round < 2; round++) {
+        const writes: Promise<void>[] = [];
+        for (let i = 0; i < 1000; i++) writes.push(store.persist(i * 7919, stateOf(i * 7919, round + 1)));
+        await Promise.all(writes);
+      }
+      const st = store.stats();
+      expect(st.writtenSectors).toBe(1000);
+      expect(st.slotCount - st.freeSlots).toBe(1000);
+      await store.close();
+      const bound = fileBytesForSlots(1000 + GROUP_COMMIT_MAX_SECTORS + SLOT_FILE_GROWTH_SLOTS + 64);
+      expect(await fileBytes(dir)).toBeLessThanOrEqual(bound);
+      expect(await readdir(dir)).toEqual([SLOT_FILE]);
+      const again = await open(dir);
+      expect(again.writtenSectorCount()).toBe(1000);
+      expect(sameState(await again.load(999 * 7919), stateOf(999 * 7919, 2))).toBe(true);
+      await again.close();
+    });
+  });
+
+  it("space: overwriting the same sectors again and again does not grow the file", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir, { maxBatchSectors: 64, growthSlots: 128 });
+      const sectors = Array.from({ length: 500 }, (_, i) => i * 3);
+      const sizes: number[] = [];
+      for (let round = 1; round <= 12; round++) {
+        await Promise.all(sectors.map((s) => store.persist(s, stateOf(s, round))));
+        sizes.push(await fileBytes(dir));
+      }
+      // After the first round the file holds the data, one batch of free slots and one growth.
+      expect(sizes[sizes.length - 1]).toBe(sizes[1]);
+      expect(sizes[1]).toBeLessThanOrEqual(fileBytesForSlots(500 + 64 + 128 + 64));
+      // 500 * 4096 * 1.1 (SPEC: at most ~10% over, plus a constant) holds with room.
+      expect(sizes[11]! - fileBytesForSlots(64 + 128 + 64)).toBeLessThanOrEqual(1.1 * 500 * 4096);
+      expect(store.stats().freeSlots).toBeLessThanOrEqual(64 + 128 + 64);
+      await store.close();
+      const again = await open(dir);
+      for (const s of sectors) expect(sameState(await again.load(s), stateOf(s, 12))).toBe(true);
+      await again.close();
+    });
+  });
+
+  it("recovery reads nothing proportional to the volume size: sector 2^39 reopens fast", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      const huge = 2 ** 39 + 3;
+      await store.persist(huge, stateOf(huge, 1));
+      await store.persist(2 ** 30, stateOf(2 ** 30, 1));
+      await store.close();
+      const started = performance.now();
+      const again = await open(dir);
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect(sameState(await again.load(huge), stateOf(huge, 1))).toBe(true);
+      expect(sameState(await again.load(2 ** 30), stateOf(2 ** 30, 1))).toBe(true);
+      expect(again.writtenSectorCount()).toBe(2);
+      // One growth chunk of slots, no more.
+      expect(again.stats().recovery.entriesScanned).toBeLessThanOrEqual(SLOT_FILE_GROWTH_SLOTS + 64);
+      await again.close();
+      expect(await fileBytes(dir)).toBeLessThanOrEqual(fileBytesForSlots(SLOT_FILE_GROWTH_SLOTS + 64));
+    });
+  });
+
+  it("group commit: 300 concurrent persists share far fewer fsyncs, one per batch", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      const before = store.stats();
+      await Promise.all(Array.from({ length: 300 }, (_, i) => store.persist(i, stateOf(i, 1))));
+      const after = store.stats();
+      const batches = after.batchCount - before.batchCount;
+      expect(after.fsyncCount - before.fsyncCount).toBe(batches);
+      expect(batches).toBeLessThanOrEqual(3);
+      expect(after.maxBatchSectors).toBeGreaterThanOrEqual(100);
+      await store.close();
+    });
+  });
+
+  it("a persistMany larger than one batch spans batches and resolves once all of it is durable", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir, { maxBatchSectors: 100 });
+      const items = Array.from({ length: 250 }, (_, i) => ({ sectorIndex: i, state: stateOf(i, 1) }));
+      let resolved = false;
+      const many = store.persistMany(items).then(() => {
+        resolved = true;
+      });
+      const single = store.persist(1000, stateOf(1000, 1));
+      await single;
+      expect(resolved).toBe(true); // the single persist queued behind it went in the last batch
+      await many;
+      expect(store.stats()).toMatchObject({ batchCount: 3, maxBatchSectors: 100 });
+      await store.close();
+      const again = await open(dir);
+      expect(again.writtenSectorCount()).toBe(251);
+      await again.close();
+    });
+  });
+
+  it("refuses a directory of the old journal format with DATA_DIR_UNUSABLE, and creates nothing", async () => {
+    await withTempDir(async (dir) => {
+      for (const name of ["journal", "slots.dat", "slots.meta"]) {
+        const d = path.join(dir, name.replace(".", "-"));
+        await mkdir(d);
+        await writeFile(path.join(d, name), Buffer.alloc(4096, 1));
+        const err = await open(d).catch((e) => e);
+        expect(isAtomicDiskError(err, "DATA_DIR_UNUSABLE"), String(err)).toBe(true);
+        expect(String(err.message)).toContain("old journal format");
+        expect(await readdir(d)).toEqual([name]);
+      }
+    });
+  });
+
+  it("refuses a sectors.dat of another format, and fails on two damaged header copies", async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir);
+      await store.persist(1, stateOf(1, 1));
+      await store.close();
+      const file = path.join(dir, SLOT_FILE);
+      const { open: fsOpen } = await import("node:fs/promises");
+      const fh = await fsOpen(file, "r+");
+      // One damaged copy: the other serves.
+      await fh.write(Buffer.from([0xff]), 0, 1, 5);
+      const one = await open(dir);
+      expect(sameState(await one.load(1), stateOf(1, 1))).toBe(true);
+      await one.close();
+      await fh.write(Buffer.from([0xff]), 0, 1, 512 + 5);
+      await fh.close();
+      const both = await open(dir).catch((e) => e);
+      expect(isAtomicDiskError(both, "STORAGE_CORRUPT"), String(both)).toBe(true);
+      await writeFile(file, Buffer.alloc(8192, 0x41));
+      const foreign = await open(dir).catch((e) => e);
+      expect(isAtomicDiskError(foreign), String(foreign)).toBe(true);
+    });
+  });
+
+  it("a crashed creation's leftover sectors.dat.tmp is replaced by a fresh store", async () => {
+    await withTempDir(async (dir) => {
+      await writeFile(path.join(dir, SLOT_FILE_TMP), Buffer.alloc(100, 7));
+      const store = await open(dir);
+      await store.persist(4, stateOf(4, 1));
+      await store.close();
+      expect(await readdir(dir)).toEqual([SLOT_FILE]);
+      const again = await open(dir);
+      expect(sameState(await again.load(4), stateOf(4, 1))).toBe(true);
+      await again.close();
+    });
+  });
+});
+
+describe("SlotStore failure handling", () => {
+  for (const kind of ["write", "datasync"] as const) {
+    it(`a failed ${kind} rejects the batch with STORAGE_IO and stops the store; reopening recovers`, async () => {
+      let failing = false;
+      const fs = new MemoryFileSystem({
+        injectFault: (op) => (failing && op.kind === kind ? new Error("EIO") : undefined),
+      });
+      const store = await SlotStore.open({ fs, dir: "/d", logger: silentLogger });
+      await store.persist(1, stateOf(1, 1));
+      failing = true;
+      // The batch whose I/O fails and the calls queued behind it all fail.
+      const inBatch = [
+        store.persist(2, stateOf(2, 1)),
+        store.persistMany([{ sectorIndex: 4, state: stateOf(4, 1) }]),
+      ];
+      const behind = store.persist(3, stateOf(3, 1));
+      const errors = await Promise.all([...inBatch, behind].map((p) => p.catch((e) => e)));
+      for (const err of errors) expect(isAtomicDiskError(err, "STORAGE_IO"), String(err)).toBe(true);
+      for (const later of [
+        await store.load(1).catch((e) => e),
+        await store.loadTag(1).catch((e) => e),
+        await store.loadMany([1]).catch((e) => e),
+        await store.persist(5, stateOf(5, 1)).catch((e) => e),
+      ]) {
+        expect(isAtomicDiskError(later, "STORAGE_IO"), String(later)).toBe(true);
+      }
+      failing = false;
+      await store.close().catch(() => {});
+      const again = await SlotStore.open({ fs, dir: "/d", logger: silentLogger });
+      expect(sameState(await again.load(1), stateOf(1, 1))).toBe(true);
+      await again.close();
+    });
+  }
+
+  it("close waits for queued persists; later persists fail with SHUTTING_DOWN", async () => {
+    const fs = new MemoryFileSystem();
+    const store = await SlotStore.open({ fs, dir: "/d", logger: silentLogger });
+    const writes = Array.from({ length: 50 }, (_, i) => store.persist(i, stateOf(i, 1)));
+    const closed = store.close();
+    const late = await store.persist(99, stateOf(99, 1)).catch((e) => e);
+    expect(isAtomicDiskError(late, "SHUTTING_DOWN")).toBe(true);
+    await closed;
+    await Promise.all(writes);
+    const err = await store.load(1).catch((e) => e);
+    expect(isAtomicDiskError(err, "SHUTTING_DOWN")).toBe(true);
+    const again = await SlotStore.open({ fs, dir: "/d", logger: silentLogger });
+    expect(again.writtenSectorCount()).toBe(50);
+    await again.close();
+  });
+});
