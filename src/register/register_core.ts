@@ -260,9 +260,22 @@ function concatSectors(sectors: Buffer[]): Buffer {
   return out;
 }
 
-/** Sector i of a run, as a view (see PersistRecord.cacheData for why views are not cached). */
-function sectorView(run: Buffer, i: number): Buffer {
-  return run.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+/**
+ * Messages of at most this many sectors have their sectors copied out (so they can stay in the
+ * cache: scattered batches of random 4 KiB writes are read back soon and often); longer runs are
+ * persisted as views and not cached (a copy would cost more than the write's own storage I/O).
+ */
+const CACHED_RUN_MAX_SECTORS = 16;
+
+/** Whether a run's states are copied and cached (true) or persisted as uncached views. */
+function cachesRun(count: number): boolean {
+  return count <= CACHED_RUN_MAX_SECTORS;
+}
+
+/** Sector i of a run: a copy of its own when `copy`, else a view (see PersistRecord.cacheData). */
+function sectorOfRun(run: Buffer, i: number, copy: boolean): Buffer {
+  const view = run.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+  return copy ? Buffer.from(view) : view;
 }
 
 export class RegisterCore {
@@ -977,14 +990,15 @@ export class RegisterCore {
     range.writtenTags = Array.from({ length: count }, () => tag);
     range.writtenData = data;
     range.ownPending = 1;
+    const cached = cachesRun(count);
     // Store locally first (rule 2); the update phase starts when the whole run is durable.
     const entries: SectorEntry[] = new Array(count);
     const states: SectorState[] = new Array(count);
     for (let i = 0; i < count; i++) {
       entries[i] = this.#sectors.get(sectors[i]!)!;
-      states[i] = { ts: tag.ts, wr: tag.wr, data: sectorView(data, i) };
+      states[i] = { ts: tag.ts, wr: tag.wr, data: sectorOfRun(data, i, cached) };
     }
-    this.#persist(entries, states, op, false);
+    this.#persist(entries, states, op, cached);
   }
 
   #startRangeUpdatePhase(op: ActiveOp): void {
@@ -1110,19 +1124,20 @@ export class RegisterCore {
     };
     const newer: SectorEntry[] = [];
     const states: SectorState[] = [];
+    const cached = cachesRun(entries.length);
     for (const [i, entry] of entries.entries()) {
       const incoming = message.tags[i]!;
       // As #onWriteProc, sector by sector (rules 1 and 4).
       if (compareTags(incoming, entry.issuedTag) > 0) {
         newer.push(entry);
-        states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorView(message.data, i) });
+        states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorOfRun(message.data, i, cached) });
       }
       if (!this.#faults.ackBeforeDurable && compareTags(entry.durableTag, incoming) < 0) {
         entry.ackWaiters.push({ to: message.sender, opId: message.opId, tag: incoming, range: waiter });
         waiter.remaining++;
       }
     }
-    if (newer.length > 0) this.#persist(newer, states, null, false);
+    if (newer.length > 0) this.#persist(newer, states, null, cached);
     if (waiter.remaining === 0) this.#sendRangeAck(waiter);
   }
 

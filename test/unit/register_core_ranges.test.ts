@@ -229,7 +229,22 @@ describe("register core: tag-only loads (rule 7)", () => {
 });
 
 describe("register core: what a run leaves in the sector cache", () => {
-  it("keeps only the tags of a range write's sectors (views would pin the run's buffer): a read loads the data", () => {
+  it("keeps only the tags of a long run's sectors (views would pin the run's buffer): a read loads the data", () => {
+    const h = new CoreHarness(3);
+    const bytes = Array.from({ length: 17 }, (_, i) => i + 1);
+    writeRange(h, 1, 1, 40, run(...bytes));
+    h.settle();
+    h.log.length = 0;
+    readRange(h, 2, 2, 40, 17);
+    h.settle();
+    expect(h.completed.get(2)).toEqual(run(...bytes));
+    // Every replica loads every sector: none kept their data.
+    expect(h.log.filter((e) => e.effect.kind === "load")).toHaveLength(3 * 17);
+    // What was persisted is a view into the run's data, not a copy of its own.
+    expect(h.disks[0]!.get(40)!.data.buffer.byteLength).toBeGreaterThanOrEqual(17 * 4096);
+  });
+
+  it("copies and caches the sectors of a short run (scattered batches are read back soon)", () => {
     const h = new CoreHarness(3);
     writeRange(h, 1, 1, 40, run(1, 2));
     h.settle();
@@ -237,10 +252,8 @@ describe("register core: what a run leaves in the sector cache", () => {
     readRange(h, 2, 2, 40, 2);
     h.settle();
     expect(h.completed.get(2)).toEqual(run(1, 2));
-    // Every replica loads both sectors: none kept their data.
-    expect(h.log.filter((e) => e.effect.kind === "load")).toHaveLength(3 * 2);
-    // What was persisted is a view into the run's data, not a copy of its own.
-    expect(h.disks[0]!.get(40)!.data.buffer.byteLength).toBeGreaterThanOrEqual(2 * 4096);
+    expect(h.log.filter((e) => e.effect.kind === "load")).toHaveLength(0);
+    for (const disk of h.disks) expect(disk.get(41)!.data.buffer.byteLength).toBeLessThan(2 * 4096);
   });
 
   it("does not take a data load that a durable uncached persist overtook: it loads again", () => {
@@ -252,23 +265,25 @@ describe("register core: what a run leaves in the sector cache", () => {
     to3({ kind: "readProc", sender: 2, opId: Buffer.alloc(16, 8), sectorIndex: 0 });
     expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
     h.loads = [];
-    // While the load is in flight, a WRITE_RANGE_PROC stores a newer state and it becomes durable.
+    // While the load is in flight, a WRITE_RANGE_PROC of a long (uncached) run stores a newer
+    // state and it becomes durable.
+    const count = 20;
+    const sectors = Array.from({ length: count }, (_, i) => i);
     to3({
       kind: "writeRangeProc",
       sender: 1,
       opId: Buffer.alloc(16, 9),
       sectorIndex: 0,
-      sectorCount: 2,
-      sectors: [0, 1],
-      tags: [
-        { ts: 5n, wr: 1 },
-        { ts: 5n, wr: 1 },
-      ],
-      data: run(5, 6),
+      sectorCount: count,
+      sectors,
+      tags: sectors.map(() => ({ ts: 5n, wr: 1 })),
+      data: run(...sectors.map((i) => i + 5)),
     });
-    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 1, tagOnly: true }]);
+    expect(h.loads).toEqual(sectors.slice(1).map((sectorIndex) => ({ rank: 3, sectorIndex, tagOnly: true })));
     h.loads = [];
-    h.step(3, { kind: "tagLoaded", sectorIndex: 1, tag: { ts: 0n, wr: 0 } });
+    for (const sectorIndex of sectors.slice(1)) {
+      h.step(3, { kind: "tagLoaded", sectorIndex, tag: { ts: 0n, wr: 0 } });
+    }
     expect(h.syncPersists(3)).toBe(1);
     h.network = [];
     // The load started before the persist comes back with the old state: not served.
