@@ -5,8 +5,9 @@
 // Write path (group commit). persist/persistMany calls queue; the commit loop takes the queued
 // calls into one batch (at most GROUP_COMMIT_MAX_SECTORS sectors; a larger persistMany spans
 // batches and resolves with its last), keeps the latest state per sector (every call still
-// resolves), gives the batch seq = nextSeq++ and gives every sector a FRESH slot: the lowest free
-// slots (sorted, so runs of sectors stay runs of slots), else new slots at the end of the file.
+// resolves), gives the batch seq = nextSeq++ and gives every sector a FRESH slot: free slots
+// next-fit from a cursor sweeping through the file, in slot order (sectors sorted, so a run of
+// sectors in contiguous free space stays a run of slots), else new slots at the end of the file.
 // It encodes the new USED entries into the in-memory meta pages, writes each touched meta page
 // whole together with the new data slots (adjacent regions in one writev, with the callers' data
 // buffers as they are: no copy), then ONE fdatasync. Only then do the sectors point at their new
@@ -53,11 +54,18 @@
 // the same limitation: the price of one fsync per batch instead of two). A truncation that cuts
 // away whole meta pages loses their entries without a trace (not something a crash does).
 //
-// Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: a batch frees at most as
-// many slots as it takes and takes the free ones first, so they stay below one batch
-// (GROUP_COMMIT_MAX_SECTORS) plus one growth chunk (SLOT_FILE_GROWTH_SLOTS) in steady state.
-// Memory: per written sector ~40 B in the sector -> slot Map, 64 B of meta page and 4 B of slot
-// version (~110 B), nothing proportional to the volume size; the data of a state is held only
+// Allocation (a change from the first design, which took the lowest free slots): random overwrites
+// free random slots, and lowest-first then hands those straight back, so every batch wrote pages
+// all over the file, which costs 3-4x more here than writing nearby ones (SLOT_FREE_RESERVE_DIVISOR
+// has the numbers). The sweep instead reaches freed slots only one pass later, keeping free slots
+// dense just ahead of the cursor; the file grows only when the sweep reaches its end with fewer
+// than 1/32 of its slots free (else the sweep starts over at slot 0).
+// Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: at most 1/32 of the slots
+// plus one batch (GROUP_COMMIT_MAX_SECTORS), one growth chunk (SLOT_FILE_GROWTH_SLOTS) and a group
+// of rounding, since the file only grows when fewer are free and a batch frees at most as many
+// slots as it takes. So ~5% over 4096 B per written sector plus a constant (SPEC §3: ~10%).
+// Memory: per written sector ~40 B in the sector -> slot Map, 64 B of meta page, 4 B of slot
+// version and a bit of free-slot bitmap (~110 B), nothing proportional to the volume size; the data of a state is held only
 // until it is durable (loads read it back from the file, i.e. the page cache).
 // Recovery reads every meta page and the data of the last batch: linear in the file's slots.
 import * as path from "node:path";
@@ -69,6 +77,7 @@ import {
   MAX_SECTORS,
   SECTOR_SIZE_BYTES,
   SLOT_FILE_GROWTH_SLOTS,
+  SLOT_FREE_RESERVE_DIVISOR,
 } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 import { type FileIo, type FileSystemIo, readFully } from "./file_io.js";
@@ -125,6 +134,8 @@ export interface SlotStoreOptions {
   maxBatchSectors?: number;
   /** Slots the file grows by ahead of need; default SLOT_FILE_GROWTH_SLOTS; 0: no growing ahead. */
   growthSlots?: number;
+  /** Free slots kept in reserve: 1/divisor of the file's; default SLOT_FREE_RESERVE_DIVISOR. */
+  freeReserveDivisor?: number;
 }
 
 export interface SlotRecoveryStats {
@@ -210,40 +221,62 @@ function copyState(state: SectorState): SectorState {
   return { ts: state.ts, wr: state.wr, data: Buffer.from(state.data) };
 }
 
-/** Free slots, sorted ascending: the lowest are taken first. */
+/**
+ * Free slots as a bitmap, taken next-fit: in ascending order from a cursor that sweeps through the
+ * file (see SLOT_FREE_RESERVE_DIVISOR for why not lowest-first).
+ */
 class FreeSlots {
-  private slots: number[] = [];
-  private head = 0;
+  private bits = new Uint32Array(2);
+  private count = 0;
+  private cursor = 0;
 
   get size(): number {
-    return this.slots.length - this.head;
+    return this.count;
   }
 
-  /** Removes and returns the `n` lowest (fewer if there are not that many). */
-  take(n: number): number[] {
-    const out = this.slots.slice(this.head, this.head + n);
-    this.head += out.length;
-    if (this.head === this.slots.length) {
-      this.slots = [];
-      this.head = 0;
+  add(slot: number): void {
+    const word = slot >>> 5;
+    if (word >= this.bits.length) {
+      let capacity = this.bits.length;
+      while (capacity <= word) capacity *= 2;
+      const next = new Uint32Array(capacity);
+      next.set(this.bits);
+      this.bits = next;
     }
-    return out;
+    const bit = 1 << (slot & 31);
+    assert((this.bits[word]! & bit) === 0, "slot freed twice");
+    this.bits[word] = this.bits[word]! | bit;
+    this.count++;
   }
 
-  /** Adds slots (ascending, none of them free already). */
-  add(sorted: readonly number[]): void {
-    if (sorted.length === 0) return;
-    const rest = this.slots;
-    const merged = new Array<number>(rest.length - this.head + sorted.length);
-    let i = this.head;
-    let j = 0;
-    let k = 0;
-    while (i < rest.length && j < sorted.length)
-      merged[k++] = rest[i]! < sorted[j]! ? rest[i++]! : sorted[j++]!;
-    while (i < rest.length) merged[k++] = rest[i++]!;
-    while (j < sorted.length) merged[k++] = sorted[j++]!;
-    this.slots = merged;
-    this.head = 0;
+  /**
+   * Takes up to `n` free slots at or after the cursor and below `end`, ascending, and moves the
+   * cursor past them. Fewer means the sweep reached `end`.
+   */
+  takeAhead(n: number, end: number, out: number[]): void {
+    const bits = this.bits;
+    let slot = this.cursor;
+    while (out.length < n && slot < end) {
+      const word = slot >>> 5;
+      if (word >= bits.length) break;
+      const w = bits[word]! & (~0 << (slot & 31));
+      if (w === 0) {
+        slot = (word + 1) << 5;
+        continue;
+      }
+      const found = (word << 5) + (31 - Math.clz32(w & -w));
+      if (found >= end) break;
+      bits[word] = bits[word]! & ~(1 << (found & 31));
+      this.count--;
+      out.push(found);
+      slot = found + 1;
+    }
+    this.cursor = Math.min(slot, end);
+  }
+
+  /** The sweep starts again at slot 0. */
+  rewind(): void {
+    this.cursor = 0;
   }
 }
 
@@ -317,6 +350,7 @@ export class SlotStore implements SectorStore {
   private readonly logger: Logger;
   private readonly maxBatch: number;
   private readonly growthSlots: number;
+  private readonly reserveDivisor: number;
 
   /** Current slot of every written sector whose state is durable. */
   private readonly index = new Map<number, number>();
@@ -367,6 +401,11 @@ export class SlotStore implements SectorStore {
     this.logger = options.logger;
     this.maxBatch = options.maxBatchSectors ?? GROUP_COMMIT_MAX_SECTORS;
     this.growthSlots = options.growthSlots ?? SLOT_FILE_GROWTH_SLOTS;
+    this.reserveDivisor = options.freeReserveDivisor ?? SLOT_FREE_RESERVE_DIVISOR;
+    assert(
+      Number.isInteger(this.reserveDivisor) && this.reserveDivisor >= 1,
+      "freeReserveDivisor must be >= 1",
+    );
     assert(Number.isInteger(this.maxBatch) && this.maxBatch >= 1, "maxBatchSectors must be >= 1");
     assert(Number.isInteger(this.growthSlots) && this.growthSlots >= 0, "growthSlots must be >= 0");
   }
@@ -649,10 +688,17 @@ export class SlotStore implements SectorStore {
     for (const sector of latest.keys()) sectors[k++] = sector;
     sectors.sort();
 
-    // Fresh slots: the lowest free ones, then new ones at the end (all ascending).
-    const slots = this.free.take(n);
+    // Fresh slots: free ones next-fit from the sweep's cursor; at the end of the file the sweep
+    // starts over if enough slots are free, else new slots are appended (SLOT_FREE_RESERVE_DIVISOR).
+    const slots: number[] = [];
     const fileSlotsBefore = this.slotCount;
+    this.free.takeAhead(n, this.slotCount, slots);
+    if (slots.length < n && this.free.size > Math.floor(this.slotCount / this.reserveDivisor)) {
+      this.free.rewind();
+      this.free.takeAhead(n, this.slotCount, slots);
+    }
     while (slots.length < n) slots.push(this.slotCount++);
+    slots.sort((a, b) => a - b);
     assert(this.slotCount <= MAX_SLOTS, "sector store full: slot numbers are u32");
     this.ensureSlots(this.slotCount);
     const seq = this.nextSeq++;
@@ -748,9 +794,8 @@ export class SlotStore implements SectorStore {
       this.corruptSectors.delete(sector);
       if (this.pending.get(sector) === states[i]) this.pending.delete(sector);
     }
-    freed.sort((a, b) => a - b);
-    this.free.add(freed);
-    this.free.add(grown);
+    for (const slot of freed) this.free.add(slot);
+    for (const slot of grown) this.free.add(slot);
     for (const { call } of parts) {
       call.parts--;
       if (call.parts === 0 && call.taken === call.count) call.resolve();
@@ -852,7 +897,7 @@ export class SlotStore implements SectorStore {
       const at = entryOffset(slot);
       if (!entryIsUsed(page, at) || this.index.get(entrySector(page, at)) !== slot) free.push(slot);
     }
-    this.free.add(free);
+    for (const slot of free) this.free.add(slot);
     this.writtenSectors = this.index.size;
     this.nextSeq = maxSeq + 1;
 
