@@ -10,7 +10,7 @@ interface SimArgs {
   steps: number;
   replicas: number;
   faults: "all" | "none";
-  storage: "model" | "journal";
+  storage: "model" | "slots";
   variant?: string;
   verbose: boolean;
 }
@@ -50,7 +50,7 @@ function printViolation(result: SimResult): void {
   }
   console.log(`replay: ${result.replay}`);
   const o = result.options;
-  if ((o.storage ?? "model") === "journal" && o.variant === undefined && (o.faults ?? "all") === "all") {
+  if ((o.storage ?? "model") === "slots" && o.variant === undefined && (o.faults ?? "all") === "all") {
     console.log(`    or: make sim SEED=${o.seed} STEPS=${o.steps} REPLICAS=${o.replicaCount}`);
   }
 }
@@ -65,9 +65,9 @@ export const simCommand: CommandModule<object, SimArgs> = {
       .option("replicas", { type: "number", default: 3, describe: "replica count N" })
       .option("faults", { choices: ["all", "none"] as const, default: "all" as const })
       .option("storage", {
-        choices: ["model", "journal"] as const,
-        default: "journal" as const,
-        describe: "disk model, or the real JournalStore over the simulated file system",
+        choices: ["model", "slots"] as const,
+        default: "slots" as const,
+        describe: "disk model, or the real SlotStore (the replicas' store) over the simulated file system",
       })
       .option("variant", {
         type: "string",

@@ -26,7 +26,7 @@ export interface FaultProfile {
   /** Core tuning: a tiny sector cache forces evictions and reloads; short retransmits overlap. */
   coreCacheSectors: number | undefined;
   retransmitInitialMs: number | undefined;
-  /** Torn writes when the real journal store runs (its checksums must catch them). */
+  /** Torn writes when the real slot store runs (its checksums must catch them). */
   tornWrites: boolean;
 }
 

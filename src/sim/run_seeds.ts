@@ -14,7 +14,7 @@ export interface SeedPlan {
   count: number;
   steps: number;
   replicaCounts?: readonly number[];
-  /** "mixed": alternate the disk model and the real journal store between seeds. */
+  /** "mixed": alternate the disk model and the real slot store between seeds. */
   storage?: StorageMode | "mixed";
   faults?: FaultMode;
   variant?: CoreFaultName;
@@ -37,8 +37,7 @@ export function optionsForSeed(plan: SeedPlan, seed: number): SimOptions {
     seed,
     steps: plan.steps,
     replicaCount: counts[seed % counts.length]!,
-    storage:
-      storage === "mixed" ? (Math.floor(seed / counts.length) % 2 === 0 ? "model" : "journal") : storage,
+    storage: storage === "mixed" ? (Math.floor(seed / counts.length) % 2 === 0 ? "model" : "slots") : storage,
     faults: plan.faults ?? "all",
   };
   if (plan.variant !== undefined) options.variant = plan.variant;

@@ -109,9 +109,9 @@ export class SimDisk implements SimStorage {
     for (const [sectorIndex, state] of this.durable) this.latest.set(sectorIndex, state);
   }
 
-  recoveryCounters(): { discardedRecords: number; corruptSectors: number; tornWriteCrashes: number } {
-    // This model has no records to tear: a crash leaves each sector whole, old or new.
-    return { discardedRecords: 0, corruptSectors: 0, tornWriteCrashes: 0 };
+  recoveryCounters(): { droppedEntries: number; tornWriteCrashes: number } {
+    // This model has no entries to tear: a crash leaves each sector whole, old or new.
+    return { droppedEntries: 0, tornWriteCrashes: 0 };
   }
 
   takeSettleNeeded(): boolean {

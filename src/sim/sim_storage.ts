@@ -1,6 +1,6 @@
 // What a simulated replica needs from its disk, in callback form so that every completion can be
 // routed through the simulator's event queue. Two implementations: SimDisk (a small model) and
-// JournalSimStorage (the real JournalStore over the in-memory file system).
+// SlotSimStorage (the real SlotStore over the in-memory file system).
 import type { SectorState, SectorTag } from "../storage/sector_state.js";
 import type { PersistItem } from "../storage/sector_store.js";
 
@@ -20,8 +20,8 @@ export interface SimStorage {
   crash(): void;
   /** Makes the storage usable again after a crash (or at first start); `done` when ready. */
   recover(done: () => void): void;
-  /** What recoveries found so far (the journal store reports torn tails it dropped and damage). */
-  recoveryCounters(): { discardedRecords: number; corruptSectors: number; tornWriteCrashes: number };
+  /** What recoveries found so far (the slot store reports the entries of torn batches it dropped). */
+  recoveryCounters(): { droppedEntries: number; tornWriteCrashes: number };
   /**
    * True if promises may have been resolved since the last call (the simulator then lets all
    * microtasks settle before the next event); resets the flag. Callback-only storage: never.

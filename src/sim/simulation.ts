@@ -8,13 +8,13 @@ import { SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { EventQueue } from "./event_queue.js";
 import { drawProfile, type FaultMode, type FaultProfile } from "./fault_profile.js";
 import { describeOp, History, type HistoryOp } from "./history.js";
-import { JournalSimStorage } from "./journal_sim_storage.js";
 import { checkHistory } from "./linearizability.js";
 import { Prng } from "./prng.js";
 import { SimDisk } from "./sim_disk.js";
 import { SimNetwork } from "./sim_network.js";
 import { type ReplicaHooks, SimReplica } from "./sim_replica.js";
 import type { SimStorage } from "./sim_storage.js";
+import { SlotSimStorage } from "./slot_sim_storage.js";
 import { Trace } from "./trace.js";
 import { decodeValue, encodeValue } from "./value_codec.js";
 import { Workload, type WorkloadParams } from "./workload.js";
@@ -27,7 +27,7 @@ export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
   "countDuplicateReplies",
 ];
 
-export type StorageMode = "model" | "journal";
+export type StorageMode = "model" | "slots";
 
 export interface SimOptions {
   seed: number;
@@ -67,12 +67,10 @@ export interface SimResult {
     messages: number;
     dropped: number;
     duplicated: number;
-    /** Journal records recovery dropped as an unsynced (possibly torn) tail. */
-    discardedRecords: number;
-    /** Crashes of the real journal store's file system with torn writes on. */
+    /** Entries of an unsynced (possibly torn) last batch that the slot store's recovery dropped. */
+    droppedEntries: number;
+    /** Crashes of the real slot store's file system with torn writes on. */
     tornWriteCrashes: number;
-    /** Sectors recovery found damaged (served to the core as corrupt). */
-    corruptSectors: number;
   };
   traceTail: string[];
   replay: string;
@@ -193,7 +191,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   };
 
   const makeStorage = (rng: Prng): SimStorage => {
-    if (storageMode === "journal") return new JournalSimStorage(queue, rng, profile);
+    if (storageMode === "slots") return new SlotSimStorage(queue, rng, profile);
     return new SimDisk(queue, rng, profile.disk);
   };
   const replicas: SimReplica[] = [];
@@ -298,7 +296,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
   };
 
-  const asyncIo = storageMode === "journal";
+  const asyncIo = storageMode === "slots";
   let events = 0;
   const runOne = async (): Promise<boolean> => {
     if (!queue.runNext()) return false;
@@ -402,9 +400,8 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       messages: network.sentCount,
       dropped: network.droppedCount,
       duplicated: network.duplicatedCount,
-      discardedRecords: storages.reduce((sum, st) => sum + st.recoveryCounters().discardedRecords, 0),
+      droppedEntries: storages.reduce((sum, st) => sum + st.recoveryCounters().droppedEntries, 0),
       tornWriteCrashes: storages.reduce((sum, st) => sum + st.recoveryCounters().tornWriteCrashes, 0),
-      corruptSectors: storages.reduce((sum, st) => sum + st.recoveryCounters().corruptSectors, 0),
     },
     traceTail: violation === null ? [] : trace.lastLines(60),
     replay: replayCommand(options),

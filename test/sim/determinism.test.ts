@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { runSimulation, type SimOptions } from "../../src/sim/simulation.js";
 
 describe("simulator determinism", () => {
-  for (const storage of ["model", "journal"] as const) {
+  for (const storage of ["model", "slots"] as const) {
     it(`replays a seed to the same history digest, byte for byte (${storage} storage)`, async () => {
       const options: SimOptions = { seed: 4242, steps: 2000, replicaCount: 3, storage };
       const first = await runSimulation(options);

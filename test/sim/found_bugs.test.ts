@@ -14,9 +14,9 @@ describe("bugs the simulator found in the real core (fixed)", () => {
   // (13.2) again, or a completed write vanished. Fix: new tag above max(query maximum, own issued
   // tag), and persists of a sector must rise in tag order (asserted).
   const witnesses: { seed: number; storage: StorageMode }[] = [
-    { seed: 200518, storage: "journal" },
+    { seed: 200518, storage: "slots" },
     { seed: 200635, storage: "model" },
-    { seed: 201070, storage: "journal" },
+    { seed: 201070, storage: "slots" },
   ];
   for (const { seed, storage } of witnesses) {
     it(`seed ${seed} (N=3, ${storage}): a coordinator's own write never overwrites a newer durable tag`, async () => {

@@ -3,7 +3,7 @@ import { runSeeds } from "../../src/sim/run_seeds.js";
 import { runSimulation } from "../../src/sim/simulation.js";
 
 // The real register core under every fault (crashes at any event, crashes right after persists,
-// torn writes under the real journal store, drops, duplicates, reordering, partitions), a few
+// torn writes under the real slot store, drops, duplicates, reordering, partitions), a few
 // hundred seeds across N = 1, 3, 5. The soak (`make sim-soak`) runs thousands.
 const SEEDS_PER_N = 100;
 const STEPS = 3000;
@@ -16,7 +16,7 @@ function report(failures: Awaited<ReturnType<typeof runSeeds>>["failures"]): str
 
 describe("the real core under the simulator", () => {
   for (const n of [1, 3, 5]) {
-    it(`passes ${SEEDS_PER_N} seeds with every fault enabled at N=${n} (model disk and journal store)`, async () => {
+    it(`passes ${SEEDS_PER_N} seeds with every fault enabled at N=${n} (model disk and slot store)`, async () => {
       const summary = await runSeeds({
         start: 10_000 * n,
         count: SEEDS_PER_N,
@@ -51,14 +51,14 @@ describe("the real core under the simulator", () => {
     expect(duplicated).toBeGreaterThan(10);
   }, 60_000);
 
-  it("runs the real journal store through crashes with torn writes, and stays linearizable", async () => {
+  it("runs the real slot store through crashes with torn writes, and stays linearizable", async () => {
     let tornWriteCrashes = 0;
     const summary = await runSeeds({
       start: 700,
       count: 20,
       steps: STEPS,
       replicaCounts: [1, 3],
-      storage: "journal",
+      storage: "slots",
       onResult: (r) => {
         tornWriteCrashes += r.stats.tornWriteCrashes;
       },

@@ -1,12 +1,12 @@
-// The real JournalStore over the simulated file system (MemoryFileSystem), as a SimStorage: every
+// The real SlotStore over the simulated file system (MemoryFileSystem), as a SimStorage: every
 // file operation completes through the simulator's event queue, a crash is MemoryFileSystem's
 // crash (optionally with torn writes, which the store's checksums must detect), and recovery is
-// JournalStore.open on what survived.
+// SlotStore.open on what survived.
 import { pino } from "pino";
-import { JournalStore } from "../storage/journal_store.js";
 import { MemoryFileSystem } from "../storage/memory_file_io.js";
 import type { SectorState, SectorTag } from "../storage/sector_state.js";
 import type { PersistItem } from "../storage/sector_store.js";
+import { SlotStore } from "../storage/slot_store.js";
 import { isAtomicDiskError } from "../util/errors.js";
 import type { EventQueue } from "./event_queue.js";
 import type { FaultProfile } from "./fault_profile.js";
@@ -16,13 +16,14 @@ import type { SimStorage } from "./sim_storage.js";
 const DIR = "/replica";
 const silent = pino({ level: "silent" });
 
-export class JournalSimStorage implements SimStorage {
+export class SlotSimStorage implements SimStorage {
   private readonly fs: MemoryFileSystem;
-  private store: JournalStore | null = null;
+  private store: SlotStore | null = null;
   /** Bumped by a crash: completions of an older incarnation are ignored. */
   private epoch = 0;
-  private readonly checkpointBytes: number;
-  private readonly counters = { discardedRecords: 0, corruptSectors: 0, tornWriteCrashes: 0 };
+  private readonly maxBatchSectors: number;
+  private readonly growthSlots: number;
+  private readonly counters = { droppedEntries: 0, tornWriteCrashes: 0 };
   /** Set whenever the store ran or an I/O completed: promise continuations may be waiting. */
   private touched = false;
 
@@ -39,8 +40,10 @@ export class JournalSimStorage implements SimStorage {
           complete();
         }),
     });
-    // Small journals so that runs also cross checkpoints (and crash in the middle of them).
-    this.checkpointBytes = rng.pick([16 * 1024, 256 * 1024]);
+    // Small batches and growth chunks too, so that runs split batches, grow the file slot by slot
+    // or ahead, and cross meta pages (and crash in the middle of all that).
+    this.maxBatchSectors = rng.pick([4, 64, 1024]);
+    this.growthSlots = rng.pick([0, 1, 64]);
   }
 
   /** Runs `then` as a sim event of the current incarnation (never from inside a microtask). */
@@ -98,19 +101,18 @@ export class JournalSimStorage implements SimStorage {
   }
 
   recover(done: () => void): void {
-    const opening = JournalStore.open({
+    const opening = SlotStore.open({
       fs: this.fs,
       dir: DIR,
       logger: silent,
-      journalCheckpointBytes: this.checkpointBytes,
+      maxBatchSectors: this.maxBatchSectors,
+      growthSlots: this.growthSlots,
     });
     this.later(
       opening,
       (store) => {
         this.store = store;
-        const recovery = store.stats().recovery;
-        this.counters.discardedRecords += recovery.discardedRecords;
-        this.counters.corruptSectors += recovery.corruptSectors;
+        this.counters.droppedEntries += store.stats().recovery.droppedEntries;
         done();
       },
       (err) => {
@@ -119,12 +121,12 @@ export class JournalSimStorage implements SimStorage {
     );
   }
 
-  recoveryCounters(): { discardedRecords: number; corruptSectors: number; tornWriteCrashes: number } {
+  recoveryCounters(): { droppedEntries: number; tornWriteCrashes: number } {
     return { ...this.counters };
   }
 
-  private usable(): JournalStore {
-    if (this.store === null) throw new Error("journal storage used while not recovered");
+  private usable(): SlotStore {
+    if (this.store === null) throw new Error("slot storage used while not recovered");
     return this.store;
   }
 }
