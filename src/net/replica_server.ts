@@ -1,5 +1,5 @@
 // One replica process's network side: a single TCP listener for clients and peers, outbound
-// links to every other rank, and the register-core driver over the on-disk journal store.
+// links to every other rank, and the register-core driver over the on-disk sector store.
 import { mkdirSync, statSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
@@ -28,7 +28,7 @@ export interface StartReplicaOptions {
   logger?: Logger;
   /** Bind address override (e.g. 0.0.0.0 in a container whose config names a service host). */
   listenHost?: string;
-  /** Opens the sector store in the given directory; the journaled file store by default. */
+  /** Opens the sector store in the given directory; the slot file store by default. */
   openStore?: (dir: string, logger: Logger) => Promise<SectorStore>;
   /** Called after a storage failure; the default logs and exits the process (recovery is from disk). */
   onFatal?: (err: unknown) => void;
@@ -63,12 +63,12 @@ function prepareDataDir(dataDir: string): void {
   }
 }
 
-async function openJournalStore(dir: string, logger: Logger): Promise<SectorStore> {
-  const [{ JournalStore }, { nodeFileSystem }] = await Promise.all([
-    import("../storage/journal_store.js"),
+async function openSlotStore(dir: string, logger: Logger): Promise<SectorStore> {
+  const [{ SlotStore }, { nodeFileSystem }] = await Promise.all([
+    import("../storage/slot_store.js"),
     import("../storage/node_file_io.js"),
   ]);
-  return JournalStore.open({ fs: nodeFileSystem, dir, logger });
+  return SlotStore.open({ fs: nodeFileSystem, dir, logger });
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
@@ -123,7 +123,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
     const storeLogger = logger.child({ part: "store" });
     const openStore: SectorStore = await (options.openStore !== undefined
       ? options.openStore(storeDir, storeLogger)
-      : openJournalStore(storeDir, storeLogger));
+      : openSlotStore(storeDir, storeLogger));
     store = openStore;
 
     const peers = new Map<number, PeerLink>();
