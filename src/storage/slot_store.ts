@@ -317,8 +317,9 @@ async function prepareDirectory(fs: FileSystemIo, dir: string, logger: Logger): 
     throw new AtomicDiskError(
       "DATA_DIR_UNUSABLE",
       `${dir} holds a sector store of the old journal format (${old.join(", ")}); this version keeps ` +
-        `sectors in ${SLOT_FILE} and cannot read it. Move that directory away and let the replica ` +
-        "start empty (it catches up from its peers), or run the previous version",
+        `sectors in ${SLOT_FILE} and cannot read it. Serve it with the version that wrote it; do not ` +
+        "just empty the directory (a replica that forgets acknowledged writes can break reads of the " +
+        "whole cluster): a cluster changes format by starting over with fresh data directories",
     );
   }
   const at = (name: string) => path.join(dir, name);
@@ -755,9 +756,9 @@ export class SlotStore implements SectorStore {
     }
     flush();
 
-    // Appending: grow the file a chunk of zeros ahead (see SLOT_FILE_GROWTH_SLOTS: fdatasyncs that
-    // allocate cost ~1.5-2.5x more). Only bytes past every slot of this batch; the batch's fdatasync
-    // covers them. Their slots become free once the batch is durable.
+    // Appending: grow the file a chunk of zeros ahead (SLOT_FILE_GROWTH_SLOTS: fewer fdatasyncs
+    // that allocate). Only bytes past every slot of this batch; the batch's fdatasync covers them.
+    // Their slots become free once the batch is durable.
     let grown: number[] = [];
     if (this.slotCount > fileSlotsBefore && this.growthSlots > 0) {
       const target = Math.min(
