@@ -174,7 +174,7 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
         type: "number",
         default: 2,
         describe:
-          "writes before the measured phases, not counted (JIT, first journal growth and slot allocation)",
+          "writes before the measured phases, not counted (JIT, first growth of the sector file)",
       })
       .option("connections", {
         type: "number",

@@ -1,7 +1,7 @@
-// The few file operations stable storage needs, behind an interface so that the same JournalStore
+// The few file operations stable storage needs, behind an interface so that the same SlotStore
 // runs over real files (node_file_io.ts) and over a simulated disk that can crash (memory_file_io.ts).
 //
-// Durability contract (what JournalStore relies on, and what MemoryFileSystem models):
+// Durability contract (what SlotStore relies on, and what MemoryFileSystem models):
 // - `write`/`writev` change what later reads see at once, but survive a crash only after `datasync`
 //   on the same file completed. Pending writes may reach the disk in any order, or partially.
 // - `truncate` is durable after `datasync` on that file.

@@ -1,4 +1,4 @@
-// A simulated disk for FileSystemIo: the simulator and the crash tests run the real JournalStore
+// A simulated disk for FileSystemIo: the simulator and the crash tests run the real SlotStore
 // over it, and can crash it at any instant.
 //
 // Model (deliberately as weak as a real disk, so that code correct here is correct there):

@@ -4,10 +4,11 @@
 // comes from datasync, which stays asynchronous: it waits for the disk), so they take
 // microseconds, and doing them on the event loop thread is far cheaper than a thread-pool
 // round trip per call. Measured with `bench-replicas` (random 4 KiB writes, three runs each):
-// 7,098 against 5,982 durable writes/s, 218 against 263 µs of replica CPU per write; the slot
-// apply of a checkpoint makes thousands of small writes. So that a long run of writes (a
-// checkpoint) cannot hold the event loop, a write that finds SYNC_WRITE_SLICE_MS of synchronous
-// writing since the loop last turned resolves only after the loop has had a turn (setImmediate).
+// 7,098 against 5,982 durable writes/s, 218 against 263 µs of replica CPU per write (measured
+// with the journal store this one replaced); a batch of scattered sectors makes up to a thousand
+// small writes. So that a long run of writes (a big batch, a growth of the file) cannot hold the
+// event loop, a write that finds SYNC_WRITE_SLICE_MS of synchronous writing since the loop last
+// turned resolves only after the loop has had a turn (setImmediate).
 // Reads, syncs and everything else go through the callback API: measured 5-8 µs per 4 KiB call
 // with 64 in flight, against 11-13 µs through fs.promises FileHandle.
 import * as fs from "node:fs";

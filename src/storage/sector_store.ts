@@ -1,4 +1,4 @@
-// What the replica driver needs from stable storage. Implemented by the journaled file store
+// What the replica driver needs from stable storage. Implemented by the slot file store
 // (real disks) and run under the simulator over a simulated file system.
 import type { SectorState, SectorTag } from "./sector_state.js";
 
