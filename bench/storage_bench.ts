@@ -6,16 +6,14 @@
 //     --target ES2022 --skipLibCheck --types node bench/storage_bench.ts
 //   cp package.json /tmp/ad-bench/ && ln -sfn "$PWD/node_modules" /tmp/ad-bench/node_modules
 //   node /tmp/ad-bench/bench/storage_bench.js [--dir D] [--seconds S] [--concurrency C] [--sectors N]
-//     [--overwrite-sectors N] [--run-mib M] [--store slots|journal]
+//     [--overwrite-sectors N] [--run-mib M]
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import { pino } from "pino";
-import { JournalStore } from "../src/storage/journal_store.js";
 import { nodeFileSystem } from "../src/storage/node_file_io.js";
-import type { SectorStore } from "../src/storage/sector_store.js";
 import { SlotStore } from "../src/storage/slot_store.js";
 import { SECTOR_SIZE_BYTES } from "../src/util/limits.js";
 
@@ -25,12 +23,9 @@ function arg(name: string, fallback: string): string {
 }
 
 const logger = pino({ level: "silent" });
-const storeKind = arg("store", "slots");
-
-type BenchStore = SectorStore & { stats(): { fsyncCount: number; batchCount: number } };
+type BenchStore = SlotStore;
 
 function openStore(dir: string): Promise<BenchStore> {
-  if (storeKind === "journal") return JournalStore.open({ fs: nodeFileSystem, dir, logger });
   return SlotStore.open({ fs: nodeFileSystem, dir, logger });
 }
 
@@ -272,7 +267,6 @@ async function benchRecovery(base: string, sectors: number): Promise<void> {
 const base = arg("dir", tmpdir());
 const seconds = Number(arg("seconds", "5"));
 const concurrency = Number(arg("concurrency", "64"));
-console.log(`store: ${storeKind}`);
 benchChecksums();
 await benchNewSectors(base, seconds, concurrency);
 await benchNewSectors(base, 2, 1);

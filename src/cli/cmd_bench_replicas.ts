@@ -173,8 +173,7 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
       .option("warmup-seconds", {
         type: "number",
         default: 2,
-        describe:
-          "writes before the measured phases, not counted (JIT, first growth of the sector file)",
+        describe: "writes before the measured phases, not counted (JIT, first growth of the sector file)",
       })
       .option("connections", {
         type: "number",

@@ -79,15 +79,12 @@ export const MAX_UNIDENTIFIED_CONNECTIONS = 64;
  */
 export const MAX_CLIENT_CONNECTIONS = 128;
 
-/** Storage group commit: a batch closes at this many records or bytes, whichever comes first. */
-export const GROUP_COMMIT_MAX_RECORDS = 512;
-
 /**
  * Storage group commit (slot_store.ts): most sectors in one batch (one writev set, one fdatasync).
  * 1024 sectors = 4 MiB: four 1 MiB range writes share a sync, while one batch's write and sync stay
  * a few milliseconds, so persists arriving meanwhile wait little for the next one. It also bounds
- * the free slots a store keeps in steady state (a batch frees at most as many as it takes) and the
- * data recovery reads to check the last batch.
+ * how far the free slots can exceed their reserve (a batch frees at most as many as it takes) and
+ * the data recovery reads to check the last batch.
  */
 export const GROUP_COMMIT_MAX_SECTORS = 1024;
 
@@ -120,19 +117,6 @@ export const SLOT_FILE_GROWTH_SLOTS = 256;
  * over 4096 B per written sector; SPEC §3 allows ~10%).
  */
 export const SLOT_FREE_RESERVE_DIVISOR = 32;
-
-/**
- * Journal size before a checkpoint (data files fsynced, journal reset). Bounds recovery replay
- * work and the constant space overhead of the journal.
- */
-export const JOURNAL_CHECKPOINT_BYTES = 64 * 1024 * 1024;
-
-/**
- * The journal file grows by this much at a time (zeros written ahead of the records), so that
- * the fdatasync of a group commit seldom has new blocks to make durable (journal_store.ts).
- * 4 MiB: ~1,000 records per growth, a ~1-2 ms write; at most this much unused space.
- */
-export const JOURNAL_EXTEND_BYTES = 4 * 1024 * 1024;
 
 /** NBD: largest READ/WRITE payload accepted (the kernel's max_hw_sectors is 32 MiB). */
 export const NBD_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
