@@ -65,8 +65,9 @@
 // of rounding, since the file only grows when fewer are free and a batch frees at most as many
 // slots as it takes. So ~5% over 4096 B per written sector plus a constant (SPEC §3: ~10%).
 // Memory: per written sector ~40 B in the sector -> slot Map, 64 B of meta page, 4 B of slot
-// version and a bit of free-slot bitmap (~110 B), nothing proportional to the volume size; the data of a state is held only
-// until it is durable (loads read it back from the file, i.e. the page cache).
+// version and a bit of free-slot bitmap (~110 B), nothing proportional to the volume size; the
+// data of a state is held only until it is durable (loads read it back from the file, i.e. the
+// page cache).
 // Recovery reads every meta page and the data of the last batch: linear in the file's slots.
 import * as path from "node:path";
 import { assert } from "../util/assert.js";
@@ -280,6 +281,32 @@ class FreeSlots {
   }
 }
 
+/**
+ * sector -> current slot. Sharded by the low bits of the sector: one V8 Map holds at most 2^24
+ * entries (64 GiB of written sectors), 64 of them 2^30.
+ */
+class SectorIndex {
+  private readonly shards = Array.from({ length: 64 }, () => new Map<number, number>());
+
+  get(sector: number): number | undefined {
+    return this.shards[sector & 63]!.get(sector);
+  }
+
+  has(sector: number): boolean {
+    return this.shards[sector & 63]!.has(sector);
+  }
+
+  set(sector: number, slot: number): void {
+    this.shards[sector & 63]!.set(sector, slot);
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const shard of this.shards) n += shard.size;
+    return n;
+  }
+}
+
 /** Runs of ascending slots that one read covers: adjacent slots (a meta page may lie between). */
 function slotRuns(
   sortedSlots: readonly number[],
@@ -354,7 +381,7 @@ export class SlotStore implements SectorStore {
   private readonly reserveDivisor: number;
 
   /** Current slot of every written sector whose state is durable. */
-  private readonly index = new Map<number, number>();
+  private readonly index = new SectorIndex();
   /** Meta page per group, as on disk (plus the entries of the batch in flight): the index of tags. */
   private metaPages: Buffer[] = [];
   /** Bumped when a slot is taken by a batch: a read that overlapped the reuse reads again. */
@@ -696,10 +723,12 @@ export class SlotStore implements SectorStore {
     this.free.takeAhead(n, this.slotCount, slots);
     if (slots.length < n && this.free.size > Math.floor(this.slotCount / this.reserveDivisor)) {
       this.free.rewind();
+      const before = slots.length;
       this.free.takeAhead(n, this.slotCount, slots);
+      // The slots from the start of the file go first: ascending again.
+      if (before > 0 && slots.length > before) slots.sort((a, b) => a - b);
     }
     while (slots.length < n) slots.push(this.slotCount++);
-    slots.sort((a, b) => a - b);
     assert(this.slotCount <= MAX_SLOTS, "sector store full: slot numbers are u32");
     this.ensureSlots(this.slotCount);
     const seq = this.nextSeq++;
