@@ -22,20 +22,20 @@ export class SectorLocks {
       release = resolve;
     });
     const tails: Array<Promise<void>> = new Array(count);
-    let waits: Array<Promise<void>> | undefined;
+    const waits: Array<Promise<void>> = [];
     for (let i = 0; i < count; i++) {
       const sector = first + i;
       const previous = this.tails.get(sector);
       let tail = mine;
       if (previous !== undefined) {
-        (waits ??= []).push(previous);
+        waits.push(previous);
         tail = previous.then(() => mine);
       }
       this.tails.set(sector, tail);
       tails[i] = tail;
     }
     try {
-      if (waits !== undefined) await Promise.all(waits);
+      if (waits.length > 0) await Promise.all(waits);
       return await fn();
     } finally {
       release();

@@ -267,6 +267,11 @@ function concatSectors(sectors: Buffer[]): Buffer {
  */
 const CACHED_RUN_MAX_SECTORS = 16;
 
+/** Whether a sector's data is (at most) a short run's buffer, so caching it pins little. */
+function ownsItsMemory(data: Buffer): boolean {
+  return data.buffer.byteLength <= CACHED_RUN_MAX_SECTORS * SECTOR_SIZE_BYTES;
+}
+
 /** Whether a run's states are copied and cached (true) or persisted as uncached views. */
 function cachesRun(count: number): boolean {
   return count <= CACHED_RUN_MAX_SECTORS;
@@ -509,6 +514,20 @@ export class RegisterCore {
       entry.durableTag = maxTag(entry.durableTag, tagOf(state));
     }
     this.#retryDeferred(entry);
+    this.#dropBorrowedData(entry);
+  }
+
+  /**
+   * A loaded state whose data is a view into a larger read (the store reads adjacent sectors
+   * together) is not kept in the cache once nothing waits for it: it would keep the whole read
+   * alive. Only the tag stays known (rule 7).
+   */
+  #dropBorrowedData(entry: SectorEntry): void {
+    const state = entry.state;
+    if (state === null || ownsItsMemory(state.data)) return;
+    if (entry.pins > 0 || entry.deferred.length > 0) return;
+    entry.state = null;
+    entry.tagOnly = true;
   }
 
   #onTagLoaded(sectorIndex: number, tag: Tag | null): void {
@@ -1101,6 +1120,7 @@ export class RegisterCore {
         const data = Buffer.allocUnsafe(count * SECTOR_SIZE_BYTES);
         for (const [i, state] of states.entries()) state.data.copy(data, i * SECTOR_SIZE_BYTES);
         this.#send(message.sender, { kind: "rangeValue", ...header, tags: states.map(tagOf), data });
+        for (const entry of entries) this.#dropBorrowedData(entry);
         return;
       }
       case "writeRangeProc":

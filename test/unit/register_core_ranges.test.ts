@@ -256,6 +256,35 @@ describe("register core: what a run leaves in the sector cache", () => {
     for (const disk of h.disks) expect(disk.get(41)!.data.buffer.byteLength).toBeLessThan(2 * 4096);
   });
 
+  it("serves a loaded view into a larger read, then keeps only its tag; owned loaded data stays cached", () => {
+    const h = new CoreHarness(3);
+    const readProc = (sectorIndex: number, id: number): SystemMessage => ({
+      kind: "readProc",
+      sender: 2,
+      opId: Buffer.alloc(16, id),
+      sectorIndex,
+    });
+    const bigRead = Buffer.alloc(64 * 4096, 9);
+    h.step(3, { kind: "message", message: readProc(5, 1) });
+    h.loads = [];
+    h.step(3, {
+      kind: "loaded",
+      sectorIndex: 5,
+      state: { ts: 1n, wr: 1, data: bigRead.subarray(4096, 8192) },
+    });
+    expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(1);
+    h.step(3, { kind: "message", message: readProc(5, 2) });
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 5 }]);
+    // A sector that owns its buffer stays cached.
+    h.loads = [];
+    h.step(3, { kind: "message", message: readProc(6, 3) });
+    h.loads = [];
+    h.step(3, { kind: "loaded", sectorIndex: 6, state: { ts: 1n, wr: 1, data: sectorOf(6) } });
+    h.step(3, { kind: "message", message: readProc(6, 4) });
+    expect(h.loads).toEqual([]);
+    expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(3);
+  });
+
   it("does not take a data load that a durable uncached persist overtook: it loads again", () => {
     const h = new CoreHarness(3);
     const to3 = (message: SystemMessage) => h.step(3, { kind: "message", message });
