@@ -5,7 +5,7 @@
 // REPLICA_UNAVAILABLE and the caller decides where (and whether) to resend.
 import { randomBytes } from "node:crypto";
 import net from "node:net";
-import { TickCorkedWriter } from "../net/tick_corked_writer.js";
+import { TurnCorkedWriter } from "../net/turn_corked_writer.js";
 import { encodeClientCommandFrame, type Frame } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
 import {
@@ -45,7 +45,7 @@ export class ReplicaConnection {
   private readonly decoder: AtddDecoder;
   /** Random start, so a replica never sees two live connections reuse the same numbers. */
   private nextRequestNumber = randomBytes(8).readBigUInt64BE(0);
-  private readonly writer: TickCorkedWriter;
+  private readonly writer: TurnCorkedWriter;
   private closed = false;
   private closeError: Error | undefined;
   /** Close listeners already ran; later ones are called right away (on the next tick). */
@@ -59,7 +59,7 @@ export class ReplicaConnection {
     private readonly log: Logger,
   ) {
     this.decoder = new AtddDecoder({ role: "client", clientKey });
-    this.writer = new TickCorkedWriter(socket);
+    this.writer = new TurnCorkedWriter(socket);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => {

@@ -27,6 +27,7 @@ import { ReplicaConnection } from "../client/replica_connection.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
+  GATEWAY_WRITE_PACK_SECTORS,
   MAX_RANGE_SECTORS,
   RECONNECT_INITIAL_MS,
   RECONNECT_MAX_MS,
@@ -57,6 +58,8 @@ export interface ReplicaPoolOptions {
   connectionsPerReplica: number;
   connect: ConnectReplica;
   log?: Logger;
+  /** Index (0-based) of the replica writes go to first (tests); default random. */
+  preferredReplica?: number;
 }
 
 type Outcome = "up" | "refused";
@@ -76,6 +79,13 @@ class Replica {
 
   isUp(): boolean {
     return this.links.some((l) => l !== undefined);
+  }
+
+  /** Sectors in flight over all of this replica's connections. */
+  inflight(): number {
+    let sectors = 0;
+    for (const link of this.links) if (link !== undefined) sectors += link.inflight();
+    return sectors;
   }
 
   bestLink(): ReplicaLink | undefined {
@@ -138,6 +148,8 @@ export class ReplicaPool implements SectorBackend {
   private anyUpWaiters: Array<() => void> = [];
   private closed = false;
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Index of the replica writes prefer: random, so that several gateways prefer different ones. */
+  private readonly preferredFirst: number;
 
   constructor(private readonly options: ReplicaPoolOptions) {
     assert(
@@ -150,6 +162,7 @@ export class ReplicaPool implements SectorBackend {
       { length: options.replicas },
       (_, i) => new Replica(i + 1, options.connectionsPerReplica),
     );
+    this.preferredFirst = options.preferredReplica ?? Math.floor(Math.random() * options.replicas);
   }
 
   /** A pool over the cluster's replicas using real ReplicaConnections. */
@@ -309,8 +322,23 @@ export class ReplicaPool implements SectorBackend {
     return best;
   }
 
+  /**
+   * Where a write goes: the first live replica, in this pool's preference order, with fewer than
+   * GATEWAY_WRITE_PACK_SECTORS in flight; when all are that busy, the least loaded. Concentrating
+   * writes lets one coordinator group them (register core rule 8: one query and one update
+   * message per peer, one fsync, for the whole group), where spreading them makes every replica
+   * coordinate small groups: measured with 32 random 4 KiB writes in flight, 4.2k writes/s at
+   * 294 µs of replica CPU each on one coordinator against 2.8k/s at 539 µs spread over three.
+   * Reads are spread (pickLink): a read's coordinator receives the data, so it is the busy one.
+   */
   private pickReplica(avoid: Replica | undefined): Replica | undefined {
     if (this.closed) return undefined;
+    for (let i = 0; i < this.replicas.length; i++) {
+      const replica = this.replicas[(this.preferredFirst + i) % this.replicas.length]!;
+      if (replica !== avoid && replica.isUp() && replica.inflight() < GATEWAY_WRITE_PACK_SECTORS) {
+        return replica;
+      }
+    }
     let best: Replica | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const replica of this.replicas) {

@@ -1,7 +1,7 @@
 // One client connection: handshake, then transmission, then close. Client input never throws out
 // of here: protocol violations close this socket only, and the gateway goes on serving others.
 import type { Socket } from "node:net";
-import { TickCorkedWriter } from "../net/tick_corked_writer.js";
+import { TurnCorkedWriter } from "../net/turn_corked_writer.js";
 import { NBD_HANDSHAKE_TIMEOUT_MS, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { ByteQueue, isEof } from "./byte_queue.js";
@@ -21,14 +21,14 @@ export class Session {
   private readonly queue = new ByteQueue();
   private transmission: Transmission | undefined;
   private closed = false;
-  private readonly writer: TickCorkedWriter;
+  private readonly writer: TurnCorkedWriter;
   readonly finished: Promise<void>;
 
   constructor(
     private readonly socket: Socket,
     private readonly options: SessionOptions,
   ) {
-    this.writer = new TickCorkedWriter(socket);
+    this.writer = new TurnCorkedWriter(socket);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => {
       this.queue.push(chunk);

@@ -21,7 +21,7 @@ import {
   readReplyHeaderBytes,
   simpleReply,
 } from "./replies.js";
-import type { Volume } from "./volume.js";
+import type { Cancellation, Volume } from "./volume.js";
 
 export interface TransmissionIo {
   queue: ByteQueue;
@@ -150,7 +150,7 @@ export class Transmission {
     this.inflightRequests++;
     this.inflightBytes += bytes;
     let done = false;
-    const abort = new AbortController();
+    const cancel = { aborted: false };
     const finish = (reply: Buffer | undefined) => {
       if (done) return;
       done = true;
@@ -172,9 +172,9 @@ export class Transmission {
         "nbd request timed out; replying EIO",
       );
       finish(this.errorReply(request, NbdErrno.EIO));
-      abort.abort();
+      cancel.aborted = true;
     }, this.options.timeoutMs);
-    this.execute(request, abort.signal).then(
+    this.execute(request, cancel).then(
       (reply) => finish(reply),
       (err: unknown) => {
         const errno = err instanceof RequestError ? err.errno : nbdErrnoFor(err, kindOf(request.type));
@@ -198,7 +198,7 @@ export class Transmission {
   }
 
   /** Runs one request; resolves with its whole success reply. */
-  private async execute(request: Request, signal: AbortSignal): Promise<Buffer> {
+  private async execute(request: Request, signal: Cancellation): Promise<Buffer> {
     const { volume, negotiated } = this.options;
     const { offset, length, cookie, flags } = request;
     if ((flags & ~KNOWN_COMMAND_FLAGS) !== 0) throw new RequestError(NbdErrno.EINVAL);

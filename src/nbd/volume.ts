@@ -21,6 +21,14 @@ const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
 /** Shared source of every zeroing range write; backends never modify or keep write data. */
 const ZERO_RUN = Buffer.alloc(MAX_RANGE_SECTORS * SECTOR_SIZE_BYTES);
 
+/**
+ * What a request's owner sets once nobody waits for it any more (its timeout fired). An
+ * AbortSignal fits, but one per request cost ~5% of the gateway's CPU under random 4 KiB writes.
+ */
+export interface Cancellation {
+  readonly aborted: boolean;
+}
+
 function aborted(): AtomicDiskError {
   return new AtomicDiskError("QUORUM_TIMEOUT", "request abandoned after its timeout");
 }
@@ -95,7 +103,7 @@ export class Volume {
     length: number,
     target: Buffer,
     targetOffset: number,
-    signal?: AbortSignal,
+    signal?: Cancellation,
   ): Promise<void> {
     this.checkRange(offset, length);
     assert(targetOffset + length <= target.length, "read: target too small");
@@ -111,7 +119,7 @@ export class Volume {
     });
   }
 
-  async write(offset: number, data: Buffer, signal?: AbortSignal): Promise<void> {
+  async write(offset: number, data: Buffer, signal?: Cancellation): Promise<void> {
     this.checkRange(offset, data.length);
     await this.forEachPiece(offset, data.length, signal, (piece) => {
       const start = piece.sector * SECTOR_SIZE_BYTES - offset;
@@ -135,7 +143,7 @@ export class Volume {
    * read costs no durable write, so zeroing never-written space (mkfs, nbdcopy) stays cheap. A run
    * is read with one range command and only its sub-runs that are not zero yet are written.
    */
-  async writeZeroes(offset: number, length: number, signal?: AbortSignal): Promise<void> {
+  async writeZeroes(offset: number, length: number, signal?: Cancellation): Promise<void> {
     this.checkRange(offset, length);
     await this.forEachPiece(offset, length, signal, (piece) => {
       if (piece.partial) {
@@ -168,7 +176,7 @@ export class Volume {
   private forEachPiece(
     offset: number,
     length: number,
-    signal: AbortSignal | undefined,
+    signal: Cancellation | undefined,
     fn: (piece: Piece) => Promise<void>,
   ): Promise<void> {
     return new Promise((resolve, reject) => {

@@ -140,6 +140,13 @@ export const NBD_REQUEST_TIMEOUT_MS = 25_000;
  */
 export const GATEWAY_MAX_INFLIGHT_SECTORS = 2048;
 
+/**
+ * Gateway: writes go to one replica until it has this many sectors in flight, then to the next
+ * (replica_pool.ts). A coordinator groups at most 256 sectors into one operation (register core
+ * rule 8), so more than that in flight at one replica shares nothing more.
+ */
+export const GATEWAY_WRITE_PACK_SECTORS = 256;
+
 /** Client connect to a replica: a dead host must fail fast enough to try another replica. */
 export const REPLICA_CONNECT_TIMEOUT_MS = 5_000;
 

@@ -6,6 +6,7 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { type ReplicaLink, ReplicaPool } from "../../src/nbd/replica_pool.js";
 import { AtomicDiskError } from "../../src/util/errors.js";
+import { GATEWAY_WRITE_PACK_SECTORS } from "../../src/util/limits.js";
 
 interface Pending {
   kind: "read" | "write";
@@ -268,6 +269,37 @@ describe("ReplicaPool runs of one sector", () => {
     expect(withRange.pending).toHaveLength(1);
     for (const l of links) l.completeAll();
     await Promise.all([range, ...reads]);
+    await pool.close();
+  });
+});
+
+describe("ReplicaPool placement", () => {
+  it("packs writes on one replica up to GATEWAY_WRITE_PACK_SECTORS in flight, then spills over; reads spread", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const sectorsAt = (rank: number, kind: "read" | "write") =>
+      links
+        .filter((l) => l.rank === rank)
+        .flatMap((l) => l.pending.filter((p) => p.kind === kind))
+        .reduce((sum, p) => sum + p.count, 0);
+    // 32 single-sector writes: all on one replica, so its coordinator can group them.
+    const writes = Array.from({ length: 32 }, (_, i) => pool.writeSector(i, Buffer.alloc(4096)));
+    await until(() => links.flatMap((l) => l.pending).length === 32, "writes sent");
+    const packed = [1, 2, 3].filter((rank) => sectorsAt(rank, "write") > 0);
+    expect(packed).toHaveLength(1);
+    // Runs that take that replica past the limit go elsewhere.
+    const runs = Array.from({ length: 2 }, (_, i) =>
+      pool.writeSectors(256 * (i + 1), Buffer.alloc(256 * 4096)),
+    );
+    await until(() => links.flatMap((l) => l.pending).length === 34, "runs sent");
+    expect([1, 2, 3].filter((rank) => sectorsAt(rank, "write") > 0).length).toBeGreaterThan(1);
+    expect(sectorsAt(packed[0]!, "write")).toBeLessThanOrEqual(GATEWAY_WRITE_PACK_SECTORS + 256);
+    // Reads go to the least loaded connections.
+    const reads = Array.from({ length: 3 }, (_, i) => pool.readSector(i));
+    await until(() => links.flatMap((l) => l.pending).length === 37, "reads sent");
+    expect(sectorsAt(packed[0]!, "read")).toBe(0);
+    for (const l of links) l.completeAll();
+    await Promise.all([...writes, ...runs, ...reads]);
     await pool.close();
   });
 });
