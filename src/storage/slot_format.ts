@@ -78,16 +78,30 @@ export function completeSlots(fileBytes: number): number {
 
 // ---- File header --------------------------------------------------------------------------------
 // 0 magic u32 | 4 version u32 | 8 slot bytes u32 | 12 slots per group u32 | 16 entry bytes u32 |
-// 20 first group offset u32 | 24..59 zero | 60 crc32(0..59)
-// Written once, when the file is created, and never again: nothing can tear it later.
+// 20 first group offset u32 | 24 commit depth - 1 u32 | 28..59 zero | 60 crc32(0..59)
+// The commit depth is how many batches the store writing the file may have had in flight at once
+// (slot_store.ts): recovery checks the data of that many of the newest batches. Stored minus one,
+// so a file written one batch at a time has zeros there, as files from before the field did (and
+// code from before the field, which assumes depth 1, reads exactly those and refuses the others as
+// foreign). Written when the file is created, and rewritten whole (page 0) only when a store opens
+// the file with another depth, after recovery and before its first batch, then synced: a torn
+// rewrite leaves each copy (its own 512-byte disk sector) wholly old or new, and recovery takes
+// the larger depth of the valid copies.
+
+/** Largest commit depth a header may record (far above any useful one: a sanity bound). */
+export const MAX_COMMIT_DEPTH = 64;
 
 export type FileHeaderResult =
-  | { status: "valid" }
+  | { status: "valid"; commitDepth: number }
   /** Intact (checksum fine) but another file kind, format version or geometry. */
   | { status: "foreign"; magic: number; version: number }
   | { status: "corrupt" };
 
-export function encodeFileHeader(): Buffer {
+export function encodeFileHeader(commitDepth = 1): Buffer {
+  assert(
+    Number.isInteger(commitDepth) && commitDepth >= 1 && commitDepth <= MAX_COMMIT_DEPTH,
+    "commit depth out of range",
+  );
   const buf = Buffer.alloc(FILE_HEADER_BYTES);
   buf.writeUInt32BE(SLOT_FILE_MAGIC, 0);
   buf.writeUInt32BE(SLOT_FORMAT_VERSION, 4);
@@ -95,14 +109,15 @@ export function encodeFileHeader(): Buffer {
   buf.writeUInt32BE(SLOTS_PER_GROUP, 12);
   buf.writeUInt32BE(ENTRY_BYTES, 16);
   buf.writeUInt32BE(FIRST_GROUP_OFFSET, 20);
+  buf.writeUInt32BE(commitDepth - 1, 24);
   buf.writeUInt32BE(checksum(buf, 0, 60), 60);
   return buf;
 }
 
-/** Page 0 of a fresh file: both header copies, zeros elsewhere. */
-export function encodeHeaderPage(): Buffer {
+/** Page 0: both header copies, zeros elsewhere. */
+export function encodeHeaderPage(commitDepth = 1): Buffer {
   const page = Buffer.alloc(PAGE_BYTES);
-  const header = encodeFileHeader();
+  const header = encodeFileHeader(commitDepth);
   for (const at of HEADER_COPY_OFFSETS) header.copy(page, at);
   return page;
 }
@@ -117,12 +132,19 @@ export function decodeFileHeader(buf: Buffer, offset = 0): FileHeaderResult {
     buf.readUInt32BE(offset + 12) === SLOTS_PER_GROUP &&
     buf.readUInt32BE(offset + 16) === ENTRY_BYTES &&
     buf.readUInt32BE(offset + 20) === FIRST_GROUP_OFFSET;
+  const depthMinusOne = buf.readUInt32BE(offset + 24);
   let reservedZero = true;
-  for (let i = offset + 24; i < offset + 60; i++) if (buf[i] !== 0) reservedZero = false;
-  if (magic !== SLOT_FILE_MAGIC || version !== SLOT_FORMAT_VERSION || !geometryOk || !reservedZero) {
+  for (let i = offset + 28; i < offset + 60; i++) if (buf[i] !== 0) reservedZero = false;
+  if (
+    magic !== SLOT_FILE_MAGIC ||
+    version !== SLOT_FORMAT_VERSION ||
+    !geometryOk ||
+    !reservedZero ||
+    depthMinusOne >= MAX_COMMIT_DEPTH
+  ) {
     return { status: "foreign", magic, version };
   }
-  return { status: "valid" };
+  return { status: "valid", commitDepth: depthMinusOne + 1 };
 }
 
 // ---- Meta entries -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import {
   GROUP_BYTES,
   groupPosition,
   HEADER_COPY_OFFSETS,
+  MAX_COMMIT_DEPTH,
   PAGE_BYTES,
   SLOTS_PER_GROUP,
   slotPosition,
@@ -79,7 +80,9 @@ describe("slot file header", () => {
   it("round-trips, both copies on page 0, and any flipped byte is corrupt", () => {
     const page = encodeHeaderPage();
     expect(page.length).toBe(PAGE_BYTES);
-    for (const at of HEADER_COPY_OFFSETS) expect(decodeFileHeader(page, at)).toEqual({ status: "valid" });
+    for (const at of HEADER_COPY_OFFSETS) {
+      expect(decodeFileHeader(page, at)).toEqual({ status: "valid", commitDepth: 1 });
+    }
     expect(page.subarray(FILE_HEADER_BYTES, 512).every((b) => b === 0)).toBe(true);
     const h = encodeFileHeader();
     for (let byte = 0; byte < FILE_HEADER_BYTES; byte++) {
@@ -90,11 +93,30 @@ describe("slot file header", () => {
     expect(decodeFileHeader(Buffer.alloc(FILE_HEADER_BYTES)).status).toBe("corrupt");
   });
 
+  it("records the commit depth minus one: depth 1 leaves the field zero, as in files from before it", () => {
+    expect(encodeFileHeader(1).readUInt32BE(24)).toBe(0);
+    expect(encodeFileHeader()).toEqual(encodeFileHeader(1));
+    for (const depth of [2, 3, MAX_COMMIT_DEPTH]) {
+      const page = encodeHeaderPage(depth);
+      for (const at of HEADER_COPY_OFFSETS) {
+        expect(decodeFileHeader(page, at)).toEqual({ status: "valid", commitDepth: depth });
+      }
+    }
+    expect(() => encodeFileHeader(0)).toThrow();
+    expect(() => encodeFileHeader(MAX_COMMIT_DEPTH + 1)).toThrow();
+    // An intact header with an absurd depth is another format, not a depth to trust.
+    const h = encodeFileHeader();
+    h.writeUInt32BE(MAX_COMMIT_DEPTH, 24);
+    h.writeUInt32BE(crc32(h.subarray(0, 60)), 60);
+    expect(decodeFileHeader(h).status).toBe("foreign");
+  });
+
   it("an intact header of another magic or version is foreign, not corrupt", () => {
     for (const [at, value] of [
       [0, 0x41444a4c],
       [4, 2],
       [8, 512],
+      [28, 1],
     ] as const) {
       const h = encodeFileHeader();
       h.writeUInt32BE(value, at);
