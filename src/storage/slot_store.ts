@@ -2,46 +2,77 @@
 // slot_format.ts: a header page, then groups of one meta page + 64 data slots). Every sector state
 // is written once: its data into a fresh slot, its 64-byte entry into that slot's meta page.
 //
-// Write path (group commit). persist/persistMany calls queue; the commit loop takes the queued
-// calls into one batch (at most GROUP_COMMIT_MAX_SECTORS sectors; a larger persistMany spans
-// batches and resolves with its last), keeps the latest state per sector (every call still
-// resolves), gives the batch seq = nextSeq++ and gives every sector a FRESH slot: free slots
-// next-fit from a cursor sweeping through the file, in slot order (sectors sorted, so a run of
+// Write path (pipelined group commit). persist/persistMany calls queue; a batch forms (on a
+// microtask after the call, so one synchronous burst of calls shares it) whenever fewer than D
+// batches are in flight (D = the commit depth, GROUP_COMMIT_DEPTH) and no batch is still issuing
+// its writes. It takes every queued call (at most GROUP_COMMIT_MAX_SECTORS sectors; a larger
+// persistMany spans batches and resolves with its last), keeps the latest state per sector (every
+// call still resolves), gives the batch seq = nextSeq++ and gives every sector a FRESH slot: free
+// slots next-fit from a cursor sweeping through the file, in slot order (sectors sorted, so a run of
 // sectors in contiguous free space stays a run of slots), else new slots at the end of the file.
 // It encodes the new USED entries into the in-memory meta pages, writes each touched meta page
-// whole together with the new data slots (adjacent regions in one writev, with the callers' data
-// buffers as they are: no copy), then ONE fdatasync. Only then do the sectors point at their new
-// slots, their old slots become free and the calls resolve. Batches are strictly serialized: batch
-// k+1 issues no write before batch k's fdatasync completed.
+// whole (from memory, so a page also carries the entries that earlier batches still in flight put
+// there) together with the new data slots (adjacent regions in one writev, with the callers' data
+// buffers as they are: no copy), and once those writes completed issues ONE fdatasync. Only then
+// may the next batch write: the writes of two batches never overlap in time, so of two writes of
+// one meta page the later content is the one that stays (both FileIo implementations take a
+// write's bytes when it is called; node_file_io writes synchronously). Batches COMPLETE in seq
+// order: once batch k's fdatasync and every earlier batch completed, its sectors point at their new
+// slots, their old slots become free and its calls resolve (a later batch whose fdatasync finished
+// first waits). A batch is in flight from its formation to its completion, and at most D are: batch
+// k+D forms only after batch k completed, so after k's fdatasync.
 //
 // Why a sector is always its old or its new state after any crash, and acknowledged state is never
 // lost:
 // (1) A slot holding a sector's current durable state is never written: new states go to free
-//     slots, and a slot becomes free only once a newer entry of its sector is durable. So the data
-//     and entry of every current state are intact after any crash (writes are assumed to change
-//     only the bytes they address, atomically per 512-byte disk sector).
+//     slots, and a slot becomes free only once a newer entry of its sector is durable (its batch
+//     completed). So the data and entry of every current state are intact after any crash (writes
+//     are assumed to change only the bytes they address, atomically per 512-byte disk sector).
 // (2) Seqs grow strictly from batch to batch and across restarts (nextSeq = highest seq on disk + 1,
 //     FREE entries included). Of the USED entries of one sector on disk, the one with the highest
 //     seq is therefore its newest state; stale entries left in free slots are older than the
 //     current one by (1). Two USED entries of a sector never share a seq (a batch holds a sector
 //     once).
-// (3) By the serialization only the last batch (seq == maxSeq, the highest seq on disk) can be torn:
-//     every earlier batch was covered by an fdatasync that completed before the next batch wrote
-//     anything. So recovery trusts the entries with seq < maxSeq and checks the data of every USED
-//     entry with seq == maxSeq against its dataCrc. A failing one was never acknowledged; dropped,
-//     its sector falls back to its next-highest entry, which is the state it had before that batch
-//     and intact by (1). A meta page torn between old and new content leaves each entry wholly old
-//     (empty, free, or a stale entry that (2) orders below the current one) or wholly new (checked
-//     as above).
-// (4) A dropped entry must not come back once its batch is no longer the last (nothing would check
-//     it then): before it accepts writes, recovery durably rewrites it as FREE. The FREE entry
-//     keeps the batch's seq, so the highest seq on disk never goes down (seqs stay strictly
-//     increasing across restarts); a crash during the rewrite leaves USED entries of that same
-//     last batch, checked again. Recovery also fdatasyncs the file before it serves anything:
-//     after a process crash without power loss the page cache may still hold the last batch
-//     unsynced, and what recovery accepts must be durable before any peer relies on it.
-// (5) A persist resolves after the fdatasync of its batch, which covers its data and its entry; by
-//     (1) nothing overwrites either until a newer state of the sector is durable.
+// (3) Only the newest D batches on disk can be torn. Let j be the oldest batch that had not
+//     completed at the crash: every batch before j completed, so its fdatasync (issued after its
+//     writes completed) covered its data and entries; batches j..j+D-1 may have landed partially,
+//     in any combination (a later batch's meta page without an earlier one's, a later batch's copy
+//     of a page carrying an earlier batch's entries whose data never landed, ...); batch j+D and
+//     later wrote nothing. So M, the highest seq on disk, is at most j+D-1, and every entry that
+//     can be torn has seq >= j > M - D, whichever of them landed. Recovery trusts the entries with
+//     seq <= M - D and checks the data of every USED entry with seq > M - D against its dataCrc;
+//     a failing one is dropped, and its sector falls back to its next-highest entry. That is never
+//     older than acknowledged: a sector's newest entry from a completed batch is intact (its data
+//     was synced, and by (1) its slot is not free until a newer state of the sector is durable),
+//     so it passes the check if it is in the window at all. Whatever wins is therefore a state
+//     persisted to the sector whose data checks, at least as new as its last acknowledged one. A
+//     dropped entry may also be a stale one whose slot was freed and reused (the new write half
+//     landed): its sector has a newer intact entry anyway. A meta page torn between versions
+//     leaves each entry wholly one version: empty, free, a stale entry that (2) orders below the
+//     current one, or an entry of the window, checked as above.
+//     D here is the depth of the store that WROTE the newest batches, which need not be the depth
+//     of the one recovering: the file header records it (slot_format.ts). A store opening with
+//     another depth recovers with the recorded one, which settles that window durably (4), and
+//     only then records its own depth (synced) before its first batch, so from then on only its own
+//     batches can be torn. A crash during that rewrite leaves each header copy old or new, and
+//     recovery takes the larger depth of the valid copies.
+// (4) A dropped entry must not come back once it has left the window (nothing would check it then):
+//     before it accepts writes, recovery durably rewrites it as FREE. The FREE entry keeps its own
+//     seq, so the highest seq on disk never goes down (seqs stay strictly increasing across
+//     restarts); a crash during the rewrite leaves the same M, the same window and USED entries of
+//     it, checked again. Recovery also fdatasyncs the file before it serves anything: after a
+//     process crash without power loss the page cache may still hold the newest batches unsynced,
+//     and what recovery accepts must be durable before any peer relies on it.
+// (5) A persist resolves when its batch completes, after that batch's fdatasync, which covers its
+//     data and its entry; by (1) nothing overwrites either until a newer state of the sector is
+//     durable. Completing in seq order is what keeps the index right when a sector is in several
+//     batches in flight: it moves to batch k's slot (freeing its old one), then to batch k+1's
+//     (freeing k's); completing k+1 first would point it back at k's older state and free the slot
+//     of its newest one.
+// A failed write or fdatasync of any batch fails the store: every call of every batch in flight
+// rejects (also one of an earlier batch whose own fdatasync still succeeds: the store has stopped,
+// and such a call is one more unacknowledged persist, which the restart keeps or not), and so does
+// every queued and later call.
 //
 // Damage: a non-empty entry that is not intact (checksum, its own slot number, field ranges) cannot
 // be a torn write (an entry never crosses a 512-byte sector): open fails with STORAGE_CORRUPT naming
@@ -49,10 +80,11 @@
 // rollback. Two USED entries of one sector with one seq, or a USED entry of an older batch whose
 // slot lies past the end of the file (truncation), fail open the same way. Damaged data of a
 // current slot is found when it is read: load rejects with STORAGE_CORRUPT for that sector only.
-// NOT detected: damage to the very last synced batch looks exactly like a torn tail, so its damaged
-// entries are dropped and their sectors roll back to their previous state (the journal store had
-// the same limitation: the price of one fsync per batch instead of two). A truncation that cuts
-// away whole meta pages loses their entries without a trace (not something a crash does).
+// NOT detected: damage to the data of the newest D batches (seq > M - D) looks exactly like a torn
+// tail, so those damaged entries are dropped and their sectors roll back to their previous state
+// (the journal store had the same limitation for its last batch: the price of one fsync per batch
+// instead of two). A truncation that cuts away whole meta pages loses their entries without a trace
+// (not something a crash does).
 //
 // Allocation (a change from the first design, which took the lowest free slots): random overwrites
 // free random slots, and lowest-first then hands those straight back, so every batch wrote pages
@@ -60,19 +92,25 @@
 // has the numbers). The sweep instead reaches freed slots only one pass later, keeping free slots
 // dense just ahead of the cursor; the file grows only when the sweep reaches its end with fewer
 // than 1/32 of its slots free (else the sweep starts over at slot 0).
+// Growth: a batch that appends writes zeros a chunk ahead (SLOT_FILE_GROWTH_SLOTS) past its own
+// slots; those slots become free once the zeros are written (not synced: they hold no entry, and
+// any later batch writes them only after that write completed, and syncs its own writes), so a
+// batch formed while the growing one is still in flight continues right after its slots.
 // Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: at most 1/32 of the slots
-// plus one batch (GROUP_COMMIT_MAX_SECTORS), one growth chunk (SLOT_FILE_GROWTH_SLOTS) and a group
-// of rounding, since the file only grows when fewer are free and a batch frees at most as many
-// slots as it takes. So ~5% over 4096 B per written sector plus a constant (SPEC §3: ~10%).
+// plus D batches (GROUP_COMMIT_MAX_SECTORS each: the slots the batches in flight will free), one
+// growth chunk and a group of rounding, since the file only grows when fewer are free and a batch
+// frees at most as many slots as it takes. So ~5% over 4096 B per written sector plus a constant
+// (SPEC §3: ~10%).
 // Memory: per written sector ~40 B in the sector -> slot Map, 64 B of meta page, 4 B of slot
 // version and a bit of free-slot bitmap (~110 B), nothing proportional to the volume size; the
 // data of a state is held only until it is durable (loads read it back from the file, i.e. the
 // page cache).
-// Recovery reads every meta page and the data of the last batch: linear in the file's slots.
+// Recovery reads every meta page and the data of the newest D batches: linear in the file's slots.
 import * as path from "node:path";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
+  GROUP_COMMIT_DEPTH,
   GROUP_COMMIT_MAX_SECTORS,
   MAX_RANGE_SECTORS,
   MAX_SECTORS,
@@ -106,6 +144,7 @@ import {
   groupOf,
   groupPosition,
   HEADER_COPY_OFFSETS,
+  MAX_COMMIT_DEPTH,
   MAX_SLOTS,
   PAGE_BYTES,
   SLOT_BYTES,
@@ -137,6 +176,8 @@ export interface SlotStoreOptions {
   growthSlots?: number;
   /** Free slots kept in reserve: 1/divisor of the file's; default SLOT_FREE_RESERVE_DIVISOR. */
   freeReserveDivisor?: number;
+  /** Most batches in flight at once (D); default GROUP_COMMIT_DEPTH; 1 to MAX_COMMIT_DEPTH. */
+  commitDepth?: number;
 }
 
 export interface SlotRecoveryStats {
@@ -145,12 +186,16 @@ export interface SlotRecoveryStats {
   slots: number;
   /** Meta entries looked at (every entry of every meta page in the file). */
   entriesScanned: number;
-  /** Highest seq found: the last batch. */
+  /** Highest seq found: the newest batch. */
   lastBatchSeq: number;
-  /** USED entries of the last batch, whose data recovery checked. */
-  lastBatchEntries: number;
-  /** Entries of the last batch whose data failed its checksum: dropped (rewritten FREE). */
+  /** The commit depth the file was written with (its header): how many newest batches were checked. */
+  checkedBatches: number;
+  /** USED entries of those batches (seq > lastBatchSeq - checkedBatches), whose data was checked. */
+  checkedEntries: number;
+  /** Checked entries whose data failed its checksum: dropped (rewritten FREE). */
   droppedEntries: number;
+  /** The header was rewritten to record this store's commit depth. */
+  depthRecorded: boolean;
   durationMs: number;
 }
 
@@ -163,6 +208,11 @@ export interface SlotStoreStats {
   persistCount: number;
   batchCount: number;
   maxBatchSectors: number;
+  /** Most batches in flight at once (D). */
+  commitDepth: number;
+  /** Batches in flight now, and the most seen at once. */
+  batchesInFlight: number;
+  maxBatchesInFlight: number;
   fsyncCount: number;
   writeCalls: number;
   readCalls: number;
@@ -188,6 +238,18 @@ interface BatchPart {
   call: PersistCall;
   from: number;
   to: number;
+}
+
+/** A batch from its formation to its completion. */
+interface Batch {
+  seq: number;
+  parts: readonly BatchPart[];
+  /** Its sectors ascending, their new slots and states. */
+  sectors: Float64Array;
+  slots: number[];
+  states: SectorState[];
+  /** Its fdatasync completed: it completes once every earlier batch has. */
+  synced: boolean;
 }
 
 function corruptError(message: string): AtomicDiskError {
@@ -327,10 +389,15 @@ function slotRuns(
 
 /**
  * Makes `dir` hold a store, creating a fresh one when there is none: sectors.dat.tmp with its header
- * page, synced, then renamed into place (the commit point of a creation). Refuses a directory of
- * the old journal format.
+ * page (recording `commitDepth`), synced, then renamed into place (the commit point of a creation).
+ * Refuses a directory of the old journal format.
  */
-async function prepareDirectory(fs: FileSystemIo, dir: string, logger: Logger): Promise<void> {
+async function prepareDirectory(
+  fs: FileSystemIo,
+  dir: string,
+  logger: Logger,
+  commitDepth: number,
+): Promise<void> {
   try {
     await fs.mkdirp(dir);
   } catch (err) {
@@ -362,7 +429,7 @@ async function prepareDirectory(fs: FileSystemIo, dir: string, logger: Logger): 
     if (names.has(SLOT_FILE_TMP)) await fs.unlink(at(SLOT_FILE_TMP));
     const file = await fs.open(at(SLOT_FILE_TMP), { create: true });
     try {
-      const page = encodeHeaderPage();
+      const page = encodeHeaderPage(commitDepth);
       await file.write(page, 0, page.length, 0);
       await file.datasync();
     } finally {
@@ -379,14 +446,15 @@ export class SlotStore implements SectorStore {
   private readonly maxBatch: number;
   private readonly growthSlots: number;
   private readonly reserveDivisor: number;
+  private readonly depth: number;
 
   /** Current slot of every written sector whose state is durable. */
   private readonly index = new SectorIndex();
-  /** Meta page per group, as on disk (plus the entries of the batch in flight): the index of tags. */
+  /** Meta page per group, as on disk (plus the entries of the batches in flight): the index of tags. */
   private metaPages: Buffer[] = [];
   /** Bumped when a slot is taken by a batch: a read that overlapped the reuse reads again. */
   private slotVersion = new Uint32Array(SLOTS_PER_GROUP);
-  /** Slots the file holds (current, free, or being written by the batch in flight). */
+  /** Slots the file holds (current, free, or being written by the batches in flight). */
   private slotCount = 0;
   private readonly free = new FreeSlots();
   private fileBytes = 0;
@@ -399,8 +467,15 @@ export class SlotStore implements SectorStore {
   private readonly pending = new Map<number, SectorState>();
   private queue: PersistCall[] = [];
   private queueHead = 0;
-  private committing = false;
-  private commitDone: Promise<void> = Promise.resolve();
+  /** Batches formed and not yet completed, in seq order (at most `depth`). */
+  private inFlight: Batch[] = [];
+  /** The newest batch is still issuing or awaiting its writes: the next may not form yet. */
+  private writing = false;
+  private pumpScheduled = false;
+  /** Every batch's promise until it settles (close waits for their I/O, even after a failure). */
+  private readonly running = new Set<Promise<void>>();
+  /** close() waiting for the queue and the batches in flight to drain. */
+  private drainWaiters: (() => void)[] = [];
   private failure: AtomicDiskError | undefined;
   private closing = false;
   private closed = false;
@@ -409,6 +484,7 @@ export class SlotStore implements SectorStore {
   private persistCount = 0;
   private batchCount = 0;
   private maxBatchSeen = 0;
+  private maxInFlightSeen = 0;
   private fsyncCount = 0;
   private writeCalls = 0;
   private readCalls = 0;
@@ -417,8 +493,10 @@ export class SlotStore implements SectorStore {
     slots: 0,
     entriesScanned: 0,
     lastBatchSeq: 0,
-    lastBatchEntries: 0,
+    checkedBatches: 0,
+    checkedEntries: 0,
     droppedEntries: 0,
+    depthRecorded: false,
     durationMs: 0,
   };
 
@@ -430,6 +508,7 @@ export class SlotStore implements SectorStore {
     this.maxBatch = options.maxBatchSectors ?? GROUP_COMMIT_MAX_SECTORS;
     this.growthSlots = options.growthSlots ?? SLOT_FILE_GROWTH_SLOTS;
     this.reserveDivisor = options.freeReserveDivisor ?? SLOT_FREE_RESERVE_DIVISOR;
+    this.depth = options.commitDepth ?? GROUP_COMMIT_DEPTH;
     assert(
       Number.isInteger(this.reserveDivisor) && this.reserveDivisor >= 1,
       "freeReserveDivisor must be >= 1",
@@ -442,7 +521,12 @@ export class SlotStore implements SectorStore {
     const { fs, dir } = options;
     const logger = options.logger ?? componentLogger("storage", { dir });
     const started = performance.now();
-    await prepareDirectory(fs, dir, logger);
+    const depth = options.commitDepth ?? GROUP_COMMIT_DEPTH;
+    assert(
+      Number.isInteger(depth) && depth >= 1 && depth <= MAX_COMMIT_DEPTH,
+      `commitDepth must be 1..${MAX_COMMIT_DEPTH}`,
+    );
+    await prepareDirectory(fs, dir, logger, depth);
     const file = await io(`open ${SLOT_FILE}`, () => fs.open(path.join(dir, SLOT_FILE), { create: false }));
     try {
       const store = new SlotStore(file, { ...options, logger });
@@ -617,6 +701,9 @@ export class SlotStore implements SectorStore {
       persistCount: this.persistCount,
       batchCount: this.batchCount,
       maxBatchSectors: this.maxBatchSeen,
+      commitDepth: this.depth,
+      batchesInFlight: this.inFlight.length,
+      maxBatchesInFlight: this.maxInFlightSeen,
       fsyncCount: this.fsyncCount,
       writeCalls: this.writeCalls,
       readCalls: this.readCalls,
@@ -653,29 +740,75 @@ export class SlotStore implements SectorStore {
 
   private enqueue(call: PersistCall): void {
     this.queue.push(call);
-    if (this.committing) return;
-    this.committing = true;
-    this.commitDone = this.commitLoop();
+    this.schedulePump();
   }
 
-  private async commitLoop(): Promise<void> {
-    // Checked and cleared without an await in between: a persist queued after the last check sees
-    // `committing === false` and starts a new loop.
-    while (this.failure === undefined && this.queueHead < this.queue.length) {
+  /**
+   * Forms the next batch on a microtask: the calls of one synchronous burst share it, and so do the
+   * calls that callers resolved by a completion make at once (their reactions were queued first).
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  /**
+   * Forms and starts the next batch if the pipeline has room: fewer than `depth` batches in flight
+   * and none still writing. Called when calls queue, when a batch's writes completed, and when
+   * batches completed.
+   */
+  private pump(): void {
+    if (this.failure !== undefined) return;
+    if (!this.writing && this.inFlight.length < this.depth && this.queueHead < this.queue.length) {
       const parts = this.takeBatch();
-      try {
-        await this.commitBatch(parts);
-      } catch (err) {
-        this.fail(err);
-        for (const part of parts) part.call.reject(this.failure);
-      }
+      this.writing = true;
+      const running = this.runBatch(parts);
+      this.running.add(running);
+      void running.finally(() => this.running.delete(running));
     }
-    this.committing = false;
-    if (this.failure !== undefined) {
-      const rest = this.queue.slice(this.queueHead);
-      this.queue = [];
-      this.queueHead = 0;
-      for (const call of rest) call.reject(this.failure);
+    if (this.isIdle()) this.wakeDrainWaiters();
+  }
+
+  private isIdle(): boolean {
+    return this.failure !== undefined || (this.inFlight.length === 0 && this.queueHead === this.queue.length);
+  }
+
+  private wakeDrainWaiters(): void {
+    for (const wake of this.drainWaiters.splice(0)) wake();
+  }
+
+  /** Resolves once nothing is queued or in flight (or the store failed). */
+  private drained(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** One batch: its writes, then (letting the next batch form) its fdatasync, then completion. */
+  private async runBatch(parts: readonly BatchPart[]): Promise<void> {
+    try {
+      const { batch, writes, grown, fileBytes } = this.startBatch(parts);
+      await Promise.all(writes);
+      if (this.failure !== undefined) return;
+      this.fileBytes = Math.max(this.fileBytes, fileBytes);
+      // The zeros are written: their slots may be taken by any later batch, whose writes come
+      // after this one and whose own fdatasync covers what it writes there.
+      for (const slot of grown) this.free.add(slot);
+      const sync = io("sync sectors.dat", () => this.file.datasync());
+      this.writing = false;
+      this.pump();
+      await sync;
+      if (this.failure !== undefined) return;
+      this.fsyncCount++;
+      batch.synced = true;
+      while (this.inFlight.length > 0 && this.inFlight[0]!.synced) this.completeBatch(this.inFlight.shift()!);
+      // On a microtask: the persists the resolved callers make right away join the next batch.
+      this.schedulePump();
+    } catch (err) {
+      this.failAll(err, parts);
     }
   }
 
@@ -703,7 +836,17 @@ export class SlotStore implements SectorStore {
     return parts;
   }
 
-  private async commitBatch(parts: readonly BatchPart[]): Promise<void> {
+  /**
+   * Forms a batch from `parts` and issues its writes: fresh slots, entries encoded into the meta
+   * pages, the touched meta pages whole with the data slots, zeros ahead when it appends. The batch
+   * is in flight from here on.
+   */
+  private startBatch(parts: readonly BatchPart[]): {
+    batch: Batch;
+    writes: Promise<void>[];
+    grown: number[];
+    fileBytes: number;
+  } {
     // The latest state per sector (later calls of the batch win), then sectors in ascending order.
     const latest = new Map<number, SectorState>();
     for (const { call, from, to } of parts) {
@@ -718,6 +861,8 @@ export class SlotStore implements SectorStore {
 
     // Fresh slots: free ones next-fit from the sweep's cursor; at the end of the file the sweep
     // starts over if enough slots are free, else new slots are appended (SLOT_FREE_RESERVE_DIVISOR).
+    // A slot is free only once no batch in flight holds it: freed by a completed batch, or zeros
+    // ahead whose write completed.
     const slots: number[] = [];
     const fileSlotsBefore = this.slotCount;
     this.free.takeAhead(n, this.slotCount, slots);
@@ -752,6 +897,9 @@ export class SlotStore implements SectorStore {
         dataCrc: checksum(state.data),
       });
     }
+    const batch: Batch = { seq, parts, sectors, slots, states, synced: false };
+    this.inFlight.push(batch);
+    this.maxInFlightSeen = Math.max(this.maxInFlightSeen, this.inFlight.length);
 
     // Touched meta pages whole, data slots as given; adjacent regions in one writev.
     const writes: Promise<void>[] = [];
@@ -787,7 +935,6 @@ export class SlotStore implements SectorStore {
 
     // Appending: grow the file a chunk of zeros ahead (SLOT_FILE_GROWTH_SLOTS: fewer fdatasyncs
     // that allocate). Only bytes past every slot of this batch; the batch's fdatasync covers them.
-    // Their slots become free once the batch is durable.
     let grown: number[] = [];
     if (this.slotCount > fileSlotsBefore && this.growthSlots > 0) {
       const target = Math.min(
@@ -807,16 +954,14 @@ export class SlotStore implements SectorStore {
       this.slotCount = target;
       this.ensureSlots(target);
     }
-    await Promise.all(writes);
-    this.fileBytes = Math.max(this.fileBytes, fileBytesForSlots(this.slotCount));
-    await io("sync sectors.dat", () => this.file.datasync());
-    this.fsyncCount++;
-    this.batchCount++;
-    this.maxBatchSeen = Math.max(this.maxBatchSeen, n);
+    return { batch, writes, grown, fileBytes: fileBytesForSlots(this.slotCount) };
+  }
 
-    // Durable: the sectors move to their new slots, the old slots become free.
+  /** Durable, and every earlier batch completed: the sectors move to their new slots, the old slots become free. */
+  private completeBatch(batch: Batch): void {
+    const { sectors, slots, states, parts } = batch;
     const freed: number[] = [];
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < sectors.length; i++) {
       const sector = sectors[i]!;
       const old = this.index.get(sector);
       if (old !== undefined) freed.push(old);
@@ -825,11 +970,27 @@ export class SlotStore implements SectorStore {
       if (this.pending.get(sector) === states[i]) this.pending.delete(sector);
     }
     for (const slot of freed) this.free.add(slot);
-    for (const slot of grown) this.free.add(slot);
+    this.batchCount++;
+    this.maxBatchSeen = Math.max(this.maxBatchSeen, sectors.length);
     for (const { call } of parts) {
       call.parts--;
       if (call.parts === 0 && call.taken === call.count) call.resolve();
     }
+  }
+
+  /** A batch's I/O failed: the store stops, and every call in flight or queued rejects. */
+  private failAll(err: unknown, parts: readonly BatchPart[]): void {
+    this.fail(err);
+    const calls = new Set<PersistCall>();
+    for (const part of parts) calls.add(part.call);
+    for (const batch of this.inFlight) for (const part of batch.parts) calls.add(part.call);
+    for (const call of this.queue.slice(this.queueHead)) calls.add(call);
+    this.inFlight = [];
+    this.queue = [];
+    this.queueHead = 0;
+    this.writing = false;
+    for (const call of calls) call.reject(this.failure);
+    this.wakeDrainWaiters();
   }
 
   /** Slot versions and meta pages for slots 0..count-1. */
@@ -850,7 +1011,10 @@ export class SlotStore implements SectorStore {
   private async recover(): Promise<void> {
     const size = await io(`size ${SLOT_FILE}`, () => this.file.size());
     if (size < PAGE_BYTES) throw corruptError(`${SLOT_FILE} is ${size} bytes, shorter than its header page`);
-    await this.checkHeader();
+    const headerDepths = await this.checkHeader();
+    // (3) of the module comment: the depth of the store that wrote the file, the larger of two
+    // copies that disagree (a torn rewrite).
+    const window = Math.max(...headerDepths);
     const slotCount = completeSlots(size);
     // Every group whose meta page starts inside the file (the last may be partial: a torn append).
     const groups = size > FIRST_GROUP_OFFSET ? Math.ceil((size - FIRST_GROUP_OFFSET) / GROUP_BYTES) : 0;
@@ -861,10 +1025,8 @@ export class SlotStore implements SectorStore {
     this.recoveryStats.slots = slotCount;
     await this.readMetaPages(groups, size);
 
-    // Pass 1: every entry intact or empty; the highest seq and the entries that carry it.
+    // Pass 1: every entry intact or empty; the highest seq on disk (FREE entries too).
     let maxSeq = 0;
-    let lastBatch: number[] = [];
-    const pastEnd: { slot: number; seq: number }[] = [];
     for (let g = 0; g < groups; g++) {
       const page = this.metaPages[g]!;
       for (let e = 0; e < SLOTS_PER_GROUP; e++) {
@@ -874,29 +1036,32 @@ export class SlotStore implements SectorStore {
         if (r.status === "corrupt") {
           throw corruptError(`${SLOT_FILE}: the meta entry of slot ${slot} is damaged (${r.reason})`);
         }
-        const entrySeqValue = r.status === "free" ? r.seq : r.entry.seq;
-        if (entrySeqValue > maxSeq) {
-          maxSeq = entrySeqValue;
-          lastBatch = [];
-        }
-        if (r.status !== "used") continue;
-        if (r.entry.seq === maxSeq) lastBatch.push(slot);
-        if (slot >= slotCount) pastEnd.push({ slot, seq: r.entry.seq });
+        maxSeq = Math.max(maxSeq, r.status === "free" ? r.seq : r.entry.seq);
       }
     }
     this.recoveryStats.entriesScanned = groups * SLOTS_PER_GROUP;
-    for (const { slot, seq } of pastEnd) {
-      if (seq < maxSeq)
-        throw corruptError(`${SLOT_FILE}: slot ${slot} of a synced batch lies past the end of the file`);
-    }
 
-    // The last batch may be torn: check its data, drop (rewrite FREE) the entries that fail.
+    // The USED entries of the newest `window` batches may be torn: check their data. Older ones
+    // were synced; one of them past the end of the file means the file lost synced slots.
+    const newest: number[] = [];
+    for (let slot = 0; slot < groups * SLOTS_PER_GROUP; slot++) {
+      const page = this.metaPages[groupOf(slot)]!;
+      const at = entryOffset(slot);
+      if (!entryIsUsed(page, at)) continue;
+      if (entrySeq(page, at) > maxSeq - window) newest.push(slot);
+      else if (slot >= slotCount) {
+        throw corruptError(`${SLOT_FILE}: slot ${slot} of a synced batch lies past the end of the file`);
+      }
+    }
     this.recoveryStats.lastBatchSeq = maxSeq;
-    this.recoveryStats.lastBatchEntries = lastBatch.length;
-    const dropped = await this.uncheckedLastBatch(lastBatch, slotCount);
+    this.recoveryStats.checkedBatches = window;
+    this.recoveryStats.checkedEntries = newest.length;
+    // Drop (rewrite FREE, keeping their seq) the entries whose data fails.
+    const dropped = await this.failingEntries(newest, slotCount);
     const dirtyGroups = new Set<number>();
     for (const slot of dropped) {
-      encodeFreeEntry(this.metaPages[groupOf(slot)]!, entryOffset(slot), slot, maxSeq);
+      const page = this.metaPages[groupOf(slot)]!;
+      encodeFreeEntry(page, entryOffset(slot), slot, entrySeq(page, entryOffset(slot)));
       dirtyGroups.add(groupOf(slot));
     }
     this.recoveryStats.droppedEntries = dropped.length;
@@ -943,13 +1108,25 @@ export class SlotStore implements SectorStore {
     this.fsyncCount++;
     if (dropped.length > 0) {
       this.logger.info(
-        { seq: maxSeq, dropped: dropped.length },
-        "dropped the torn entries of an unsynced last batch",
+        { seq: maxSeq, window, dropped: dropped.length },
+        "dropped the torn entries of unsynced newest batches",
       );
+    }
+
+    // Only now that the window of the old depth is settled: record ours before the first batch.
+    if (headerDepths.some((d) => d !== this.depth)) {
+      const page = encodeHeaderPage(this.depth);
+      this.writeCalls++;
+      await io(`rewrite ${SLOT_FILE} header`, () => this.file.write(page, 0, PAGE_BYTES, 0));
+      await io("sync sectors.dat", () => this.file.datasync());
+      this.fsyncCount++;
+      this.recoveryStats.depthRecorded = true;
+      this.logger.info({ from: headerDepths, to: this.depth }, "recorded a new commit depth");
     }
   }
 
-  private async checkHeader(): Promise<void> {
+  /** The commit depths of the valid header copies (at least one). */
+  private async checkHeader(): Promise<number[]> {
     const buf = Buffer.alloc(HEADER_COPY_OFFSETS[1] + 64);
     await io(`read ${SLOT_FILE} header`, () => readFully(this.file, buf, 0, buf.length, 0));
     const results = HEADER_COPY_OFFSETS.map((at) => decodeFileHeader(buf, at));
@@ -960,9 +1137,9 @@ export class SlotStore implements SectorStore {
         `${SLOT_FILE} is not a sector store of this format or version (${JSON.stringify(foreign)})`,
       );
     }
-    if (!results.some((r) => r.status === "valid")) {
-      throw corruptError(`both header copies of ${SLOT_FILE} are damaged`);
-    }
+    const depths = results.flatMap((r) => (r.status === "valid" ? [r.commitDepth] : []));
+    if (depths.length === 0) throw corruptError(`both header copies of ${SLOT_FILE} are damaged`);
+    return depths;
   }
 
   /** Reads every meta page into memory; entries cut by the end of the file read as empty. */
@@ -983,26 +1160,32 @@ export class SlotStore implements SectorStore {
     await Promise.all(Array.from({ length: Math.min(RECOVERY_READ_CONCURRENCY, groups) }, worker));
   }
 
-  /** The slots of `lastBatch` whose data is missing or fails its entry's checksum. */
-  private async uncheckedLastBatch(lastBatch: readonly number[], slotCount: number): Promise<number[]> {
+  /** The slots (ascending) of `slots` (ascending) whose data is missing or fails its entry's checksum. */
+  private async failingEntries(slots: readonly number[], slotCount: number): Promise<number[]> {
     const failed: number[] = [];
-    const inFile = lastBatch.filter((slot) => slot < slotCount);
-    for (const slot of lastBatch) if (slot >= slotCount) failed.push(slot);
-    for (const run of slotRuns(inFile)) {
-      const start = slotPosition(run.first);
-      const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
-      this.readCalls++;
-      const n = await io("read last batch", () => readFully(this.file, buf, 0, buf.length, start));
-      for (let k = run.from; k < run.to; k++) {
-        const slot = inFile[k]!;
-        const at = slotPosition(slot) - start;
-        const page = this.metaPages[groupOf(slot)]!;
-        const ok =
-          at + SLOT_BYTES <= n &&
-          checksum(buf, at, at + SLOT_BYTES) === entryDataCrc(page, entryOffset(slot));
-        if (!ok) failed.push(slot);
+    const inFile = slots.filter((slot) => slot < slotCount);
+    for (const slot of slots) if (slot >= slotCount) failed.push(slot);
+    const runs = slotRuns(inFile);
+    let next = 0;
+    const worker = async () => {
+      while (next < runs.length) {
+        const run = runs[next++]!;
+        const start = slotPosition(run.first);
+        const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
+        this.readCalls++;
+        const n = await io("read newest batches", () => readFully(this.file, buf, 0, buf.length, start));
+        for (let k = run.from; k < run.to; k++) {
+          const slot = inFile[k]!;
+          const at = slotPosition(slot) - start;
+          const page = this.metaPages[groupOf(slot)]!;
+          const ok =
+            at + SLOT_BYTES <= n &&
+            checksum(buf, at, at + SLOT_BYTES) === entryDataCrc(page, entryOffset(slot));
+          if (!ok) failed.push(slot);
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(RECOVERY_READ_CONCURRENCY, runs.length) }, worker));
     return failed.sort((a, b) => a - b);
   }
 
@@ -1032,7 +1215,9 @@ export class SlotStore implements SectorStore {
   private async closeOnce(): Promise<void> {
     this.closing = true;
     try {
-      while (this.committing) await this.commitDone;
+      await this.drained();
+      // After a failure, batches may still have I/O outstanding: let it end before the file closes.
+      while (this.running.size > 0) await Promise.all(this.running);
       if (this.failure !== undefined) throw this.failure;
       this.logger.info(
         { writtenSectors: this.writtenSectors, fsyncs: this.fsyncCount },

@@ -1,7 +1,8 @@
 // Damage real files (flipped bytes, misdirected or duplicated entries, truncation) of a SlotStore,
 // then reopen: every sector is its old or new state, or its load reports STORAGE_CORRUPT, or the
 // store refuses to open with STORAGE_CORRUPT; never wrong data, never a silent rollback of a
-// synced batch (except the documented one: damage to the very last batch looks like a torn tail).
+// synced batch (except the documented one: damage to the data of the newest batches, as many as the
+// commit depth the file was written with, looks like a torn tail).
 import { copyFile, mkdir, mkdtemp, open, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -10,6 +11,7 @@ import { nodeFileSystem } from "../../src/storage/node_file_io.js";
 import {
   completeSlots,
   decodeEntry,
+  decodeFileHeader,
   ENTRY_BYTES,
   encodeUsedEntry,
   entryOffset,
@@ -23,6 +25,7 @@ import {
 } from "../../src/storage/slot_format.js";
 import { SlotStore } from "../../src/storage/slot_store.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
+import { GROUP_COMMIT_DEPTH } from "../../src/util/limits.js";
 import { seededRandom, silentLogger, stateOf, versionOf } from "./storage_test_support.js";
 
 // Phase 1 writes sectors 0..39 (v1) and closes. Phase 2 reopens and writes sectors 0..19 (v2)
@@ -43,6 +46,8 @@ const entries = new Map<number, { status: "used"; entry: UsedEntry } | { status:
 /** The current slot of each sector (highest seq). */
 const current = new Map<number, UsedEntry>();
 let lastSeq = 0;
+/** The commit depth the golden file records: recovery checks the data of that many newest batches. */
+let depth = 0;
 let fileSize = 0;
 let caseNumber = 0;
 
@@ -150,6 +155,9 @@ beforeAll(async () => {
 
   const file = await readFile(path.join(golden, SLOT_FILE));
   fileSize = file.length;
+  const header = decodeFileHeader(file, 0);
+  if (header.status !== "valid") throw new Error("golden header");
+  depth = header.commitDepth;
   for (let slot = 0; slot < completeSlots(file.length); slot++) {
     const r = decodeEntry(file, groupPosition(groupOf(slot)) + entryOffset(slot), slot);
     if (r.status === "empty") continue;
@@ -166,7 +174,8 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-const lastBatch = () => [...current.values()].filter((e) => e.seq === lastSeq);
+/** Current entries of the batches recovery checks (seq > lastSeq - depth). */
+const newestBatches = () => [...current.values()].filter((e) => e.seq > lastSeq - depth);
 
 describe("SlotStore on damaged real files", () => {
   it("the undamaged golden file recovers every new state; it has stale entries and several batches", async () => {
@@ -174,23 +183,26 @@ describe("SlotStore on damaged real files", () => {
     const used = [...entries.values()].filter((e) => e.status === "used").length;
     expect(used).toBeGreaterThan(45); // the stale v1 entries of sectors 0..19 wait in free slots
     expect(lastSeq).toBeGreaterThanOrEqual(5);
-    expect(lastBatch().length).toBeGreaterThan(0);
-    expect(lastBatch().length).toBeLessThanOrEqual(8);
+    expect(depth).toBe(GROUP_COMMIT_DEPTH);
+    expect(newestBatches().length).toBeGreaterThan(0);
+    expect(newestBatches().length).toBeLessThanOrEqual(8 * depth);
+    // Synced sectors outside the window remain, for the damage tests to find.
+    expect(current.size - newestBatches().length).toBeGreaterThan(10);
     check(await reopen(async () => {}), "golden");
   });
 
   it("a flipped byte in the data of a synced sector: STORAGE_CORRUPT on loading that sector only", async () => {
     const random = seededRandom(3);
     for (const e of current.values()) {
-      if (e.seq === lastSeq) continue;
+      if (e.seq > lastSeq - depth) continue;
       const at = slotPosition(e.slot) + Math.floor(random() * 4096);
       const outcome = await reopen((file) => flip(file, at));
       check(outcome, `data of sector ${e.sector}`, (s) => (s === e.sector ? "corrupt" : "new"));
     }
   });
 
-  it("a flipped byte in the data of the last batch looks like a torn tail: that sector rolls back, and stays rolled back", async () => {
-    for (const e of lastBatch()) {
+  it("a flipped byte in the data of the newest batches looks like a torn tail: that sector rolls back, and stays rolled back", async () => {
+    for (const e of newestBatches()) {
       const dir = await newCase();
       await flip(path.join(dir, SLOT_FILE), slotPosition(e.slot) + 100);
       const expectRolledBack = async (store: SlotStore, context: string) => {
@@ -200,8 +212,8 @@ describe("SlotStore on damaged real files", () => {
       let store = await SlotStore.open({ fs: nodeFileSystem, dir, logger: silentLogger });
       expect(store.stats().recovery.droppedEntries).toBe(1);
       await expectRolledBack(store, `first open, sector ${e.sector}`);
-      // A later batch: the dropped entry's batch is no longer the last one.
-      await store.persist(1000, stateOf(1000, 1));
+      // Later batches: the dropped entry's batch leaves the window.
+      for (let k = 0; k < depth; k++) await store.persist(1000 + k, stateOf(1000 + k, 1));
       await store.close();
       store = await SlotStore.open({ fs: nodeFileSystem, dir, logger: silentLogger });
       expect(store.stats().recovery.droppedEntries).toBe(0);
@@ -279,11 +291,14 @@ describe("SlotStore on damaged real files", () => {
     // in slots 0..9 (seq 1), 10..14 in slots 10..14 (seq 2), then sector 0 again in slot 15 (seq 3,
     // the last batch). Cutting whole meta pages away is not detected (see slot_store.ts).
     const dir = await newCase();
+    // Commit depth 1: only batch 3 is checked (at a larger depth, batch 2 would be too, and a cut
+    // into it would look like a torn tail, as the test above shows for flipped bytes).
     const options = {
       fs: nodeFileSystem,
       dir: path.join(dir, "appended"),
       logger: silentLogger,
       growthSlots: 0,
+      commitDepth: 1,
     };
     let store = await SlotStore.open(options);
     await store.persistMany(range(0, 10).map((s) => ({ sectorIndex: s, state: stateOf(s, 1) })));

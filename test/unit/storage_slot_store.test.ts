@@ -7,6 +7,7 @@ import { fileBytesForSlots, SLOT_FILE, SLOT_FILE_TMP } from "../../src/storage/s
 import { SlotStore, type SlotStoreOptions } from "../../src/storage/slot_store.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
 import {
+  GROUP_COMMIT_DEPTH,
   GROUP_COMMIT_MAX_SECTORS,
   SECTOR_SIZE_BYTES,
   SLOT_FILE_GROWTH_SLOTS,
@@ -54,7 +55,14 @@ describe("SlotStore on real files", () => {
       await store.close();
       store = await open(dir);
       expect(sameState(await store.load(1), stateOf(1, 3))).toBe(true);
-      expect(store.stats().recovery.lastBatchEntries).toBe(1);
+      // Recovery checked the newest batches the file may have had in flight: sector 1's (seq 3) and,
+      // at the default depth of 2, sector 7's v2 (seq 2).
+      expect(store.stats().recovery).toMatchObject({
+        lastBatchSeq: 3,
+        checkedBatches: GROUP_COMMIT_DEPTH,
+        checkedEntries: Math.min(GROUP_COMMIT_DEPTH, 2),
+        droppedEntries: 0,
+      });
       await store.close();
     });
   });
@@ -140,16 +148,17 @@ describe("SlotStore on real files", () => {
 
   /**
    * The space bound (SPEC: at most ~10% over 4096 B per written sector, plus a constant): 4096 *
-   * 65/64 per slot, and free slots at most 1/32 of the slots (the sweep's reserve) plus one batch,
-   * one growth chunk and a group of rounding.
+   * 65/64 per slot, and free slots at most 1/32 of the slots (the sweep's reserve) plus the commit
+   * depth's worth of batches (the slots the batches in flight will free), one growth chunk and a
+   * group of rounding.
    */
   function expectSpaceBound(
-    st: { writtenSectors: number; slotCount: number; freeSlots: number },
+    st: { writtenSectors: number; slotCount: number; freeSlots: number; commitDepth: number },
     bytes: number,
     batch: number,
     growth: number,
   ): void {
-    const constant = batch + growth + 64;
+    const constant = st.commitDepth * batch + growth + 64;
     expect(st.slotCount - st.freeSlots).toBe(st.writtenSectors);
     expect(st.freeSlots).toBeLessThanOrEqual(Math.floor(st.slotCount / SLOT_FREE_RESERVE_DIVISOR) + constant);
     expect(bytes).toBeLessThanOrEqual(fileBytesForSlots(st.slotCount));
@@ -178,28 +187,30 @@ describe("SlotStore on real files", () => {
     });
   });
 
-  it("space: overwriting the same sectors again and again soon stops growing the file", async () => {
-    await withTempDir(async (dir) => {
-      const store = await open(dir, { maxBatchSectors: 256, growthSlots: 128 });
-      const sectors = Array.from({ length: 2000 }, (_, i) => i * 3);
-      const sizes: number[] = [];
-      for (let round = 1; round <= 10; round++) {
-        // Rounds of random order, so the freed slots are scattered.
-        const order = [...sectors].sort(
-          (a, b) => ((a * 2654435761 + round) % 1009) - ((b * 2654435761 + round) % 1009),
-        );
-        await Promise.all(order.map((s) => store.persist(s, stateOf(s, round))));
-        sizes.push(await fileBytes(dir));
-        expectSpaceBound(store.stats(), sizes[sizes.length - 1]!, 256, 128);
-      }
-      // Growth stops once the free reserve is in place: the second half of the rounds adds nothing.
-      expect(sizes[9]).toBe(sizes[4]);
-      await store.close();
-      const again = await open(dir);
-      for (const s of sectors) expect(sameState(await again.load(s), stateOf(s, 10))).toBe(true);
-      await again.close();
+  for (const commitDepth of [1, 2, 3]) {
+    it(`space (commit depth ${commitDepth}): overwriting the same sectors again and again soon stops growing the file`, async () => {
+      await withTempDir(async (dir) => {
+        const store = await open(dir, { maxBatchSectors: 256, growthSlots: 128, commitDepth });
+        const sectors = Array.from({ length: 2000 }, (_, i) => i * 3);
+        const sizes: number[] = [];
+        for (let round = 1; round <= 10; round++) {
+          // Rounds of random order, so the freed slots are scattered.
+          const order = [...sectors].sort(
+            (a, b) => ((a * 2654435761 + round) % 1009) - ((b * 2654435761 + round) % 1009),
+          );
+          await Promise.all(order.map((s) => store.persist(s, stateOf(s, round))));
+          sizes.push(await fileBytes(dir));
+          expectSpaceBound(store.stats(), sizes[sizes.length - 1]!, 256, 128);
+        }
+        // Growth stops once the free reserve is in place: the second half of the rounds adds nothing.
+        expect(sizes[9]).toBe(sizes[4]);
+        await store.close();
+        const again = await open(dir);
+        for (const s of sectors) expect(sameState(await again.load(s), stateOf(s, 10))).toBe(true);
+        await again.close();
+      });
     });
-  });
+  }
 
   it("recovery reads nothing proportional to the volume size: sector 2^39 reopens fast", async () => {
     await withTempDir(async (dir) => {
