@@ -19,6 +19,8 @@ export interface History {
   called: Map<number, number>;
   /** Highest version whose persist resolved, per sector. */
   acked: Map<number, number>;
+  /** The scenario's store, once open (runCase reads how many batches were in flight at the crash). */
+  store?: SlotStore;
 }
 
 export type Scenario = (fs: MemoryFileSystem, h: History) => Promise<void>;
@@ -27,6 +29,8 @@ export interface Workload {
   scenario: Scenario;
   sectors: readonly number[];
   maxVersion: number;
+  /** Datasyncs take a few event-loop turns (CrashingDisk), so batches overlap. */
+  slowSyncs?: boolean;
 }
 
 const states = new Map<string, SectorState>();
@@ -75,7 +79,12 @@ export const range = (from: number, count: number) => Array.from({ length: count
 
 /** I/O operations the workload makes when nothing crashes (with this seed's completion order). */
 export async function countOperations(workload: Workload, seed: number): Promise<number> {
-  const disk = new CrashingDisk({ seed, tornWrites: false, crashAt: 0 });
+  const disk = new CrashingDisk({
+    seed,
+    tornWrites: false,
+    crashAt: 0,
+    slowSyncs: workload.slowSyncs ?? false,
+  });
   await workload.scenario(disk.fs, { called: new Map(), acked: new Map() });
   return disk.operations;
 }
@@ -122,48 +131,61 @@ export interface CaseResult {
   crashed: boolean;
   /** The crash hit the second run (recovery) too. */
   recoveryCrashed: boolean;
+  /** Batches the scenario's store had in flight when the disk crashed (0 if it did not). */
+  inFlightAtCrash: number;
+}
+
+export interface CaseOptions {
+  /** The I/O operation the disk crashes at (0: never). */
+  crashAt: number;
+  seed: number;
+  tornWrites: boolean;
+  /** Crash again at this operation of the first open after the crash (0: never). */
+  recoveryCrashAt?: number;
+  /** Commit depth of the stores that recover and check (default: the store's default). */
+  reopenDepth?: number;
 }
 
 /**
  * Runs the workload until the disk crashes at its `crashAt`-th operation (0: never), optionally
- * crashes again at the `recoveryCrashAt`-th operation of the next open, then opens and checks:
- * every sector is a state persisted to it, at least as new as its last acknowledged one. Then the
- * recovered store writes every other sector and is reopened: those are new, the others exactly
- * what recovery found (dropped entries of a torn batch must not come back once that batch is no
- * longer the last).
+ * crashes again at the `recoveryCrashAt`-th operation of the next open, then opens (at
+ * `reopenDepth`, which may differ from the depth the workload wrote with) and checks: every sector
+ * is a state persisted to it, at least as new as its last acknowledged one. Then the recovered
+ * store writes every other sector and is reopened: those are new, the others exactly what recovery
+ * found (dropped entries of torn batches must not come back once those batches leave the window
+ * recovery checks).
  */
-export async function runCase(
-  crashAt: number,
-  seed: number,
-  tornWrites: boolean,
-  workload: Workload,
-  recoveryCrashAt = 0,
-): Promise<CaseResult> {
+export async function runCase(workload: Workload, options: CaseOptions): Promise<CaseResult> {
+  const { crashAt, seed, tornWrites, recoveryCrashAt = 0, reopenDepth } = options;
   const { sectors, maxVersion } = workload;
-  const disk = new CrashingDisk({ seed, tornWrites, crashAt });
+  const disk = new CrashingDisk({ seed, tornWrites, crashAt, slowSyncs: workload.slowSyncs ?? false });
   const fs = disk.fs;
+  const reopen = { fs, ...REOPEN, ...(reopenDepth === undefined ? {} : { commitDepth: reopenDepth }) };
   const h: History = { called: new Map(), acked: new Map() };
   const firstCrash = disk.nextCrash();
   const outcome = await Promise.race([workload.scenario(fs, h).then(() => "done" as const), firstCrash]);
+  const inFlightAtCrash = outcome === "crashed" ? (h.store?.stats().batchesInFlight ?? 0) : 0;
   disk.crashPoint = 0;
-  const context = `crashAt=${crashAt} seed=${seed} torn=${tornWrites} recoveryCrashAt=${recoveryCrashAt}`;
+  const context =
+    `crashAt=${crashAt} seed=${seed} torn=${tornWrites} recoveryCrashAt=${recoveryCrashAt} ` +
+    `reopenDepth=${reopenDepth} inFlightAtCrash=${inFlightAtCrash}`;
   let recoveryOutcome: "done" | "crashed" = "done";
   if (recoveryCrashAt > 0 && outcome === "crashed") {
     disk.crashPoint = disk.operations + recoveryCrashAt;
     const secondCrash = disk.nextCrash();
-    const open = SlotStore.open({ fs, ...REOPEN }).then(async (s) => {
+    const open = SlotStore.open(reopen).then(async (s) => {
       await s.close();
       return "done" as const;
     });
     recoveryOutcome = await Promise.race([open, secondCrash]);
     disk.crashPoint = 0;
   }
-  const store = await SlotStore.open({ fs, ...REOPEN });
+  const store = await SlotStore.open(reopen);
   const found = await checkRecovered(store, workload, h, context);
   const rewritten = sectors.filter((_, i) => i % 2 === 0);
   await store.persistMany(rewritten.map((s) => ({ sectorIndex: s, state: stateOf(s, maxVersion) })));
   await store.close();
-  const again = await SlotStore.open({ fs, ...REOPEN });
+  const again = await SlotStore.open(reopen);
   const loaded = await again.loadMany(sectors);
   const changed = sectors.filter((sector, i) => {
     const want = i % 2 === 0 ? maxVersion : found.get(sector);
@@ -172,5 +194,5 @@ export async function runCase(
   expect(changed, `${context}: sectors neither as recovered nor as rewritten after a reopen`).toEqual([]);
   expect(again.stats().recovery.droppedEntries, context).toBe(0);
   await again.close();
-  return { crashed: outcome === "crashed", recoveryCrashed: recoveryOutcome === "crashed" };
+  return { crashed: outcome === "crashed", recoveryCrashed: recoveryOutcome === "crashed", inFlightAtCrash };
 }

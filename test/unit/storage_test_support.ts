@@ -45,7 +45,9 @@ export { seededRandom };
 /**
  * A simulated disk that crashes at its `crashPoint`-th I/O operation (0: never). Completions mix
  * microtasks and macrotasks so concurrent operations complete out of order; one seeded random
- * source drives both that and the crash, so a case replays exactly.
+ * source drives both that and the crash, so a case replays exactly. With `slowSyncs` a datasync
+ * takes 1-3 event-loop turns (writes at most one), as on a real disk, so that persists issued over
+ * a few turns find batches still syncing and the store pipelines them.
  */
 export class CrashingDisk {
   readonly fs: MemoryFileSystem;
@@ -53,18 +55,24 @@ export class CrashingDisk {
   crashPoint: number;
   #onCrash: () => void = () => {};
 
-  constructor(options: { seed: number; tornWrites: boolean; crashAt: number }) {
+  constructor(options: { seed: number; tornWrites: boolean; crashAt: number; slowSyncs?: boolean }) {
     const random = seededRandom(options.seed);
     this.crashPoint = options.crashAt;
+    const turns = (n: number, then: () => void) => {
+      if (n === 0) then();
+      else setImmediate(() => turns(n - 1, then));
+    };
     this.fs = new MemoryFileSystem({
-      schedule: (complete) => {
+      schedule: (complete, op) => {
         this.operations++;
         if (this.operations === this.crashPoint) {
           this.fs.crash({ random, tornWrites: options.tornWrites });
           this.#onCrash();
           return;
         }
-        if (random() < 0.3) setImmediate(complete);
+        if (options.slowSyncs === true && op.kind === "datasync")
+          turns(1 + Math.floor(random() * 3), complete);
+        else if (random() < 0.3) setImmediate(complete);
         else queueMicrotask(complete);
       },
     });
@@ -76,4 +84,12 @@ export class CrashingDisk {
       this.#onCrash = () => resolve("crashed");
     });
   }
+}
+
+/** Resolves after `n` event-loop turns (persists issued across them meet batches in flight). */
+export function turns(n = 1): Promise<void> {
+  return new Promise((resolve) => {
+    const step = (left: number) => (left === 0 ? resolve() : setImmediate(() => step(left - 1)));
+    step(n);
+  });
 }
