@@ -14,9 +14,9 @@
 // whole (from memory, so a page also carries the entries that earlier batches still in flight put
 // there) together with the new data slots (adjacent regions in one writev, with the callers' data
 // buffers as they are: no copy), and once those writes completed issues ONE fdatasync. Only then
-// may the next batch write: the writes of two batches never overlap in time, so of two writes of
-// one meta page the later content is the one that stays (both FileIo implementations take a
-// write's bytes when it is called; node_file_io writes synchronously). Batches COMPLETE in seq
+// may the next batch form and write: the writes of two batches never overlap in time, so no meta
+// page changes in memory while a write of it is in flight, and of two writes of one page the later
+// content is the one that stays (in the page cache, and on disk once synced). Batches COMPLETE in seq
 // order: once batch k's fdatasync and every earlier batch completed, its sectors point at their new
 // slots, their old slots become free and its calls resolve (a later batch whose fdatasync finished
 // first waits). A batch is in flight from its formation to its completion, and at most D are: batch
@@ -81,10 +81,11 @@
 // slot lies past the end of the file (truncation), fail open the same way. Damaged data of a
 // current slot is found when it is read: load rejects with STORAGE_CORRUPT for that sector only.
 // NOT detected: damage to the data of the newest D batches (seq > M - D) looks exactly like a torn
-// tail, so those damaged entries are dropped and their sectors roll back to their previous state
-// (the journal store had the same limitation for its last batch: the price of one fsync per batch
-// instead of two). A truncation that cuts away whole meta pages loses their entries without a trace
-// (not something a crash does).
+// tail, so those damaged entries are dropped and their sectors roll back to an older state: the
+// previous one, or an earlier one (even the initial state) if a later batch of the window reused
+// the previous one's slot (the journal store had the same limitation for its last batch: the
+// price of one fsync per batch instead of two). A truncation that cuts away whole meta pages loses
+// their entries without a trace (not something a crash does).
 //
 // Allocation (a change from the first design, which took the lowest free slots): random overwrites
 // free random slots, and lowest-first then hands those straight back, so every batch wrote pages
@@ -957,7 +958,7 @@ export class SlotStore implements SectorStore {
     return { batch, writes, grown, fileBytes: fileBytesForSlots(this.slotCount) };
   }
 
-  /** Durable, and every earlier batch completed: the sectors move to their new slots, the old slots become free. */
+  /** Durable, and every earlier batch completed: its sectors move to their new slots, old ones free. */
   private completeBatch(batch: Batch): void {
     const { sectors, slots, states, parts } = batch;
     const freed: number[] = [];
