@@ -8,13 +8,21 @@
 //    in flight (answering "not newer, ACK" at once would acknowledge a non-durable state), and a
 //    WRITE_PROC whose tag is superseded by a newer persist that is not yet durable.
 //
-// 2. Unique tags across crashes. A writer picks (maxts + 1, rank). If the coordinator could crash
-//    after some replica stored (t, rank, v) and, after restarting, pick (t, rank) again for another
-//    value, two values would share a tag and reads could flip between them. Two rules prevent it:
-//    the coordinator's own store of its new tag is durable before any WRITE_PROC leaves (SPEC §2)
-//    and is not shown to READ_PROCs until then; and a WRITE's query phase always includes the
-//    coordinator's own VALUE. So any tag (t, r) that exists anywhere is durable at r (or r holds a
-//    larger tag), r's next query sees ts >= t, and the next tag is larger.
+// 2. Unique tags across crashes, with the coordinator's own store off the critical path. A writer
+//    picks (maxts + 1, rank). If it could crash after some replica stored (t, rank, v) and, after
+//    restarting, pick (t, rank) again for another value, two values would share a tag and reads
+//    could flip between them. SPEC §2 prevents that by making the coordinator store its new state
+//    durably before any WRITE_PROC leaves, which puts one fsync in front of the peers' on every
+//    write. Instead, a replica keeps a durable *tag reservation* R (reserveTags): it sends a tag
+//    (t, rank) of its own only once t <= R is durable, and after a restart (tagFloor = the R that
+//    survived) every new tag of its own has t > that R. So every tag (t, rank) sent before a crash
+//    has t <= R_durable < every tag sent after it: tags stay unique. Given that, the coordinator
+//    is simply one of the replicas its WRITE_PROC goes to (it stores the state when its own copy
+//    arrives, like any replica, ACKs once durable, and counts towards the majority like any
+//    other): exactly ABD with a writer that is not a replica, whose correctness needs no store at
+//    the writer. Reservations are TAG_RESERVATION_STEP ahead, so one is written per restart and
+//    then once per 2^20 increments of the highest timestamp. A write's query still includes the
+//    coordinator's own VALUE (it keeps the new tag above what this replica stored, rule 5).
 //
 // 3. VALUE reports the replica's *durable* state only (never a persist still in flight). A durable
 //    tag never decreases, and every ACK was sent for a durable tag, so this is as good as the
@@ -94,6 +102,7 @@ import {
   RETRANSMIT_INITIAL_MS,
   RETRANSMIT_MAX_MS,
   SECTOR_SIZE_BYTES,
+  TAG_RESERVATION_STEP,
 } from "../util/limits.js";
 import type {
   ClientBatchOp,
@@ -171,8 +180,6 @@ interface RangeProgress {
   /** What the update phase imposes: a tag per sector and count sectors of data. */
   writtenTags: WireTag[] | null;
   writtenData: Buffer | null;
-  /** Range WRITE: own persist effects of the run not yet durable; the update phase starts at 0. */
-  ownPending: number;
 }
 
 /** A WRITE_RANGE_PROC waiting for its sectors to become durable (rule 6). */
@@ -230,8 +237,6 @@ interface SectorEntry {
 
 interface PersistRecord {
   items: PersistItem[];
-  /** Set when this is a coordinator's own store of its new tag (rule 2). */
-  ownWrite: ActiveOp | null;
   /**
    * Keep the data in the sector cache once durable. Only for a sector that owns its buffer: a
    * view into a run's buffer would keep the whole run (up to 1 MiB) alive for as long as any one
@@ -298,6 +303,13 @@ export class RegisterCore {
   /** Sectors whose coordinated operation is in a phase that may need retransmission. */
   readonly #activeSectors = new Set<number>();
   readonly #persists = new Map<PersistToken, PersistRecord>();
+  /** Rule 2: new own tags are above this (every own tag of an earlier incarnation is not). */
+  readonly #tagFloor: bigint;
+  /** Rule 2: own tags up to this timestamp are durably reserved. */
+  #reservedTs: bigint;
+  /** The highest reservation asked for (durable or in flight). */
+  #requestedTs: bigint;
+  #awaitingReservation: Array<{ ts: bigint; start: () => void }> = [];
   #nextPersistToken: PersistToken = 1;
   #nowMs = 0;
   #effects: CoreEffect[] = [];
@@ -319,6 +331,10 @@ export class RegisterCore {
     this.#retransmitInitialMs = options.retransmitInitialMs ?? RETRANSMIT_INITIAL_MS;
     this.#retransmitMaxMs = options.retransmitMaxMs ?? RETRANSMIT_MAX_MS;
     this.#cacheCapacitySectors = options.cacheCapacitySectors ?? CORE_CACHE_SECTORS;
+    this.#tagFloor = options.tagFloor ?? 0n;
+    assert(this.#tagFloor >= 0n && this.#tagFloor < 1n << 64n, "tag floor is a u64");
+    this.#reservedTs = this.#tagFloor;
+    this.#requestedTs = this.#tagFloor;
     assert(this.#retransmitInitialMs > 0 && this.#retransmitMaxMs >= this.#retransmitInitialMs, "retransmit");
   }
 
@@ -355,6 +371,9 @@ export class RegisterCore {
         break;
       case "tagLoaded":
         this.#onTagLoaded(event.sectorIndex, event.tag);
+        break;
+      case "tagsReserved":
+        this.#onTagsReserved(event.upToTs);
         break;
       case "tick":
         this.#onTick(event.nowMs);
@@ -596,7 +615,7 @@ export class RegisterCore {
     // A corrupt entry was never given an issued tag, so any written tag heals it; it stays
     // corrupt (unserved, not reloaded) until that persist is durable.
     if (compareTags(incoming, entry.issuedTag) > 0) {
-      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], null, true);
+      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], true);
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming, range: null };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
@@ -621,12 +640,7 @@ export class RegisterCore {
    * One persist effect for new states of distinct sectors (states[i] for entries[i]): the store
    * makes them durable together and reports once.
    */
-  #persist(
-    entries: SectorEntry[],
-    states: SectorState[],
-    ownWrite: ActiveOp | null,
-    cacheData: boolean,
-  ): void {
+  #persist(entries: SectorEntry[], states: SectorState[], cacheData: boolean): void {
     assert(entries.length === states.length && entries.length > 0, "a persist has states");
     const token = this.#nextPersistToken++;
     const items: PersistItem[] = new Array(entries.length);
@@ -640,7 +654,7 @@ export class RegisterCore {
       entry.pendingPersists++;
       items[i] = { sectorIndex: entry.sectorIndex, state };
     }
-    this.#persists.set(token, { items, ownWrite, cacheData });
+    this.#persists.set(token, { items, cacheData });
     this.#effects.push({ kind: "persist", token, items });
   }
 
@@ -648,11 +662,9 @@ export class RegisterCore {
     const record = this.#persists.get(token);
     assert(record !== undefined, `persisted for unknown token ${token}`);
     this.#persists.delete(token);
-    let first: SectorEntry | undefined;
     for (const { sectorIndex, state } of record.items) {
       const entry = this.#sectors.get(sectorIndex);
       assert(entry !== undefined && entry.pendingPersists > 0, "persisted for a sector with no persist");
-      first ??= entry;
       entry.pendingPersists--;
       const tag = tagOf(state);
       entry.durableTag = maxTag(entry.durableTag, tag);
@@ -676,11 +688,6 @@ export class RegisterCore {
           else if (--waiter.range.remaining === 0) this.#sendRangeAck(waiter.range);
         }
       }
-    }
-    const own = record.ownWrite;
-    if (own !== null) {
-      if (own.range === null) this.#startUpdatePhase(first!, own);
-      else if (--own.range.ownPending === 0) this.#startRangeUpdatePhase(own);
     }
   }
 
@@ -839,13 +846,46 @@ export class RegisterCore {
     }
     assert(op.client.data !== null, "a write carries data");
     // Rule 5: the new tag is above the query's maximum *and* above every tag this replica has
-    // issued, since a concurrent WRITE_PROC may have been stored here after our own VALUE left.
+    // issued, since a concurrent WRITE_PROC may have been stored here after our own VALUE left;
+    // rule 2: and above the restart floor.
     // biome-ignore lint/complexity/useMathMinMax: Math.max does not take bigints
-    const baseTs = best.ts > entry.issuedTag.ts ? best.ts : entry.issuedTag.ts;
-    const written: SectorState = { ts: baseTs + 1n, wr: this.#rank, data: op.client.data };
-    op.written = written;
-    // Store locally first (SPEC §2, rule 2); the update phase starts when this is durable.
-    this.#persist([entry], [written], op, true);
+    const ts = this.#newOwnTs(best.ts > entry.issuedTag.ts ? best.ts : entry.issuedTag.ts);
+    op.written = { ts, wr: this.#rank, data: op.client.data };
+    // Rule 2: WRITE_PROC goes to every replica, this one included, once the tag is reserved.
+    this.#whenReserved(ts, () => this.#startUpdatePhase(entry, op));
+  }
+
+  /** A timestamp for a new own tag above `baseTs` and above the restart floor (rule 2). */
+  #newOwnTs(baseTs: bigint): bigint {
+    const floor = this.#faults.ignoreTagFloor ? 0n : this.#tagFloor;
+    return (baseTs > floor ? baseTs : floor) + 1n;
+  }
+
+  /** Runs `start` once own tags with timestamp `ts` are reserved durably (rule 2). */
+  #whenReserved(ts: bigint, start: () => void): void {
+    assert(ts < 1n << 64n, "timestamps are u64");
+    if (ts <= this.#reservedTs || this.#faults.ignoreTagFloor) {
+      start();
+      return;
+    }
+    this.#awaitingReservation.push({ ts, start });
+    if (ts > this.#requestedTs) {
+      const upToTs = ts + TAG_RESERVATION_STEP;
+      this.#requestedTs = upToTs < 1n << 64n ? upToTs : (1n << 64n) - 1n;
+      this.#effects.push({ kind: "reserveTags", upToTs: this.#requestedTs });
+    }
+  }
+
+  #onTagsReserved(upToTs: bigint): void {
+    assert(upToTs <= this.#requestedTs, "a reservation that was never asked for");
+    if (upToTs > this.#reservedTs) this.#reservedTs = upToTs;
+    if (this.#awaitingReservation.length === 0) return;
+    const waiting = this.#awaitingReservation;
+    this.#awaitingReservation = [];
+    for (const w of waiting) {
+      if (w.ts <= this.#reservedTs) w.start();
+      else this.#awaitingReservation.push(w);
+    }
   }
 
   #startUpdatePhase(entry: SectorEntry, op: ActiveOp): void {
@@ -915,7 +955,6 @@ export class RegisterCore {
       bestCounts: [],
       writtenTags: null,
       writtenData: null,
-      ownPending: 0,
     };
     const header = {
       sender: this.#rank,
@@ -1005,19 +1044,11 @@ export class RegisterCore {
       const issued = this.#sectors.get(sector)!.issuedTag.ts;
       if (issued > baseTs) baseTs = issued;
     }
-    const tag: WireTag = { ts: baseTs + 1n, wr: this.#rank };
+    const tag: WireTag = { ts: this.#newOwnTs(baseTs), wr: this.#rank };
     range.writtenTags = Array.from({ length: count }, () => tag);
     range.writtenData = data;
-    range.ownPending = 1;
-    const cached = cachesRun(count);
-    // Store locally first (rule 2); the update phase starts when the whole run is durable.
-    const entries: SectorEntry[] = new Array(count);
-    const states: SectorState[] = new Array(count);
-    for (let i = 0; i < count; i++) {
-      entries[i] = this.#sectors.get(sectors[i]!)!;
-      states[i] = { ts: tag.ts, wr: tag.wr, data: sectorOfRun(data, i, cached) };
-    }
-    this.#persist(entries, states, op, cached);
+    // Rule 2: WRITE_RANGE_PROC goes to every replica, this one included, once the tag is reserved.
+    this.#whenReserved(tag.ts, () => this.#startRangeUpdatePhase(op));
   }
 
   #startRangeUpdatePhase(op: ActiveOp): void {
@@ -1157,7 +1188,7 @@ export class RegisterCore {
         waiter.remaining++;
       }
     }
-    if (newer.length > 0) this.#persist(newer, states, null, cached);
+    if (newer.length > 0) this.#persist(newer, states, cached);
     if (waiter.remaining === 0) this.#sendRangeAck(waiter);
   }
 

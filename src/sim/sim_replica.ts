@@ -88,6 +88,7 @@ export class SimReplica implements NetworkEndpoint {
         faults: this.setup.faults,
         cacheCapacitySectors: this.setup.cacheCapacitySectors,
         retransmitInitialMs: this.setup.retransmitInitialMs,
+        tagFloor: storage.tagReservation(),
       });
       this.status = "up";
       trace.record(queue.nowUs, `r${this.rank} up #${incarnation}`);
@@ -201,6 +202,22 @@ export class SimReplica implements NetworkEndpoint {
           );
           this.step({ kind: "tagLoaded", sectorIndex, tag });
         });
+        return;
+      }
+      case "reserveTags": {
+        const { upToTs } = effect;
+        storage.reserveTags(upToTs, () => {
+          if (this.incarnation !== incarnation || this.status !== "up") return;
+          trace.record(queue.nowUs, `r${this.rank} tags reserved to ${upToTs}`);
+          this.step({ kind: "tagsReserved", upToTs });
+        });
+        const crashInUs = hooks.crashDelayAfterPersistUs();
+        if (crashInUs !== null) {
+          queue.after(crashInUs, () => {
+            if (this.incarnation === incarnation && this.status === "up" && hooks.faultsActive())
+              this.crash();
+          });
+        }
         return;
       }
       case "complete":

@@ -25,6 +25,7 @@ export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
   "ackBeforeDurable",
   "quorumTooSmall",
   "countDuplicateReplies",
+  "ignoreTagFloor",
 ];
 
 export type StorageMode = "model" | "slots";

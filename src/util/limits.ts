@@ -29,6 +29,13 @@ export const MAX_SECTORS = 2 ** 40;
 export const RETRANSMIT_INITIAL_MS = 250;
 export const RETRANSMIT_MAX_MS = 4_000;
 
+/**
+ * Register core rule 2: own tags are reserved this many timestamps ahead with one durable write
+ * (tag_reservation.ts), so a reservation is rare (once per restart, then once per 2^20 increments
+ * of the highest timestamp), and a restart skips at most this much of the u64 timestamp space.
+ */
+export const TAG_RESERVATION_STEP = 2n ** 20n;
+
 /** How often a replica driver ticks its register core (drives retransmission). */
 export const CORE_TICK_MS = 50;
 

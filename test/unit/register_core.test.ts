@@ -36,18 +36,51 @@ describe("register core", () => {
     expect(h.completed.has(1)).toBe(true);
   });
 
-  it("a write stores its value locally and durably before any WRITE_PROC leaves", () => {
-    const h = new CoreHarness(3);
+  it("a write's WRITE_PROC leaves for every replica, itself included, once its tag is reserved; nothing is stored before", () => {
+    const h = new CoreHarness(3, { manualReservations: true });
     h.write(1, 1, 0, sectorOf(9));
     h.serveLoads();
     h.deliver();
     h.serveLoads();
     h.deliver();
-    expect(h.persists).toHaveLength(1);
-    expect(h.persists[0]).toMatchObject({ rank: 1, items: [{ sectorIndex: 0 }] });
+    // The query has its majority; the first own tag needs a durable reservation (rule 2).
+    expect(h.reservations).toEqual([{ rank: 1, upToTs: 1n + 2n ** 20n }]);
     expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
-    h.syncPersists();
-    expect(h.network.filter((m) => m.message.kind === "writeProc")).toHaveLength(3);
+    expect(h.persists).toHaveLength(0);
+    h.syncReservations();
+    const writeProcs = h.network.filter((m) => m.message.kind === "writeProc");
+    expect(writeProcs.map((m) => m.to).sort()).toEqual([1, 2, 3]);
+    expect(writeProcs[0]!.message).toMatchObject({ ts: 1n, wr: 1 });
+    expect(h.persists).toHaveLength(0);
+    // The coordinator stores the state when its own copy arrives, like any replica.
+    h.deliver((m) => m.to === 1 && m.message.kind === "writeProc");
+    h.serveLoads();
+    expect(h.persists).toMatchObject([{ rank: 1, items: [{ sectorIndex: 0 }] }]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
+    // Later writes are covered by the same reservation: no second one.
+    h.write(2, 2, 0, sectorOf(8));
+    h.write(1, 3, 1, sectorOf(7));
+    h.settle();
+    expect(h.reserved).toEqual([1n + 2n ** 20n, 2n + 2n ** 20n, 0n]);
+    expect(h.completed.has(2) && h.completed.has(3)).toBe(true);
+  });
+
+  it("a restarted replica's first write waits for a reservation above everything it reserved before", () => {
+    const h = new CoreHarness(3, { manualReservations: true });
+    h.write(1, 1, 0, sectorOf(1));
+    h.settle();
+    expect(h.reserved[0]).toBe(1n + 2n ** 20n);
+    h.restart(1);
+    h.write(1, 2, 5, sectorOf(2));
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    h.deliver();
+    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
+    expect(h.reservations).toEqual([{ rank: 1, upToTs: h.reserved[0]! + 1n + 2n ** 20n }]);
+    h.settle();
+    expect(h.disks[1]!.get(5)!.ts).toBe(2n + 2n ** 20n);
   });
 
   it("a replica ACKs a WRITE_PROC only after its persist is durable, duplicates included", () => {
@@ -207,8 +240,8 @@ describe("register core", () => {
     h.deliver((m) => m.to === 2 && isQuery(m.message));
     h.serveLoads();
     h.deliver((m) => m.to === 1 && isQueryAnswer(m.message));
-    const own = h.persists.find((p) => p.rank === 1)!;
-    expect(own.items[0]!.state.ts).toBe(6n);
+    const own = h.network.find((m) => m.message.kind === "writeProc" && m.from === 1)!;
+    expect(own.message).toMatchObject({ ts: 6n, wr: 1 });
     h.settle();
     expect(h.disks[0]!.get(0)!.ts).toBe(6n);
     expect(h.completed.has(1)).toBe(true);
@@ -344,8 +377,9 @@ describe("register core", () => {
     expect(h.completed.get(9999)).toEqual(sectorOf(199 % 250));
   });
 
-  it("a restarted coordinator never reuses a tag it issued before the crash (N=5)", () => {
-    // Replica 1 writes A; its WRITE_PROC reaches only replica 3, then replica 1 crashes and restarts.
+  it("a restarted coordinator never reuses a tag it sent before the crash (N=5)", () => {
+    // Replica 1 writes A; its WRITE_PROC reaches only replica 3, which stores it; replica 1 crashes
+    // before its own copy is stored, and restarts.
     const h = new CoreHarness(5);
     h.write(1, 1, 0, sectorOf(0xa));
     h.settle(new Set([2, 3, 4, 5]));
@@ -353,16 +387,15 @@ describe("register core", () => {
     h.deliver((m) => m.to !== 1 && isQuery(m.message));
     h.serveLoads();
     h.deliver((m) => isQueryAnswer(m.message));
-    h.syncPersists(1);
     h.network = h.network.filter((m) => m.to === 3 && m.message.kind === "writeProc");
     h.deliver();
     h.serveLoads();
     h.syncPersists(3);
-    h.network = [];
-    h.cores[0] = new RegisterCore({ rank: 1, replicaCount: 5, newOpId: () => Buffer.alloc(16, 0xee) });
+    expect(h.disks[0]!.has(0)).toBe(false);
+    h.restart(1);
     // After the restart replica 1 writes B; replicas 2, 4 and 5 (none holds A) answer first.
     h.write(1, 2, 0, sectorOf(0xb));
-    h.deliver((m) => m.to === 2 || m.to === 4 || m.to === 5);
+    h.deliver((m) => m.to === 1 || m.to === 2 || m.to === 4 || m.to === 5);
     h.serveLoads();
     h.deliver((m) => isQueryAnswer(m.message));
     h.settle(new Set([3]));
@@ -371,6 +404,32 @@ describe("register core", () => {
     const stateB = h.disks[1]!.get(0)!;
     expect(stateA.data).toEqual(sectorOf(0xa));
     expect(stateB.data).toEqual(sectorOf(0xb));
+    expect(stateA.wr === 1 && stateB.wr === 1).toBe(true);
     expect(stateB.ts > stateA.ts).toBe(true);
+  });
+
+  it("with the restart floor ignored, the same crash makes two values share one tag (what rule 2 prevents)", () => {
+    const h = new CoreHarness(5, { faults: { ignoreTagFloor: true } });
+    h.write(1, 1, 0, sectorOf(0xa));
+    h.settle(new Set([2, 3, 4, 5]));
+    h.step(1, { kind: "tick", nowMs: 0 });
+    h.deliver((m) => m.to !== 1 && isQuery(m.message));
+    h.serveLoads();
+    h.deliver((m) => isQueryAnswer(m.message));
+    h.network = h.network.filter((m) => m.to === 3 && m.message.kind === "writeProc");
+    h.deliver();
+    h.serveLoads();
+    h.syncPersists(3);
+    h.restart(1);
+    h.write(1, 2, 0, sectorOf(0xb));
+    h.deliver((m) => m.to === 1 || m.to === 2 || m.to === 4 || m.to === 5);
+    h.serveLoads();
+    h.deliver((m) => isQueryAnswer(m.message));
+    h.settle(new Set([3]));
+    const stateA = h.disks[2]!.get(0)!;
+    const stateB = h.disks[1]!.get(0)!;
+    expect(stateB.ts).toBe(stateA.ts);
+    expect(stateB.wr).toBe(stateA.wr);
+    expect(stateB.data).not.toEqual(stateA.data);
   });
 });

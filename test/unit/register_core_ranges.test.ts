@@ -63,18 +63,27 @@ describe("register core: range operations", () => {
     expect(h.completed.get(2)).toEqual(sectorOf(8));
   });
 
-  it("a range write stores the whole run durably here before WRITE_RANGE_PROC leaves", () => {
-    const h = new CoreHarness(3);
+  it("a range write sends WRITE_RANGE_PROC to every replica once reserved; each stores the run with one persist", () => {
+    const h = new CoreHarness(3, { manualReservations: true });
     writeRange(h, 1, 1, 0, run(5, 6));
     h.serveLoads();
     h.deliver();
     h.serveLoads();
     h.deliver();
-    // One persist effect carries the whole run: the store commits it together.
-    expect(h.persists.map((p) => [p.rank, p.items.map((item) => item.sectorIndex)])).toEqual([[1, [0, 1]]]);
     expect(kinds(h)).not.toContain("writeRangeProc");
-    h.syncPersists(1);
+    expect(h.persists).toHaveLength(0);
+    h.syncReservations();
     expect(kinds(h).filter((k) => k === "writeRangeProc")).toHaveLength(3);
+    h.deliver((m) => m.message.kind === "writeRangeProc");
+    h.serveLoads();
+    // One persist effect per replica carries the whole run: the store commits it together.
+    expect(h.persists.map((p) => [p.rank, p.items.map((item) => item.sectorIndex)])).toEqual([
+      [1, [0, 1]],
+      [2, [0, 1]],
+      [3, [0, 1]],
+    ]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
   });
 
   it("a replica sends RANGE_ACK only once every sector of the run is durable, for a repeated WRITE_RANGE_PROC too", () => {
