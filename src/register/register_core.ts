@@ -272,6 +272,11 @@ function concatSectors(sectors: Buffer[]): Buffer {
  */
 const CACHED_RUN_MAX_SECTORS = 16;
 
+/** How far the sector cache may grow past its capacity before an eviction scan (see #evictIdle). */
+export function evictionSlack(capacitySectors: number): number {
+  return Math.max(1, Math.floor(capacitySectors / 16));
+}
+
 /** Whether a sector's data is (at most) a short run's buffer, so caching it pins little. */
 function ownsItsMemory(data: Buffer): boolean {
   return data.buffer.byteLength <= CACHED_RUN_MAX_SECTORS * SECTOR_SIZE_BYTES;
@@ -333,7 +338,7 @@ export class RegisterCore {
     this.#retransmitInitialMs = options.retransmitInitialMs ?? RETRANSMIT_INITIAL_MS;
     this.#retransmitMaxMs = options.retransmitMaxMs ?? RETRANSMIT_MAX_MS;
     this.#cacheCapacitySectors = options.cacheCapacitySectors ?? CORE_CACHE_SECTORS;
-    this.#evictAbove = this.#cacheCapacitySectors + Math.max(64, Math.floor(this.#cacheCapacitySectors / 16));
+    this.#evictAbove = this.#cacheCapacitySectors + evictionSlack(this.#cacheCapacitySectors);
     this.#tagFloor = options.tagFloor ?? 0n;
     assert(this.#tagFloor >= 0n && this.#tagFloor < 1n << 64n, "tag floor is a u64");
     this.#reservedTs = this.#tagFloor;
@@ -461,8 +466,8 @@ export class RegisterCore {
         excess--;
       }
     }
-    const slack = Math.max(64, Math.floor(this.#cacheCapacitySectors / 16));
-    this.#evictAbove = Math.max(this.#cacheCapacitySectors, this.#sectors.size) + slack;
+    this.#evictAbove =
+      Math.max(this.#cacheCapacitySectors, this.#sectors.size) + evictionSlack(this.#cacheCapacitySectors);
   }
 
   // ---- replica role: READ_PROC / WRITE_PROC ---------------------------------------------------

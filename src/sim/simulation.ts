@@ -169,6 +169,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       if (phase !== "faults" || !faultRng.chance(profile.crashAfterPersist)) return null;
       return faultRng.range(0, profile.disk.syncMaxUs * 2);
     },
+    crashDelayAfterUpdateUs() {
+      if (phase !== "faults" || !faultRng.chance(profile.crashAfterUpdate)) return null;
+      return faultRng.range(0, profile.selfDelayMaxUs + profile.disk.syncMaxUs);
+    },
     crashMidStep() {
       return phase === "faults" && faultRng.chance(profile.crashMidStep);
     },
