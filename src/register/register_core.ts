@@ -84,6 +84,7 @@ import type {
   RangeValueMessage,
   ReadRangeProcMessage,
   ReadTagRangeProcMessage,
+  ReadTagsRangeProcMessage,
   SystemMessage,
   TagRangeValueMessage,
   TagValueMessage,
@@ -191,9 +192,13 @@ interface RangeAckWaiter {
   remaining: number;
 }
 
-type RangeProcMessage = ReadRangeProcMessage | ReadTagRangeProcMessage | WriteRangeProcMessage;
+type RangeProcMessage =
+  | ReadRangeProcMessage
+  | ReadTagRangeProcMessage
+  | ReadTagsRangeProcMessage
+  | WriteRangeProcMessage;
 
-/** A range READ_PROC / READ_TAG_PROC / WRITE_PROC waiting for sectors of its run to load. */
+/** A range READ_PROC / READ_TAG_PROC(S) / WRITE_PROC waiting for sectors of its run to load. */
 interface RangeDeferral {
   message: RangeProcMessage;
   missing: number;
@@ -489,8 +494,12 @@ export class RegisterCore {
         return;
       case "readRangeProc":
       case "readTagRangeProc":
+      case "readTagsRangeProc":
       case "writeRangeProc":
         this.#onRangeProc(message);
+        return;
+      case "tagsRangeValue":
+        // Not asked for yet by this version's coordinators.
         return;
       case "rangeValue":
       case "tagRangeValue":
@@ -1150,6 +1159,7 @@ export class RegisterCore {
     };
     switch (message.kind) {
       case "readTagRangeProc":
+      case "readTagsRangeProc":
       case "readRangeProc": {
         // Rule 4: one corrupt sector and the whole run goes unanswered here.
         if (entries.some((entry) => entry.corrupt)) return;
@@ -1157,6 +1167,12 @@ export class RegisterCore {
           let best: Tag = ZERO_TAG;
           for (const entry of entries) best = maxTag(best, this.#durableTagOf(entry));
           this.#send(message.sender, { kind: "tagRangeValue", ...header, ts: best.ts, wr: best.wr });
+          return;
+        }
+        if (message.kind === "readTagsRangeProc") {
+          // A tag per sector, from the index (rule 7): no data is loaded for this.
+          const tags = entries.map((entry) => this.#durableTagOf(entry));
+          this.#send(message.sender, { kind: "tagsRangeValue", ...header, tags });
           return;
         }
         const states = entries.map((entry) => {
