@@ -390,8 +390,8 @@ export class AtddDecoder {
   }
 
   /**
-   * The range system messages (0x82..0x87): as their per-sector counterparts, over a set of
-   * sectors. An authentic message whose sector list is not strictly increasing, does not start
+   * The range system messages (0x82..0x87, 0x8A, 0x8B): as their per-sector counterparts, over a
+   * set of sectors. An authentic message whose sector list is not strictly increasing, does not start
    * with the header's sector or reaches beyond the volume is dropped as invalidSector.
    */
   private decodeRangeSystemMessage(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
@@ -424,6 +424,15 @@ export class AtddDecoder {
       case MessageType.RangeAck:
         message = { kind: "rangeAck", ...base };
         break;
+      case MessageType.ReadTagsRangeProc:
+        message = { kind: "readTagsRangeProc", ...base };
+        break;
+      case MessageType.TagsRangeValue: {
+        const tags = decodeRangeTags(buf, bodyOffset, sectorCount, this.replicaCount);
+        if (tags === undefined) return dropped("invalidWriter", size);
+        message = { kind: "tagsRangeValue", ...base, tags };
+        break;
+      }
       case MessageType.TagRangeValue: {
         const body = tagBodyLayout.decode(buf, bodyOffset);
         if (body.wr > this.replicaCount) return dropped("invalidWriter", size);

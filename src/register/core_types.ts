@@ -85,6 +85,11 @@ export interface CoreFaults {
   countDuplicateReplies?: boolean;
   /** Neither raise new tags above the restart floor nor wait for reservations (rule 2). */
   ignoreTagFloor?: boolean;
+  /**
+   * READ returns its own data, without a write-back, even when a peer reported a higher tag than
+   * its own (rule 9 falls back to reading from everyone instead).
+   */
+  ownDataDespiteNewerTag?: boolean;
 }
 
 export interface RegisterCoreOptions {

@@ -244,6 +244,8 @@ export function describeMessage(message: SystemMessage): string {
   }
   if (message.kind === "tagRangeValue")
     return `${head}+${message.sectorCount} max ${message.ts}.${message.wr}`;
+  if (message.kind === "tagsRangeValue")
+    return `${head}+${message.sectorCount} [${message.tags.map((tag) => `${tag.ts}.${tag.wr}`).join(" ")}]`;
   if ("sectorCount" in message) return `${head}+${message.sectorCount}`;
   return head;
 }

@@ -26,6 +26,7 @@ export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
   "quorumTooSmall",
   "countDuplicateReplies",
   "ignoreTagFloor",
+  "ownDataDespiteNewerTag",
 ];
 
 export type StorageMode = "model" | "slots";

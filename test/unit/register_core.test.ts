@@ -101,26 +101,28 @@ describe("register core", () => {
     expect(h.network.filter((m) => m.from === 2 && m.message.kind === "ack")).toHaveLength(2);
   });
 
-  it("duplicate replies from one rank count once", () => {
-    const h = new CoreHarness(3);
+  /** A read at replica 1 whose first query is lost; its retransmitted READ_PROC reaches only replica 2. */
+  function valueFromTwo(h: CoreHarness): SystemMessage {
     h.read(1, 1, 0);
-    h.serveLoads();
-    // Deliver READ_PROC only to replica 2 and duplicate its VALUE three times.
+    h.network = [];
+    h.step(1, { kind: "tick", nowMs: 1_000 });
     h.deliver((m) => m.to === 2);
     h.serveLoads();
-    const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
-    for (let i = 0; i < 3; i++) h.step(1, { kind: "message", message: value.message });
+    return h.network.find((m) => m.from === 2 && m.message.kind === "value")!.message;
+  }
+
+  it("duplicate replies from one rank count once", () => {
+    const h = new CoreHarness(3);
+    const value = valueFromTwo(h);
+    for (let i = 0; i < 3; i++) h.step(1, { kind: "message", message: value });
     expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
     expect(h.completed.has(1)).toBe(false);
   });
 
   it("with the duplicate-counting fault the same duplicates wrongly complete the query", () => {
     const h = new CoreHarness(3, { faults: { countDuplicateReplies: true } });
-    h.read(1, 1, 0);
-    h.deliver((m) => m.to === 2);
-    h.serveLoads();
-    const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
-    for (let i = 0; i < 2; i++) h.step(1, { kind: "message", message: value.message });
+    const value = valueFromTwo(h);
+    for (let i = 0; i < 2; i++) h.step(1, { kind: "message", message: value });
     // Two copies of one VALUE look like a quorum holding the same tag: the read returns at once.
     expect(h.completed.has(1)).toBe(true);
   });
@@ -176,19 +178,24 @@ describe("register core", () => {
     expect(sent.some((e) => e.effect.kind === "send" && e.effect.message.kind === "writeProc")).toBe(false);
   });
 
-  it("a read that sees differing tags writes the newest value back before returning", () => {
+  it("a read whose own value is the newest but whose quorum disagrees on an older tag still writes back", () => {
     const h = new CoreHarness(3);
     // A write that reached only replicas 1 and 2; replica 3 still holds the initial state.
     h.write(1, 1, 0, sectorOf(6));
     h.settle(new Set([3]));
     h.network = [];
-    // Read through replica 3, answered by 3 and 2: tags differ, so a write-back must happen.
-    h.read(3, 2, 0);
+    // Read through replica 2, answered by 2 (its own VALUE, the newest) and 3 (an older tag):
+    // the value is known, but only one rank reported its tag, so a write-back must happen.
+    h.read(2, 2, 0);
     h.deliver((m) => m.to === 3 || m.to === 2);
     h.serveLoads();
     h.deliver((m) => m.to === 3 || m.to === 2);
-    h.serveLoads();
-    expect(h.network.some((m) => m.from === 3 && m.message.kind === "writeProc")).toBe(true);
+    expect(h.log.filter((e) => e.rank === 3 && e.effect.kind === "load")).toEqual([]);
+    const writeBack = h.network.filter((m) => m.from === 2 && m.message.kind === "writeProc");
+    expect(writeBack.map((m) => m.to)).toEqual([1, 2, 3]);
+    expect(writeBack[0]!.message).toMatchObject({ ts: 1n, wr: 1, data: sectorOf(6) });
+    // No second query: the own data carried the highest tag.
+    expect(h.network.some((m) => m.message.kind === "readProc")).toBe(false);
     expect(h.completed.has(2)).toBe(false);
     h.settle(new Set([1]));
     expect(h.completed.get(2)).toEqual(sectorOf(6));
@@ -296,12 +303,14 @@ describe("register core", () => {
   it("retransmits an unfinished phase only to ranks that have not answered, and stops once it completes", () => {
     const h = new CoreHarness(3);
     h.read(1, 1, 0);
-    h.network = h.network.filter((m) => m.to === 1); // lose the READ_PROCs to 2 and 3
+    h.network = h.network.filter((m) => m.to === 1); // lose the READ_TAG_PROCs to 2 and 3
     h.settle();
     expect(h.completed.size).toBe(0);
     h.step(1, { kind: "tick", nowMs: 300 });
     const resent = h.network.map((m) => m.to).sort();
     expect(resent).toEqual([2, 3]);
+    // Retransmissions ask with the standard READ_PROC (a replica without the extension answers it).
+    expect(h.network.map((m) => m.message.kind)).toEqual(["readProc", "readProc"]);
     h.settle();
     expect(h.completed.has(1)).toBe(true);
     h.network = [];
@@ -309,22 +318,37 @@ describe("register core", () => {
     expect(h.network).toHaveLength(0);
   });
 
-  it("a corrupt local sector is never served, and a WRITE_PROC heals it", () => {
+  it("a corrupt local sector is never served, not even its tag, and a WRITE_PROC heals it", () => {
     const h = new CoreHarness(3);
     h.write(1, 1, 0, sectorOf(5));
     h.settle();
-    // Replica 3 restarts with a corrupt record for sector 0.
+    // Replica 3 restarts with a record for sector 0 that its store knows is corrupt.
     h.cores[2] = new RegisterCore({ rank: 3, replicaCount: 3, newOpId: () => Buffer.alloc(16, 3) });
     h.read(2, 2, 0);
     h.deliver((m) => m.to === 3);
-    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0, tagOnly: true }]);
     h.loads = [];
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
+    h.step(3, { kind: "tagLoaded", sectorIndex: 0, tag: null });
+    expect(h.network.some((m) => m.from === 3)).toBe(false);
+    // A READ_PROC (a fallback query's, rule 9) gets no answer either.
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 1, opId: Buffer.alloc(16, 8), sectorIndex: 0 },
+    });
+    expect(h.loads).toEqual([]);
     expect(h.network.some((m) => m.from === 3)).toBe(false);
     h.settle();
     expect(h.completed.get(2)).toEqual(sectorOf(5));
-    // The read's write-back reached replica 3 and healed it.
-    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(5));
+    // A write heals replica 3, which then answers again.
+    h.write(1, 3, 0, sectorOf(6));
+    h.settle();
+    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(6));
+    h.network = [];
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 1, opId: Buffer.alloc(16, 9), sectorIndex: 0 },
+    });
+    expect(h.network.map((m) => m.message)).toMatchObject([{ kind: "value", ts: 2n, data: sectorOf(6) }]);
   });
 
   it("a corrupt sector being healed is not served, nor reloaded, until the healing persist is durable", () => {
