@@ -533,10 +533,22 @@ function decodeRangeTags(
 ): WireTag[] | undefined {
   const tags: WireTag[] = new Array(sectorCount);
   let at = offset;
+  // A run written by one write carries one tag for all its sectors: equal neighbours share one
+  // (immutable) object rather than costing an object and a BigInt each.
+  let previous: WireTag | undefined;
+  let previousHi = 0;
+  let previousLo = 0;
   for (let i = 0; i < sectorCount; i++) {
     const wr = buf[at + RANGE_TAG_WR_OFFSET]!;
     if (wr > replicaCount) return undefined;
-    tags[i] = { ts: buf.readBigUInt64BE(at + RANGE_TAG_TS_OFFSET), wr };
+    const hi = buf.readUInt32BE(at + RANGE_TAG_TS_OFFSET);
+    const lo = buf.readUInt32BE(at + RANGE_TAG_TS_OFFSET + 4);
+    if (previous === undefined || hi !== previousHi || lo !== previousLo || wr !== previous.wr) {
+      previous = { ts: (BigInt(hi) << 32n) | BigInt(lo), wr };
+      previousHi = hi;
+      previousLo = lo;
+    }
+    tags[i] = previous;
     at += RANGE_TAG_BYTES;
   }
   return tags;

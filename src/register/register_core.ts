@@ -1378,6 +1378,9 @@ export class RegisterCore {
     const newer: SectorEntry[] = [];
     const states: SectorState[] = [];
     const cached = cachesRun(entries.length);
+    // Sectors with the same tag (one write's run) share one waiter: it sits in each of their lists
+    // and counts down once per sector that becomes durable.
+    let shared: AckWaiter | undefined;
     for (const [i, entry] of entries.entries()) {
       const incoming = message.tags[i]!;
       // As #onWriteProc, sector by sector (rules 1 and 4).
@@ -1386,7 +1389,10 @@ export class RegisterCore {
         states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorOfRun(message.data, i, cached) });
       }
       if (!this.#faults.ackBeforeDurable && compareTags(entry.durableTag, incoming) < 0) {
-        entry.ackWaiters.push({ to: message.sender, opId: message.opId, tag: incoming, range: waiter });
+        if (shared === undefined || compareTags(shared.tag, incoming) !== 0) {
+          shared = { to: message.sender, opId: message.opId, tag: incoming, range: waiter };
+        }
+        entry.ackWaiters.push(shared);
         waiter.remaining++;
       }
     }
