@@ -35,11 +35,19 @@ interface PendingClientOp {
   sectorCount: number | undefined;
 }
 
+/** What the driver needs of the tag reservation (tag_reservation.ts). */
+export interface TagReservationStore {
+  readonly reservedTs: bigint;
+  reserve(upToTs: bigint): Promise<void>;
+}
+
 export interface ReplicaDriverOptions {
   rank: number;
   replicaCount: number;
   systemKey: Buffer;
   store: SectorStore;
+  /** The durable tag reservation (register core rule 2). */
+  tags: TagReservationStore;
   /** Links indexed by rank; the entry of this replica's own rank is unused. */
   peers: Map<number, PeerLink>;
   logger: Logger;
@@ -84,6 +92,7 @@ export class ReplicaDriver {
       rank: options.rank,
       replicaCount: options.replicaCount,
       newOpId: () => this.newOpId(),
+      tagFloor: options.tags.reservedTs,
     });
   }
 
@@ -246,6 +255,14 @@ export class ReplicaDriver {
               this.run({ kind: "tagLoaded", sectorIndex, tag: null });
             else this.fatal(err);
           },
+        );
+        return;
+      }
+      case "reserveTags": {
+        const { upToTs } = effect;
+        this.options.tags.reserve(upToTs).then(
+          () => this.run({ kind: "tagsReserved", upToTs }),
+          (err) => this.fatal(err),
         );
         return;
       }

@@ -5,6 +5,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { type ClusterConfig, formatHostPort } from "../cli/config.js";
 import type { SectorStore } from "../storage/sector_store.js";
+import { TagReservation } from "../storage/tag_reservation.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
@@ -71,6 +72,15 @@ async function openSlotStore(dir: string, logger: Logger): Promise<SectorStore> 
   return SlotStore.open({ fs: nodeFileSystem, dir, logger });
 }
 
+/** Opened before the sector store (it refuses a store whose tag file is gone). */
+async function openTagReservation(dir: string, logger: Logger): Promise<TagReservation> {
+  const [{ nodeFileSystem }, { SLOT_FILE }] = await Promise.all([
+    import("../storage/node_file_io.js"),
+    import("../storage/slot_format.js"),
+  ]);
+  return TagReservation.open({ fs: nodeFileSystem, dir, storeFile: SLOT_FILE, logger });
+}
+
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
@@ -112,6 +122,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
   prepareDataDir(dataDir);
   const lock: DataDirLock = lockDataDir(dataDir);
   let store: SectorStore | undefined;
+  let tags: TagReservation | undefined;
   try {
     const storeDir = join(dataDir, STORE_SUBDIR);
     try {
@@ -121,6 +132,8 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
       throw new AtomicDiskError("DATA_DIR_UNUSABLE", `cannot create ${storeDir}: ${code ?? err}`);
     }
     const storeLogger = logger.child({ part: "store" });
+    const openTags = await openTagReservation(storeDir, storeLogger);
+    tags = openTags;
     const openStore: SectorStore = await (options.openStore !== undefined
       ? options.openStore(storeDir, storeLogger)
       : openSlotStore(storeDir, storeLogger));
@@ -135,6 +148,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
       replicaCount,
       systemKey: config.systemKey,
       store: openStore,
+      tags: openTags,
       peers,
       logger,
       onFatal,
@@ -204,6 +218,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
           await new Promise<void>((resolve) => server.close(() => resolve()));
           try {
             await openStore.close();
+            await openTags.close();
           } finally {
             lock.release();
           }
@@ -221,6 +236,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
     };
   } catch (err) {
     if (store !== undefined) await store.close().catch(() => {});
+    if (tags !== undefined) await tags.close().catch(() => {});
     lock.release();
     throw err;
   }

@@ -29,6 +29,7 @@ import {
   systemHeaderLayout,
   tagBodyLayout,
   tagRangeValueMessageSize,
+  tagsRangeValueMessageSize,
 } from "./layouts.js";
 import {
   type AtddMessage,
@@ -267,6 +268,10 @@ function systemMessageType(msg: SystemMessage): number {
       return MessageType.RangeValue;
     case "writeRangeProc":
       return MessageType.WriteRangeProc;
+    case "readTagsRangeProc":
+      return MessageType.ReadTagsRangeProc;
+    case "tagsRangeValue":
+      return MessageType.TagsRangeValue;
     default:
       return unreachable(msg, "system message kind");
   }
@@ -284,9 +289,12 @@ function systemMessageSize(msg: SystemMessage): number {
     case "rangeValue":
     case "writeRangeProc":
       return rangeStateMessageSize(msg.sectorCount);
+    case "tagsRangeValue":
+      return tagsRangeValueMessageSize(msg.sectorCount);
     case "readRangeProc":
     case "readTagRangeProc":
     case "rangeAck":
+    case "readTagsRangeProc":
       return rangeProcMessageSize(msg.sectorCount);
     default:
       return MessageSize.ReadProc;
@@ -337,10 +345,13 @@ export function encodeSystemMessageFrame(msg: SystemMessage, systemKey: Buffer):
 function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): Frame {
   assertSectorList(msg);
   const carriesData = msg.kind === "rangeValue" || msg.kind === "writeRangeProc";
-  if (carriesData) {
-    assert(msg.tags.length === msg.sectorCount, "a range carries one tag per sector");
-    assertRunData(msg.data, msg.sectorCount);
+  if (carriesData || msg.kind === "tagsRangeValue") {
+    assert(
+      Array.isArray(msg.tags) && msg.tags.length === msg.sectorCount,
+      "a range carries one tag per sector",
+    );
   }
+  if (carriesData) assertRunData(msg.data, msg.sectorCount);
   const size = systemMessageSize(msg);
   const message = Buffer.alloc(carriesData ? rangeDataOffset(msg.sectorCount) : size);
   rangeSystemHeaderLayout.encode(
@@ -359,6 +370,9 @@ function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): F
     case "tagRangeValue":
       assertWriterRank(msg.wr);
       tagBodyLayout.encode({ ts: msg.ts, wr: msg.wr }, message, rangeBodyOffset(msg.sectorCount));
+      break;
+    case "tagsRangeValue":
+      encodeRangeTags(msg.tags, message, rangeBodyOffset(msg.sectorCount));
       break;
     case "rangeValue":
     case "writeRangeProc":

@@ -390,8 +390,8 @@ export class AtddDecoder {
   }
 
   /**
-   * The range system messages (0x82..0x87): as their per-sector counterparts, over a set of
-   * sectors. An authentic message whose sector list is not strictly increasing, does not start
+   * The range system messages (0x82..0x87, 0x8A, 0x8B): as their per-sector counterparts, over a
+   * set of sectors. An authentic message whose sector list is not strictly increasing, does not start
    * with the header's sector or reaches beyond the volume is dropped as invalidSector.
    */
   private decodeRangeSystemMessage(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
@@ -424,6 +424,15 @@ export class AtddDecoder {
       case MessageType.RangeAck:
         message = { kind: "rangeAck", ...base };
         break;
+      case MessageType.ReadTagsRangeProc:
+        message = { kind: "readTagsRangeProc", ...base };
+        break;
+      case MessageType.TagsRangeValue: {
+        const tags = decodeRangeTags(buf, bodyOffset, sectorCount, this.replicaCount);
+        if (tags === undefined) return dropped("invalidWriter", size);
+        message = { kind: "tagsRangeValue", ...base, tags };
+        break;
+      }
       case MessageType.TagRangeValue: {
         const body = tagBodyLayout.decode(buf, bodyOffset);
         if (body.wr > this.replicaCount) return dropped("invalidWriter", size);
@@ -524,10 +533,22 @@ function decodeRangeTags(
 ): WireTag[] | undefined {
   const tags: WireTag[] = new Array(sectorCount);
   let at = offset;
+  // A run written by one write carries one tag for all its sectors: equal neighbours share one
+  // (immutable) object rather than costing an object and a BigInt each.
+  let previous: WireTag | undefined;
+  let previousHi = 0;
+  let previousLo = 0;
   for (let i = 0; i < sectorCount; i++) {
     const wr = buf[at + RANGE_TAG_WR_OFFSET]!;
     if (wr > replicaCount) return undefined;
-    tags[i] = { ts: buf.readBigUInt64BE(at + RANGE_TAG_TS_OFFSET), wr };
+    const hi = buf.readUInt32BE(at + RANGE_TAG_TS_OFFSET);
+    const lo = buf.readUInt32BE(at + RANGE_TAG_TS_OFFSET + 4);
+    if (previous === undefined || hi !== previousHi || lo !== previousLo || wr !== previous.wr) {
+      previous = { ts: (BigInt(hi) << 32n) | BigInt(lo), wr };
+      previousHi = hi;
+      previousLo = lo;
+    }
+    tags[i] = previous;
     at += RANGE_TAG_BYTES;
   }
   return tags;

@@ -123,7 +123,7 @@ export const tagBodyLayout = BufferLayout.struct<TagBody>([
   BufferLayout.u8("wr"),
 ]);
 
-// Range extensions (0x82..0x89, see MessageType in messages.ts): the standard headers with the
+// Range extensions (0x82..0x8B, see MessageType in messages.ts): the standard headers with the
 // run's sector count, a big-endian u16, in bytes 4..5 (padding in the standard types).
 
 /** Bytes 0..23 of READ_RANGE / WRITE_RANGE; WRITE_RANGE's sectorCount * 4096 data bytes follow. */
@@ -185,7 +185,7 @@ export const SYSTEM_BODY_OFFSET = systemHeaderLayout.span;
 
 /**
  * Range system messages: where the sector list starts, where the body (TAG_RANGE_VALUE's tag,
- * RANGE_VALUE / WRITE_RANGE_PROC's tags) starts and where the data starts.
+ * RANGE_VALUE / WRITE_RANGE_PROC / TAGS_RANGE_VALUE's tags) starts and where the data starts.
  */
 export const RANGE_SECTORS_OFFSET = rangeSystemHeaderLayout.span;
 export const rangeBodyOffset = (sectorCount: number): number =>
@@ -239,6 +239,15 @@ assert(RANGE_SECTORS_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeStateBase, "RA
 assert(RANGE_SECTOR_BYTES === 8, "a sector list entry is a u64");
 assert(RANGE_TAG_BYTES + SECTOR_SIZE_BYTES === MessageSize.RangeStatePerSector, "RANGE_VALUE per sector");
 assert(
+  RANGE_SECTORS_OFFSET + HMAC_TAG_BYTES === MessageSize.TagsRangeValueBase,
+  "TAGS_RANGE_VALUE fixed part",
+);
+assert(RANGE_TAG_BYTES === MessageSize.RangeTagPerSector, "TAGS_RANGE_VALUE per sector");
+assert(
+  rangeDataOffset(3) + HMAC_TAG_BYTES === tagsRangeValueMessageSize(3),
+  "TAGS_RANGE_VALUE offsets agree with its size (RANGE_VALUE without the data)",
+);
+assert(
   rangeDataOffset(3) + 3 * SECTOR_SIZE_BYTES + HMAC_TAG_BYTES === rangeStateMessageSize(3),
   "RANGE_VALUE offsets agree with its size",
 );
@@ -256,12 +265,17 @@ assert(
 export function isRangeType(type: number): boolean {
   return (
     (type >= MessageType.ReadRangeProc && type <= MessageType.WriteRange) ||
+    type === MessageType.ReadTagsRangeProc ||
+    type === MessageType.TagsRangeValue ||
     type === MessageType.ReadRangeResponse ||
     type === MessageType.WriteRangeResponse
   );
 }
 
-/** Size of a READ_RANGE_PROC / READ_TAG_RANGE_PROC / RANGE_ACK of `sectorCount` sectors. */
+/**
+ * Size of a READ_RANGE_PROC / READ_TAG_RANGE_PROC / RANGE_ACK / READ_TAGS_RANGE_PROC of
+ * `sectorCount` sectors.
+ */
 export function rangeProcMessageSize(sectorCount: number): number {
   return MessageSize.RangeProc + sectorCount * MessageSize.RangeSectorListPerSector;
 }
@@ -269,6 +283,14 @@ export function rangeProcMessageSize(sectorCount: number): number {
 /** Size of a TAG_RANGE_VALUE of `sectorCount` sectors. */
 export function tagRangeValueMessageSize(sectorCount: number): number {
   return MessageSize.TagRangeValue + sectorCount * MessageSize.RangeSectorListPerSector;
+}
+
+/** Size of a TAGS_RANGE_VALUE of `sectorCount` sectors: a tag per sector, no data. */
+export function tagsRangeValueMessageSize(sectorCount: number): number {
+  return (
+    MessageSize.TagsRangeValueBase +
+    sectorCount * (MessageSize.RangeSectorListPerSector + MessageSize.RangeTagPerSector)
+  );
 }
 
 /** Size of a RANGE_VALUE / WRITE_RANGE_PROC of `sectorCount` sectors. */
@@ -350,9 +372,12 @@ function rangeMessageSize(buf: Buffer, offset: number, type: number): number | u
     case MessageType.ReadRangeProc:
     case MessageType.ReadTagRangeProc:
     case MessageType.RangeAck:
+    case MessageType.ReadTagsRangeProc:
       return rangeProcMessageSize(sectorCount);
     case MessageType.TagRangeValue:
       return tagRangeValueMessageSize(sectorCount);
+    case MessageType.TagsRangeValue:
+      return tagsRangeValueMessageSize(sectorCount);
     case MessageType.RangeValue:
     case MessageType.WriteRangeProc:
       return rangeStateMessageSize(sectorCount);

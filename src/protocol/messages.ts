@@ -25,8 +25,11 @@ export const MessageType = {
   //   header: magic, count u16 @4, sender @6, type @7, opId @8, first sector u64 @24; then the
   //   sector list, count x u64 @32, strictly increasing, starting with the header's first sector;
   //   then from B = 32 + 8*count:
-  //     READ_RANGE_PROC, READ_TAG_RANGE_PROC, RANGE_ACK: nothing (B + 32 bytes);
+  //     READ_RANGE_PROC, READ_TAG_RANGE_PROC, RANGE_ACK, READ_TAGS_RANGE_PROC: nothing (B + 32
+  //       bytes);
   //     TAG_RANGE_VALUE: ts u64, 7 padding, wr u8 = the highest tag over the set (B + 48 bytes);
+  //     TAGS_RANGE_VALUE: count x (ts u64, 7 padding, wr u8), one tag per sector: RANGE_VALUE
+  //       without its data (B + count*16 + 32 bytes);
   //     RANGE_VALUE, WRITE_RANGE_PROC: count x (ts u64, 7 padding, wr u8), then count x 4096
   //       bytes of data (B + count*4112 + 32 bytes).
   //   client (client key): magic, count u16 @4, padding @6, type @7, request number u64 @8, first
@@ -45,6 +48,11 @@ export const MessageType = {
   WriteRangeProc: 0x87,
   ReadRange: 0x88,
   WriteRange: 0x89,
+  // A READ's query asks only its own replica for data (READ_RANGE_PROC) and the others for the
+  // tag of each sector (READ_TAGS_RANGE_PROC, answered by TAGS_RANGE_VALUE): register core rule 9.
+  // TAG_RANGE_VALUE (0x85) differs: it carries only the highest tag over the set, for writes.
+  ReadTagsRangeProc: 0x8a,
+  TagsRangeValue: 0x8b,
   ReadRangeResponse: 0xc8,
   WriteRangeResponse: 0xc9,
 } as const;
@@ -77,6 +85,9 @@ export const MessageSize = {
   /** RANGE_VALUE / WRITE_RANGE_PROC: plus RangeStatePerSector per sector. */
   RangeStateBase: 64,
   RangeStatePerSector: 16 + 4096,
+  /** TAGS_RANGE_VALUE: plus RangeTagPerSector per sector (and its sector list). */
+  TagsRangeValueBase: 64,
+  RangeTagPerSector: 16,
   /** READ_RANGE; WRITE_RANGE adds 4096 per sector. */
   RangeCommandBase: 56,
   /** Range response; READ_RANGE Ok adds 4096 per sector. */
@@ -232,6 +243,18 @@ export interface RangeValueMessage extends RangeHeader {
   data: Buffer;
 }
 
+/** Extension 0x8A: READ_TAG_PROC for each sector of the set; answered by one TAGS_RANGE_VALUE. */
+export interface ReadTagsRangeProcMessage extends RangeHeader {
+  kind: "readTagsRangeProc";
+}
+
+/** Extension 0x8B: TAG_VALUE for each sector of the set (RANGE_VALUE without the data). */
+export interface TagsRangeValueMessage extends RangeHeader {
+  kind: "tagsRangeValue";
+  /** One per sector, in order: that sector's durable tag. */
+  tags: WireTag[];
+}
+
 /** Extension 0x87: WRITE_PROC for each sector of the run (each sector with its own tag). */
 export interface WriteRangeProcMessage extends RangeHeader {
   kind: "writeRangeProc";
@@ -245,7 +268,9 @@ export type RangeSystemMessage =
   | RangeAckMessage
   | TagRangeValueMessage
   | RangeValueMessage
-  | WriteRangeProcMessage;
+  | WriteRangeProcMessage
+  | ReadTagsRangeProcMessage
+  | TagsRangeValueMessage;
 
 export type SystemMessage =
   | ReadProcMessage

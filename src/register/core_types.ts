@@ -33,6 +33,8 @@ export type CoreEvent =
   | { kind: "loaded"; sectorIndex: number; state: SectorState | null }
   /** Answer to a `loadTag` effect; `tag === null` means the stored record is known corrupt. */
   | { kind: "tagLoaded"; sectorIndex: number; tag: { ts: bigint; wr: number } | null }
+  /** A `reserveTags` effect is durable: own tags with ts up to `upToTs` may be sent. */
+  | { kind: "tagsReserved"; upToTs: bigint }
   /** Time passes; drives retransmission. `nowMs` never decreases. */
   | { kind: "tick"; nowMs: number };
 
@@ -59,6 +61,12 @@ export type CoreEffect =
    * index) and report it with a `tagLoaded` event.
    */
   | { kind: "loadTag"; sectorIndex: number }
+  /**
+   * Durably record that this replica may put timestamps up to `upToTs` in tags of its own (the
+   * value only ever grows; it survives a crash and comes back as the `tagFloor` option), then
+   * report `tagsReserved`.
+   */
+  | { kind: "reserveTags"; upToTs: bigint }
   /** The client operation finished; for reads `data` is the value read (every sector of the run). */
   | { kind: "complete"; token: ClientOpToken; data?: Buffer };
 
@@ -75,6 +83,13 @@ export interface CoreFaults {
   quorumTooSmall?: boolean;
   /** Count every reply, duplicates from one rank included. */
   countDuplicateReplies?: boolean;
+  /** Neither raise new tags above the restart floor nor wait for reservations (rule 2). */
+  ignoreTagFloor?: boolean;
+  /**
+   * READ returns its own data, without a write-back, even when a peer reported a higher tag than
+   * its own (rule 9 falls back to reading from everyone instead).
+   */
+  ownDataDespiteNewerTag?: boolean;
 }
 
 export interface RegisterCoreOptions {
@@ -86,6 +101,12 @@ export interface RegisterCoreOptions {
   /** First retransmission delay of an unfinished phase; doubles up to retransmitMaxMs. */
   retransmitInitialMs?: number;
   retransmitMaxMs?: number;
+  /**
+   * The durable tag reservation at start (the last `reserveTags` value made durable): every
+   * timestamp this replica ever put in a tag of its own before this start is at most this. 0 for a
+   * replica that never wrote.
+   */
+  tagFloor?: bigint;
   /** Idle sectors kept in memory before least-recently-used ones are dropped. */
   cacheCapacitySectors?: number;
   faults?: CoreFaults;

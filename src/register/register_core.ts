@@ -8,30 +8,41 @@
 //    in flight (answering "not newer, ACK" at once would acknowledge a non-durable state), and a
 //    WRITE_PROC whose tag is superseded by a newer persist that is not yet durable.
 //
-// 2. Unique tags across crashes. A writer picks (maxts + 1, rank). If the coordinator could crash
-//    after some replica stored (t, rank, v) and, after restarting, pick (t, rank) again for another
-//    value, two values would share a tag and reads could flip between them. Two rules prevent it:
-//    the coordinator's own store of its new tag is durable before any WRITE_PROC leaves (SPEC §2)
-//    and is not shown to READ_PROCs until then; and a WRITE's query phase always includes the
-//    coordinator's own VALUE. So any tag (t, r) that exists anywhere is durable at r (or r holds a
-//    larger tag), r's next query sees ts >= t, and the next tag is larger.
+// 2. Unique tags across crashes, with the coordinator's own store off the critical path. A writer
+//    picks (maxts + 1, rank). If it could crash after some replica stored (t, rank, v) and, after
+//    restarting, pick (t, rank) again for another value, two values would share a tag and reads
+//    could flip between them. SPEC §2 prevents that by making the coordinator store its new state
+//    durably before any WRITE_PROC leaves, which puts one fsync in front of the peers' on every
+//    write. Instead, a replica keeps a durable *tag reservation* R (reserveTags): it sends a tag
+//    (t, rank) of its own only once t <= R is durable, and after a restart (tagFloor = the R that
+//    survived) every new tag of its own has t > that R. So every tag (t, rank) sent before a crash
+//    has t <= R_durable < every tag sent after it: tags stay unique. Given that, the coordinator
+//    is simply one of the replicas its WRITE_PROC goes to (it stores the state when its own copy
+//    arrives, like any replica, ACKs once durable, and counts towards the majority like any
+//    other): exactly ABD with a writer that is not a replica, whose correctness needs no store at
+//    the writer. Reservations are TAG_RESERVATION_STEP ahead, so one is written per restart and
+//    then once per 2^20 increments of the highest timestamp. A write's query still includes the
+//    coordinator's own VALUE (it keeps the new tag above what this replica stored, rule 5).
 //
-// 3. VALUE reports the replica's *durable* state only (never a persist still in flight). A durable
-//    tag never decreases, and every ACK was sent for a durable tag, so this is as good as the
-//    latest state for the algorithm. It buys a safe fast path (SPEC §2 "optimizations"): when the
-//    quorum of VALUEs of a READ all carry the highest tag, that value is already durable on a
-//    majority and any later query intersects that majority, so the write-back can be skipped.
+// 3. VALUE (and TAG_VALUE, and their range forms) reports the replica's *durable* state only
+//    (never a persist still in flight). A durable tag never decreases, and every ACK was sent for
+//    a durable tag, so this is as good as the latest state for the algorithm. It buys a safe fast
+//    path (SPEC §2 "optimizations"): when the quorum of a READ's answers all carry the highest
+//    tag, that value is already durable on a majority and any later query intersects that
+//    majority, so the write-back can be skipped.
 //
-// 4. Corrupt local state (storage checksum failure) is never served: READ_PROC gets no answer (as
-//    if this replica were down for that sector) and a WRITE_PROC heals the sector by storing the
-//    incoming state; until that persist is durable the sector stays corrupt (unserved, and not
-//    reloaded, since the store would return the state still in flight), then it may be ACKed. A WRITE coordinated here waits,
-//    because it needs its own VALUE (rule 2), until another coordinator's write or read heals it.
+// 4. Corrupt local state (storage checksum failure) is never served: READ_PROC (and, once the
+//    damage is known, READ_TAG_PROC) gets no answer (as if this replica were down for that
+//    sector) and a WRITE_PROC heals the sector by storing the incoming state; until that persist
+//    is durable the sector stays corrupt (unserved, and not reloaded, since the store would
+//    return the state still in flight), then it may be ACKed. A WRITE coordinated here waits,
+//    because it needs its own VALUE (rule 2), until another coordinator's write or read heals it
+//    (a READ coordinated here falls back to the other replicas' data, rule 9).
 //    When only the sector's tag was loaded (rule 7) and a later data load finds the data corrupt,
 //    the issued tag is already the stored one, so only a higher tag heals it; ACKs for lower tags
 //    are still right (this replica durably holds a higher tag), and reads never count this
-//    replica until it is healed, so any read quorum still meets a write quorum at a replica
-//    that answers.
+//    replica's data until it is healed, so any read quorum still meets a write quorum at a
+//    replica that answers (a tag it reported before the damage was found is rule 9's last case).
 //
 // 5. A coordinator's new tag is (max(query maximum, own issued tag).ts + 1, rank). The query
 //    maximum alone (SPEC §2) can be below a tag this replica stored meanwhile for a concurrent
@@ -39,7 +50,7 @@
 //    disk. Found by the simulator (seeds 50743 and 100795). Any tag above the query maximum keeps
 //    ABD's argument intact, so taking the larger base is safe.
 //
-// 6. Range operations (extensions 0x82..0x89) are the per-sector algorithm run for every sector of
+// 6. Range operations (extensions 0x82..0x8B) are the per-sector algorithm run for every sector of
 //    a run [start, start + count) at once, sharing messages: one query and one update message per
 //    rank carry all the run's sectors. Per sector this is exactly ABD: a range WRITE's query phase
 //    asks for the highest durable tag over the run (TAG_RANGE_VALUE), which bounds every sector's
@@ -57,13 +68,14 @@
 //    they can never wait for each other in a cycle. A run need not be consecutive: the messages
 //    carry their sector list, and all of the above holds for any set of distinct sectors.
 //
-// 7. Tag-only loads. READ_TAG_PROC, WRITE_PROC and their range forms need a sector's durable tag,
-//    not its data, so an uncached sector is looked up with `loadTag` (the store answers from its
-//    in-memory index, no disk read); only READ_PROC / READ_RANGE_PROC load the data. A loaded tag
-//    or state is taken only while no persist of the sector is in flight (the store reports the
-//    latest persisted state, durable or not, and only a durable one may be shown, rule 3); a data
-//    load is not even started while one is in flight, since its durable completion makes the state
-//    known anyway.
+// 7. Tag-only loads. READ_TAG_PROC, WRITE_PROC and their range forms (READ_TAG_RANGE_PROC,
+//    READ_TAGS_RANGE_PROC, WRITE_RANGE_PROC) need a sector's durable tag, not its data, so an
+//    uncached sector is looked up with `loadTag` (the store answers from its in-memory index, no
+//    disk read); only READ_PROC / READ_RANGE_PROC load the data, and since rule 9 a READ sends
+//    those to its own replica only. A loaded tag or state is taken only while no persist of the
+//    sector is in flight (the store reports the latest persisted state, durable or not, and only a
+//    durable one may be shown, rule 3); a data load is not even started while one is in flight,
+//    since its durable completion makes the state known anyway.
 //
 // 8. Batches. Single-sector client commands that reach the replica together (`clientBatch`) are
 //    grouped into operations over sector sets (rule 6), one for reads and one for writes, each
@@ -71,13 +83,50 @@
 //    queued) or already in the current group is not grouped, and a repeat closes the groups first,
 //    so per-sector arrival order is kept and no command waits behind another sector's FIFO. Each
 //    command takes effect between its arrival and its answer, as alone.
+//
+// 9. Reads move data from one replica. A READ's query sends READ_PROC (READ_RANGE_PROC for a
+//    run or a batch) to this replica only, and READ_TAG_PROC (READ_TAGS_RANGE_PROC: a tag per
+//    sector) to the others, which answer from their index without loading data (rule 7). The
+//    query completes once a majority has answered and either this replica's own answer is among
+//    them or every sector's highest tag came with data; then, per sector, T = the highest tag
+//    reported and c = how many ranks reported exactly T.
+//    - Why returning data that came from one replica, with tags that came from others, is still
+//      ABD: ABD's query needs only two things of its replies, that they come from a majority and
+//      were sent after the read began, and it uses them only to choose T; the value returned is
+//      then T's value. Tags are unique per value (rule 2, across crashes too), so a VALUE
+//      carrying T, this replica's own or any peer's, holds exactly T's value, wherever it came
+//      from. Reports are of durable state (rule 3), so a TAG_VALUE is as good as a VALUE for
+//      choosing T and counting c. Retransmissions ask with the standard READ_PROC (a replica
+//      that does not know the tag types drops them, SPEC §1.4, and answers the retry), so any
+//      VALUE with T may supply the data; usually it is the own one.
+//    - Fast path: if c >= majority, T is durable on a majority, so every later query meets a
+//      replica holding T or newer, and the read returns without a write-back (rule 3's
+//      argument). Otherwise the read writes back (T, its value) as before, for each sector with its
+//      own T (rule 6): a T reported by fewer than a majority (say only the own replica) may sit
+//      on a minority that a later query misses, and returning T, then a later read returning an
+//      older value, would be a new-old inversion.
+//    - Fallback: if some sector's T came only from TAG answers (a peer holds a newer value than
+//      this replica: a write or write-back that has not reached it yet), T's value is unknown
+//      here. Returning the own, older value could return a value older than a write that already
+//      completed, so the read runs its query again under a fresh id, asking every replica for
+//      data (SPEC §2 as written; TAG answers do not count there), and continues from that query.
+//    - Liveness: the own answer may never come (a corrupt sector stays silent, rule 4). A read
+//      whose query has its majority but lacks some sector's data waits for its own answer only
+//      until its next retransmission time, then falls back as above; the fallback needs no
+//      answer from this replica. The fallback counts VALUEs only, so a replica whose data went
+//      bad behind an intact tag (it may report T before a data load finds the damage) is never
+//      taken for a holder of the data: it stays silent to READ_PROC, as in the spec's algorithm,
+//      and since at most N - c < majority replicas did not report T, any majority of VALUEs
+//      still includes one holding T or newer.
 import type {
   RangeAckMessage,
   RangeValueMessage,
   ReadRangeProcMessage,
   ReadTagRangeProcMessage,
+  ReadTagsRangeProcMessage,
   SystemMessage,
   TagRangeValueMessage,
+  TagsRangeValueMessage,
   TagValueMessage,
   ValueMessage,
   WireTag,
@@ -94,6 +143,7 @@ import {
   RETRANSMIT_INITIAL_MS,
   RETRANSMIT_MAX_MS,
   SECTOR_SIZE_BYTES,
+  TAG_RESERVATION_STEP,
 } from "../util/limits.js";
 import type {
   ClientBatchOp,
@@ -152,8 +202,18 @@ interface ActiveOp {
   opId: Buffer;
   /** null while the write waits for its own durable store between the two phases. */
   phase: Phase | null;
-  /** Highest-tagged VALUE of the query phase (data is null when it came from a TAG_VALUE). */
+  /**
+   * Rule 9: a read's query that asks only this replica for data and the others for tags; false
+   * for writes and for a read's fallback query, which asks every replica for data.
+   */
+  optimistic: boolean;
+  /**
+   * Highest tag of the query phase, with the data of a VALUE carrying it (null while only
+   * TAG_VALUEs reported it).
+   */
   best: { ts: bigint; wr: number; data: Buffer | null } | null;
+  /** This replica's own VALUE in the query (single-sector reads; used by a broken variant only). */
+  own: { ts: bigint; wr: number; data: Buffer } | null;
   /** How many distinct ranks reported exactly `best`'s tag. */
   bestCount: number;
   /** The state a write stores and then imposes (set once the query phase completes). */
@@ -164,15 +224,18 @@ interface ActiveOp {
 
 /** What a range operation (rule 6) accumulates across its phases. */
 interface RangeProgress {
-  /** Range READ query: per sector, the highest tag seen, its data and how many ranks reported it. */
+  /**
+   * Range READ query: per sector, the highest tag seen, the data of a RANGE_VALUE carrying it
+   * (null while only TAGS_RANGE_VALUEs reported it, rule 9) and how many ranks reported it.
+   */
   bestTags: Tag[];
-  bestData: Buffer[];
+  bestData: (Buffer | null)[];
   bestCounts: number[];
+  /** This replica's own RANGE_VALUE data in a read's query (used by a broken variant only). */
+  ownData: Buffer | null;
   /** What the update phase imposes: a tag per sector and count sectors of data. */
   writtenTags: WireTag[] | null;
   writtenData: Buffer | null;
-  /** Range WRITE: own persist effects of the run not yet durable; the update phase starts at 0. */
-  ownPending: number;
 }
 
 /** A WRITE_RANGE_PROC waiting for its sectors to become durable (rule 6). */
@@ -184,9 +247,13 @@ interface RangeAckWaiter {
   remaining: number;
 }
 
-type RangeProcMessage = ReadRangeProcMessage | ReadTagRangeProcMessage | WriteRangeProcMessage;
+type RangeProcMessage =
+  | ReadRangeProcMessage
+  | ReadTagRangeProcMessage
+  | ReadTagsRangeProcMessage
+  | WriteRangeProcMessage;
 
-/** A range READ_PROC / READ_TAG_PROC / WRITE_PROC waiting for sectors of its run to load. */
+/** A range READ_PROC / READ_TAG_PROC(S) / WRITE_PROC waiting for sectors of its run to load. */
 interface RangeDeferral {
   message: RangeProcMessage;
   missing: number;
@@ -230,8 +297,6 @@ interface SectorEntry {
 
 interface PersistRecord {
   items: PersistItem[];
-  /** Set when this is a coordinator's own store of its new tag (rule 2). */
-  ownWrite: ActiveOp | null;
   /**
    * Keep the data in the sector cache once durable. Only for a sector that owns its buffer: a
    * view into a run's buffer would keep the whole run (up to 1 MiB) alive for as long as any one
@@ -267,6 +332,11 @@ function concatSectors(sectors: Buffer[]): Buffer {
  */
 const CACHED_RUN_MAX_SECTORS = 16;
 
+/** How far the sector cache may grow past its capacity before an eviction scan (see #evictIdle). */
+export function evictionSlack(capacitySectors: number): number {
+  return Math.max(1, Math.floor(capacitySectors / 16));
+}
+
 /** Whether a sector's data is (at most) a short run's buffer, so caching it pins little. */
 function ownsItsMemory(data: Buffer): boolean {
   return data.buffer.byteLength <= CACHED_RUN_MAX_SECTORS * SECTOR_SIZE_BYTES;
@@ -295,9 +365,18 @@ export class RegisterCore {
 
   /** Sectors with any state in memory; Map order is least-recently-used first. */
   readonly #sectors = new Map<number, SectorEntry>();
+  /** #evictIdle scans once the cache holds more sectors than this. */
+  #evictAbove: number;
   /** Sectors whose coordinated operation is in a phase that may need retransmission. */
   readonly #activeSectors = new Set<number>();
   readonly #persists = new Map<PersistToken, PersistRecord>();
+  /** Rule 2: new own tags are above this (every own tag of an earlier incarnation is not). */
+  readonly #tagFloor: bigint;
+  /** Rule 2: own tags up to this timestamp are durably reserved. */
+  #reservedTs: bigint;
+  /** The highest reservation asked for (durable or in flight). */
+  #requestedTs: bigint;
+  #awaitingReservation: Array<{ ts: bigint; start: () => void }> = [];
   #nextPersistToken: PersistToken = 1;
   #nowMs = 0;
   #effects: CoreEffect[] = [];
@@ -319,6 +398,11 @@ export class RegisterCore {
     this.#retransmitInitialMs = options.retransmitInitialMs ?? RETRANSMIT_INITIAL_MS;
     this.#retransmitMaxMs = options.retransmitMaxMs ?? RETRANSMIT_MAX_MS;
     this.#cacheCapacitySectors = options.cacheCapacitySectors ?? CORE_CACHE_SECTORS;
+    this.#evictAbove = this.#cacheCapacitySectors + evictionSlack(this.#cacheCapacitySectors);
+    this.#tagFloor = options.tagFloor ?? 0n;
+    assert(this.#tagFloor >= 0n && this.#tagFloor < 1n << 64n, "tag floor is a u64");
+    this.#reservedTs = this.#tagFloor;
+    this.#requestedTs = this.#tagFloor;
     assert(this.#retransmitInitialMs > 0 && this.#retransmitMaxMs >= this.#retransmitInitialMs, "retransmit");
   }
 
@@ -355,6 +439,9 @@ export class RegisterCore {
         break;
       case "tagLoaded":
         this.#onTagLoaded(event.sectorIndex, event.tag);
+        break;
+      case "tagsReserved":
+        this.#onTagsReserved(event.upToTs);
         break;
       case "tick":
         this.#onTick(event.nowMs);
@@ -413,13 +500,18 @@ export class RegisterCore {
   /**
    * Second-chance LRU over the Map's insertion order: a touch only sets `used` (a Map delete and
    * re-insert per touched sector showed up at ~4% of replica CPU with 256-sector messages); the scan
-   * moves used entries to the back once, clearing the bit, and drops idle unused ones.
+   * moves used entries to the back once, clearing the bit, and drops idle unused ones. Scans run
+   * only once the cache is a slack (1/16) over its capacity, and bring it back to the capacity: a
+   * scan on every step over the front of the Map, which holds the holes its deletions leave until
+   * V8 compacts the table, took 45% of the core's time with 256-sector writes over a volume larger
+   * than the cache. A scan that finds too few idle sectors waits for another slack of growth.
    */
   #evictIdle(): void {
-    let excess = this.#sectors.size - this.#cacheCapacitySectors;
-    if (excess <= 0) return;
+    const size = this.#sectors.size;
+    if (size <= this.#evictAbove) return;
+    let excess = size - this.#cacheCapacitySectors;
     // Re-inserted entries come round again in the same iteration: visit each at most once.
-    let visits = this.#sectors.size;
+    let visits = size;
     for (const [sectorIndex, entry] of this.#sectors) {
       if (excess <= 0 || visits-- <= 0) break;
       if (entry.used) {
@@ -434,6 +526,8 @@ export class RegisterCore {
         excess--;
       }
     }
+    this.#evictAbove =
+      Math.max(this.#cacheCapacitySectors, this.#sectors.size) + evictionSlack(this.#cacheCapacitySectors);
   }
 
   // ---- replica role: READ_PROC / WRITE_PROC ---------------------------------------------------
@@ -455,11 +549,13 @@ export class RegisterCore {
         return;
       case "readRangeProc":
       case "readTagRangeProc":
+      case "readTagsRangeProc":
       case "writeRangeProc":
         this.#onRangeProc(message);
         return;
       case "rangeValue":
       case "tagRangeValue":
+      case "tagsRangeValue":
         this.#onRangeValue(message);
         return;
       case "rangeAck":
@@ -596,7 +692,7 @@ export class RegisterCore {
     // A corrupt entry was never given an issued tag, so any written tag heals it; it stays
     // corrupt (unserved, not reloaded) until that persist is durable.
     if (compareTags(incoming, entry.issuedTag) > 0) {
-      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], null, true);
+      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], true);
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming, range: null };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
@@ -621,12 +717,7 @@ export class RegisterCore {
    * One persist effect for new states of distinct sectors (states[i] for entries[i]): the store
    * makes them durable together and reports once.
    */
-  #persist(
-    entries: SectorEntry[],
-    states: SectorState[],
-    ownWrite: ActiveOp | null,
-    cacheData: boolean,
-  ): void {
+  #persist(entries: SectorEntry[], states: SectorState[], cacheData: boolean): void {
     assert(entries.length === states.length && entries.length > 0, "a persist has states");
     const token = this.#nextPersistToken++;
     const items: PersistItem[] = new Array(entries.length);
@@ -640,7 +731,7 @@ export class RegisterCore {
       entry.pendingPersists++;
       items[i] = { sectorIndex: entry.sectorIndex, state };
     }
-    this.#persists.set(token, { items, ownWrite, cacheData });
+    this.#persists.set(token, { items, cacheData });
     this.#effects.push({ kind: "persist", token, items });
   }
 
@@ -648,11 +739,9 @@ export class RegisterCore {
     const record = this.#persists.get(token);
     assert(record !== undefined, `persisted for unknown token ${token}`);
     this.#persists.delete(token);
-    let first: SectorEntry | undefined;
     for (const { sectorIndex, state } of record.items) {
       const entry = this.#sectors.get(sectorIndex);
       assert(entry !== undefined && entry.pendingPersists > 0, "persisted for a sector with no persist");
-      first ??= entry;
       entry.pendingPersists--;
       const tag = tagOf(state);
       entry.durableTag = maxTag(entry.durableTag, tag);
@@ -676,11 +765,6 @@ export class RegisterCore {
           else if (--waiter.range.remaining === 0) this.#sendRangeAck(waiter.range);
         }
       }
-    }
-    const own = record.ownWrite;
-    if (own !== null) {
-      if (own.range === null) this.#startUpdatePhase(first!, own);
-      else if (--own.range.ownPending === 0) this.#startRangeUpdatePhase(own);
     }
   }
 
@@ -737,7 +821,17 @@ export class RegisterCore {
     }
     const opId = this.#newOpId();
     assert(opId.length === 16, "operation ids are 16 bytes");
-    const op: ActiveOp = { client, opId, phase: null, best: null, bestCount: 0, written: null, range: null };
+    const op: ActiveOp = {
+      client,
+      opId,
+      phase: null,
+      optimistic: false,
+      best: null,
+      own: null,
+      bestCount: 0,
+      written: null,
+      range: null,
+    };
     for (const sector of client.sectors) {
       const entry = this.#sectors.get(sector)!;
       entry.queue.shift();
@@ -754,18 +848,29 @@ export class RegisterCore {
       opId,
       sectorIndex: entry.sectorIndex,
     };
+    const readTagProc: SystemMessage = { ...readProc, kind: "readTagProc" };
     // A write needs only tags from its query. Retransmissions use the standard READ_PROC, so a
     // replica that does not know the extension still answers (with a full VALUE) on the retry.
-    const first: SystemMessage = client.kind === "write" ? { ...readProc, kind: "readTagProc" } : readProc;
-    this.#startPhase(entry, op, "query", first, readProc);
+    if (client.kind === "write") {
+      this.#startPhase(entry, op, "query", readTagProc, readProc);
+      return;
+    }
+    // Rule 9: a read asks only itself for the data, the others for their tags.
+    op.optimistic = true;
+    this.#startPhase(entry, op, "query", readTagProc, readProc, readProc);
   }
 
+  /**
+   * Sends `message` to every replica (`ownMessage` to this one) and waits for their answers;
+   * ranks that have not answered get `retransmitMessage` at each retransmission time.
+   */
   #startPhase(
     entry: SectorEntry,
     op: ActiveOp,
     kind: Phase["kind"],
     message: SystemMessage,
     retransmitMessage: SystemMessage = message,
+    ownMessage: SystemMessage = message,
   ): void {
     op.phase = {
       kind,
@@ -776,7 +881,9 @@ export class RegisterCore {
       retransmitDelayMs: this.#retransmitInitialMs,
     };
     this.#activeSectors.add(entry.sectorIndex);
-    for (let rank = 1; rank <= this.#replicaCount; rank++) this.#send(rank, message);
+    for (let rank = 1; rank <= this.#replicaCount; rank++) {
+      this.#send(rank, rank === this.#rank ? ownMessage : message);
+    }
   }
 
   /** Records a reply; true when it is new (or counted anyway under the duplicate-counting fault). */
@@ -803,20 +910,31 @@ export class RegisterCore {
     if (current === null) return;
     const [entry, op] = current;
     if (op.range !== null) return;
-    // A read returns data: only full VALUEs can answer its query.
-    if (message.kind === "tagValue" && op.client.kind === "read") return;
+    const isRead = op.client.kind === "read";
+    // A read's fallback query (rule 9) needs data: only full VALUEs answer it.
+    if (message.kind === "tagValue" && isRead && !op.optimistic) return;
     const phase = op.phase!;
     if (!this.#recordReply(phase, message.sender)) return;
+    const data = message.kind === "value" ? message.data : null;
     const order = op.best === null ? 1 : compareTags(message, op.best);
     if (order > 0) {
-      op.best = { ts: message.ts, wr: message.wr, data: message.kind === "value" ? message.data : null };
+      op.best = { ts: message.ts, wr: message.wr, data };
       op.bestCount = 1;
     } else if (order === 0) {
       op.bestCount++;
+      // Any VALUE with the highest tag holds that tag's value (rule 2: one value per tag).
+      if (op.best!.data === null) op.best!.data = data;
+    }
+    if (isRead && data !== null && message.sender === this.#rank) {
+      op.own = { ts: message.ts, wr: message.wr, data };
     }
     if (phase.replyCount < this.#quorum) return;
+    const ownIn = phase.answered.has(this.#rank);
     // Rule 2: a write's query must include this replica's own state.
-    if (op.client.kind === "write" && !phase.answered.has(this.#rank)) return;
+    if (!isRead && !ownIn) return;
+    // Rule 9: without the highest tag's data, a read waits for its own answer until the next
+    // retransmission time (then it falls back, see #onTick).
+    if (isRead && op.best!.data === null && !ownIn) return;
     this.#finishQuery(entry, op);
   }
 
@@ -826,8 +944,16 @@ export class RegisterCore {
     op.phase = null;
     this.#activeSectors.delete(entry.sectorIndex);
     if (op.client.kind === "read") {
+      if (best.data === null) {
+        // Rule 9: a peer reported a newer tag than this replica's: read from every replica.
+        if (this.#faults.ownDataDespiteNewerTag && op.own !== null) {
+          this.#complete(entry, op, op.own.data);
+          return;
+        }
+        this.#startFullRead(entry, op);
+        return;
+      }
       // Rule 3 fast path: a majority already holds the highest tag durably.
-      assert(best.data !== null, "a read's query holds full VALUEs only");
       const value: SectorState = { ts: best.ts, wr: best.wr, data: best.data };
       if (this.#faults.skipReadWriteBack || op.bestCount >= this.#quorum) {
         this.#complete(entry, op, value.data);
@@ -839,13 +965,46 @@ export class RegisterCore {
     }
     assert(op.client.data !== null, "a write carries data");
     // Rule 5: the new tag is above the query's maximum *and* above every tag this replica has
-    // issued, since a concurrent WRITE_PROC may have been stored here after our own VALUE left.
+    // issued, since a concurrent WRITE_PROC may have been stored here after our own VALUE left;
+    // rule 2: and above the restart floor.
     // biome-ignore lint/complexity/useMathMinMax: Math.max does not take bigints
-    const baseTs = best.ts > entry.issuedTag.ts ? best.ts : entry.issuedTag.ts;
-    const written: SectorState = { ts: baseTs + 1n, wr: this.#rank, data: op.client.data };
-    op.written = written;
-    // Store locally first (SPEC §2, rule 2); the update phase starts when this is durable.
-    this.#persist([entry], [written], op, true);
+    const ts = this.#newOwnTs(best.ts > entry.issuedTag.ts ? best.ts : entry.issuedTag.ts);
+    op.written = { ts, wr: this.#rank, data: op.client.data };
+    // Rule 2: WRITE_PROC goes to every replica, this one included, once the tag is reserved.
+    this.#whenReserved(ts, () => this.#startUpdatePhase(entry, op));
+  }
+
+  /** A timestamp for a new own tag above `baseTs` and above the restart floor (rule 2). */
+  #newOwnTs(baseTs: bigint): bigint {
+    const floor = this.#faults.ignoreTagFloor ? 0n : this.#tagFloor;
+    return (baseTs > floor ? baseTs : floor) + 1n;
+  }
+
+  /** Runs `start` once own tags with timestamp `ts` are reserved durably (rule 2). */
+  #whenReserved(ts: bigint, start: () => void): void {
+    assert(ts < 1n << 64n, "timestamps are u64");
+    if (ts <= this.#reservedTs || this.#faults.ignoreTagFloor) {
+      start();
+      return;
+    }
+    this.#awaitingReservation.push({ ts, start });
+    if (ts > this.#requestedTs) {
+      const upToTs = ts + TAG_RESERVATION_STEP;
+      this.#requestedTs = upToTs < 1n << 64n ? upToTs : (1n << 64n) - 1n;
+      this.#effects.push({ kind: "reserveTags", upToTs: this.#requestedTs });
+    }
+  }
+
+  #onTagsReserved(upToTs: bigint): void {
+    assert(upToTs <= this.#requestedTs, "a reservation that was never asked for");
+    if (upToTs > this.#reservedTs) this.#reservedTs = upToTs;
+    if (this.#awaitingReservation.length === 0) return;
+    const waiting = this.#awaitingReservation;
+    this.#awaitingReservation = [];
+    for (const w of waiting) {
+      if (w.ts <= this.#reservedTs) w.start();
+      else this.#awaitingReservation.push(w);
+    }
   }
 
   #startUpdatePhase(entry: SectorEntry, op: ActiveOp): void {
@@ -913,9 +1072,9 @@ export class RegisterCore {
       bestTags: [],
       bestData: [],
       bestCounts: [],
+      ownData: null,
       writtenTags: null,
       writtenData: null,
-      ownPending: 0,
     };
     const header = {
       sender: this.#rank,
@@ -924,14 +1083,59 @@ export class RegisterCore {
       sectorCount: sectors.length,
       sectors,
     };
-    const query: SystemMessage =
-      kind === "write" ? { kind: "readTagRangeProc", ...header } : { kind: "readRangeProc", ...header };
-    this.#startPhase(entry, op, "query", query);
+    if (kind === "write") {
+      this.#startPhase(entry, op, "query", { kind: "readTagRangeProc", ...header });
+      return;
+    }
+    // Rule 9: data from this replica, a tag per sector from the others; retransmissions ask for
+    // data (a replica that does not know READ_TAGS_RANGE_PROC drops it, SPEC §1.4).
+    op.optimistic = true;
+    const readRangeProc: SystemMessage = { kind: "readRangeProc", ...header };
+    this.#startPhase(
+      entry,
+      op,
+      "query",
+      { kind: "readTagsRangeProc", ...header },
+      readRangeProc,
+      readRangeProc,
+    );
+  }
+
+  /**
+   * Rule 9's fallback: the read's query again, under a fresh operation id (replies to the first
+   * one are ignored), asking every replica for data as SPEC §2 does. `entry` is the sector the
+   * operation's phases are kept under (the first of a run).
+   */
+  #startFullRead(entry: SectorEntry, op: ActiveOp): void {
+    assert(op.client.kind === "read" && entry.active === op, "a fallback is a read's");
+    op.optimistic = false;
+    op.opId = this.#newOpId();
+    assert(op.opId.length === 16, "operation ids are 16 bytes");
+    op.best = null;
+    op.own = null;
+    op.bestCount = 0;
+    const header = { sender: this.#rank, opId: op.opId, sectorIndex: entry.sectorIndex };
+    const range = op.range;
+    if (range === null) {
+      this.#startPhase(entry, op, "query", { kind: "readProc", ...header });
+      return;
+    }
+    range.bestTags = [];
+    range.bestData = [];
+    range.bestCounts = [];
+    range.ownData = null;
+    const { sectors } = op.client;
+    this.#startPhase(entry, op, "query", {
+      kind: "readRangeProc",
+      ...header,
+      sectorCount: sectors.length,
+      sectors,
+    });
   }
 
   /** The active range operation a reply is for, or null (stale, other phase, or not matching). */
   #currentRangeOp(
-    message: RangeValueMessage | TagRangeValueMessage | RangeAckMessage,
+    message: RangeValueMessage | TagRangeValueMessage | TagsRangeValueMessage | RangeAckMessage,
     phaseKind: Phase["kind"],
   ): [SectorEntry, ActiveOp, RangeProgress] | null {
     const current = this.#currentOp(message, phaseKind);
@@ -941,12 +1145,17 @@ export class RegisterCore {
     return [entry, op, op.range];
   }
 
-  #onRangeValue(message: RangeValueMessage | TagRangeValueMessage): void {
+  #onRangeValue(message: RangeValueMessage | TagRangeValueMessage | TagsRangeValueMessage): void {
     const current = this.#currentRangeOp(message, "query");
     if (current === null) return;
     const [entry, op, range] = current;
-    const wantsData = op.client.kind === "read";
-    if ((message.kind === "rangeValue") !== wantsData) return;
+    const isRead = op.client.kind === "read";
+    // A write's query takes the highest tag over the run; a read's takes a tag per sector with its
+    // data, or (while optimistic, rule 9) without.
+    const accepted = isRead
+      ? message.kind === "rangeValue" || (message.kind === "tagsRangeValue" && op.optimistic)
+      : message.kind === "tagRangeValue";
+    if (!accepted) return;
     const phase = op.phase!;
     if (!this.#recordReply(phase, message.sender)) return;
     if (message.kind === "tagRangeValue") {
@@ -954,30 +1163,55 @@ export class RegisterCore {
         op.best = { ts: message.ts, wr: message.wr, data: null };
       }
     } else {
+      const data = message.kind === "rangeValue" ? message.data : null;
       for (let i = 0; i < op.client.sectors.length; i++) {
         const tag = message.tags[i]!;
         const best = range.bestTags[i];
         const order = best === undefined ? 1 : compareTags(tag, best);
         if (order > 0) {
           range.bestTags[i] = { ts: tag.ts, wr: tag.wr };
-          range.bestData[i] = message.data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+          range.bestData[i] =
+            data === null ? null : data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
           range.bestCounts[i] = 1;
         } else if (order === 0) {
           range.bestCounts[i]!++;
+          // As in #onValue: any RANGE_VALUE with the highest tag holds that tag's value.
+          if (range.bestData[i] === null && data !== null) {
+            range.bestData[i] = data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+          }
         }
       }
+      if (data !== null && message.sender === this.#rank) range.ownData = data;
     }
     if (phase.replyCount < this.#quorum) return;
+    const ownIn = phase.answered.has(this.#rank);
     // Rule 2: a write's query must include this replica's own state.
-    if (!wantsData && !phase.answered.has(this.#rank)) return;
+    if (!isRead && !ownIn) return;
+    // Rule 9: as in #onValue, a read without every sector's data waits for its own answer.
+    if (isRead && !ownIn && !this.#rangeDataKnown(op, range)) return;
     op.phase = null;
     this.#activeSectors.delete(entry.sectorIndex);
-    if (wantsData) this.#finishRangeReadQuery(entry, op, range);
+    if (isRead) this.#finishRangeReadQuery(entry, op, range);
     else this.#finishRangeWriteQuery(op, range);
+  }
+
+  /** Whether a range read's query has the data of every sector's highest tag (rule 9). */
+  #rangeDataKnown(op: ActiveOp, range: RangeProgress): boolean {
+    for (let i = 0; i < op.client.sectors.length; i++) if (range.bestData[i] == null) return false;
+    return true;
   }
 
   #finishRangeReadQuery(entry: SectorEntry, op: ActiveOp, range: RangeProgress): void {
     const count = op.client.sectors.length;
+    if (!this.#rangeDataKnown(op, range)) {
+      // Rule 9: a peer reported a newer tag than this replica's for some sector: read from all.
+      if (this.#faults.ownDataDespiteNewerTag && range.ownData !== null) {
+        this.#complete(entry, op, Buffer.from(range.ownData));
+        return;
+      }
+      this.#startFullRead(entry, op);
+      return;
+    }
     const data = Buffer.allocUnsafe(count * SECTOR_SIZE_BYTES);
     let settled = true;
     for (let i = 0; i < count; i++) {
@@ -1005,19 +1239,11 @@ export class RegisterCore {
       const issued = this.#sectors.get(sector)!.issuedTag.ts;
       if (issued > baseTs) baseTs = issued;
     }
-    const tag: WireTag = { ts: baseTs + 1n, wr: this.#rank };
+    const tag: WireTag = { ts: this.#newOwnTs(baseTs), wr: this.#rank };
     range.writtenTags = Array.from({ length: count }, () => tag);
     range.writtenData = data;
-    range.ownPending = 1;
-    const cached = cachesRun(count);
-    // Store locally first (rule 2); the update phase starts when the whole run is durable.
-    const entries: SectorEntry[] = new Array(count);
-    const states: SectorState[] = new Array(count);
-    for (let i = 0; i < count; i++) {
-      entries[i] = this.#sectors.get(sectors[i]!)!;
-      states[i] = { ts: tag.ts, wr: tag.wr, data: sectorOfRun(data, i, cached) };
-    }
-    this.#persist(entries, states, op, cached);
+    // Rule 2: WRITE_RANGE_PROC goes to every replica, this one included, once the tag is reserved.
+    this.#whenReserved(tag.ts, () => this.#startRangeUpdatePhase(op));
   }
 
   #startRangeUpdatePhase(op: ActiveOp): void {
@@ -1104,6 +1330,7 @@ export class RegisterCore {
     };
     switch (message.kind) {
       case "readTagRangeProc":
+      case "readTagsRangeProc":
       case "readRangeProc": {
         // Rule 4: one corrupt sector and the whole run goes unanswered here.
         if (entries.some((entry) => entry.corrupt)) return;
@@ -1111,6 +1338,12 @@ export class RegisterCore {
           let best: Tag = ZERO_TAG;
           for (const entry of entries) best = maxTag(best, this.#durableTagOf(entry));
           this.#send(message.sender, { kind: "tagRangeValue", ...header, ts: best.ts, wr: best.wr });
+          return;
+        }
+        if (message.kind === "readTagsRangeProc") {
+          // Rule 9: a tag per sector, from the index (rule 7): no data is loaded for this.
+          const tags = entries.map((entry) => this.#durableTagOf(entry));
+          this.#send(message.sender, { kind: "tagsRangeValue", ...header, tags });
           return;
         }
         const states = entries.map((entry) => {
@@ -1145,6 +1378,9 @@ export class RegisterCore {
     const newer: SectorEntry[] = [];
     const states: SectorState[] = [];
     const cached = cachesRun(entries.length);
+    // Sectors with the same tag (one write's run) share one waiter: it sits in each of their lists
+    // and counts down once per sector that becomes durable.
+    let shared: AckWaiter | undefined;
     for (const [i, entry] of entries.entries()) {
       const incoming = message.tags[i]!;
       // As #onWriteProc, sector by sector (rules 1 and 4).
@@ -1153,11 +1389,14 @@ export class RegisterCore {
         states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorOfRun(message.data, i, cached) });
       }
       if (!this.#faults.ackBeforeDurable && compareTags(entry.durableTag, incoming) < 0) {
-        entry.ackWaiters.push({ to: message.sender, opId: message.opId, tag: incoming, range: waiter });
+        if (shared === undefined || compareTags(shared.tag, incoming) !== 0) {
+          shared = { to: message.sender, opId: message.opId, tag: incoming, range: waiter };
+        }
+        entry.ackWaiters.push(shared);
         waiter.remaining++;
       }
     }
-    if (newer.length > 0) this.#persist(newer, states, null, cached);
+    if (newer.length > 0) this.#persist(newer, states, cached);
     if (waiter.remaining === 0) this.#sendRangeAck(waiter);
   }
 
@@ -1178,9 +1417,17 @@ export class RegisterCore {
     assert(nowMs >= this.#nowMs, "time never goes backwards");
     this.#nowMs = nowMs;
     for (const sectorIndex of this.#activeSectors) {
-      const phase = this.#sectors.get(sectorIndex)?.active?.phase;
-      assert(phase != null, "active sector has a phase");
+      const entry = this.#sectors.get(sectorIndex);
+      const op = entry?.active;
+      const phase = op?.phase;
+      assert(entry !== undefined && op != null && phase != null, "active sector has a phase");
       if (nowMs < phase.retransmitAtMs) continue;
+      // Rule 9: a read's optimistic query that has its majority but neither its own answer nor the
+      // highest tag's data (this replica's sector may be corrupt, rule 4) reads from everyone.
+      if (op.optimistic && phase.kind === "query" && phase.replyCount >= this.#quorum) {
+        this.#startFullRead(entry, op);
+        continue;
+      }
       // Stubborn links: resend to the ranks that have not answered this phase yet.
       for (let rank = 1; rank <= this.#replicaCount; rank++) {
         if (!phase.answered.has(rank)) this.#send(rank, phase.retransmitMessage);

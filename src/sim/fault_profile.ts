@@ -18,6 +18,11 @@ export interface FaultProfile {
   crashAfterPersist: number;
   /** Per step of a core: chance to crash part-way through carrying out its effects. */
   crashMidStep: number;
+  /**
+   * Per update message (WRITE_PROC / WRITE_RANGE_PROC) a coordinator sends: chance to crash it a
+   * little later, often before its own copy is durable (the window register core rule 2 covers).
+   */
+  crashAfterUpdate: number;
   /** Per simulated event: chance to partition the replicas (when not partitioned). */
   partitionPerStep: number;
   partitionMinUs: number;
@@ -46,6 +51,7 @@ export function quietProfile(): FaultProfile {
     restartMaxUs: 100_000,
     crashAfterPersist: 0,
     crashMidStep: 0,
+    crashAfterUpdate: 0,
     partitionPerStep: 0,
     partitionMinUs: 0,
     partitionMaxUs: 0,
@@ -86,5 +92,7 @@ export function drawProfile(rng: Prng, mode: FaultMode): FaultProfile {
     coreCacheSectors: rng.pick([undefined, 1, 2]),
     retransmitInitialMs: rng.pick([undefined, 20]),
     tornWrites: rng.chance(0.5),
+    // Drawn last, so that the draws above stay what they were before it existed.
+    crashAfterUpdate: rng.pick([0, 0.01, 0.05]),
   };
 }

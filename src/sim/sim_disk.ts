@@ -29,6 +29,8 @@ export class SimDisk implements SimStorage {
   /** Bumped by a crash so that completions scheduled before it do nothing. */
   private epoch = 0;
   syncCount = 0;
+  private durableReservation = 0n;
+  private pendingReservation = 0n;
 
   constructor(
     private readonly queue: EventQueue,
@@ -71,6 +73,20 @@ export class SimDisk implements SimStorage {
     }
   }
 
+  tagReservation(): bigint {
+    return this.durableReservation;
+  }
+
+  reserveTags(upToTs: bigint, done: () => void): void {
+    const epoch = this.epoch;
+    this.pendingReservation = upToTs > this.pendingReservation ? upToTs : this.pendingReservation;
+    this.queue.after(this.rng.range(this.timing.syncMinUs, this.timing.syncMaxUs), () => {
+      if (epoch !== this.epoch) return;
+      if (upToTs > this.durableReservation) this.durableReservation = upToTs;
+      done();
+    });
+  }
+
   private maybeStartSync(): void {
     if (this.syncing !== null || this.pending.length === 0) return;
     const batch = this.pending;
@@ -91,6 +107,9 @@ export class SimDisk implements SimStorage {
 
   crash(): void {
     this.epoch++;
+    // A reservation being written may or may not have reached the disk.
+    if (this.rng.chance(0.5)) this.durableReservation = this.pendingReservation;
+    this.pendingReservation = this.durableReservation;
     const unsynced = [...(this.syncing ?? []), ...this.pending];
     this.syncing = null;
     this.pending = [];

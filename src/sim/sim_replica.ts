@@ -18,6 +18,8 @@ export interface ReplicaHooks {
   onComplete(rank: number, token: ClientOpToken, data: Buffer | undefined): void;
   /** Fault injection: decides after each persist whether to crash soon (null: no). */
   crashDelayAfterPersistUs(): number | null;
+  /** Fault injection: decides after each update message sent to a peer whether to crash soon. */
+  crashDelayAfterUpdateUs(): number | null;
   /** Fault injection: whether to crash part-way through carrying out one step's effects. */
   crashMidStep(): boolean;
   /** Whether fault injection is still on (crashes scheduled earlier are dropped once it stops). */
@@ -88,6 +90,7 @@ export class SimReplica implements NetworkEndpoint {
         faults: this.setup.faults,
         cacheCapacitySectors: this.setup.cacheCapacitySectors,
         retransmitInitialMs: this.setup.retransmitInitialMs,
+        tagFloor: storage.tagReservation(),
       });
       this.status = "up";
       trace.record(queue.nowUs, `r${this.rank} up #${incarnation}`);
@@ -147,6 +150,15 @@ export class SimReplica implements NetworkEndpoint {
     }
   }
 
+  /** Fault injection: a crash of this incarnation `inUs` from now (if faults are still on then). */
+  private maybeCrashLater(inUs: number | null, incarnation: number): void {
+    if (inUs === null) return;
+    this.setup.queue.after(inUs, () => {
+      if (this.incarnation === incarnation && this.status === "up" && this.setup.hooks.faultsActive())
+        this.crash();
+    });
+  }
+
   private apply(effect: CoreEffect, incarnation: number): void {
     const { queue, trace, storage, hooks } = this.setup;
     switch (effect.kind) {
@@ -157,6 +169,9 @@ export class SimReplica implements NetworkEndpoint {
           queue.after(hooks.selfDelayUs(), () => this.receive(message, incarnation));
         } else {
           this.network!.send(this.rank, effect.to, effect.message);
+          const kind = effect.message.kind;
+          if (kind === "writeProc" || kind === "writeRangeProc")
+            this.maybeCrashLater(hooks.crashDelayAfterUpdateUs(), incarnation);
         }
         return;
       }
@@ -170,13 +185,7 @@ export class SimReplica implements NetworkEndpoint {
         };
         if (items.length === 1) storage.persist(items[0]!.sectorIndex, items[0]!.state, durable);
         else storage.persistMany(items, durable);
-        const crashInUs = hooks.crashDelayAfterPersistUs();
-        if (crashInUs !== null) {
-          queue.after(crashInUs, () => {
-            if (this.incarnation === incarnation && this.status === "up" && hooks.faultsActive())
-              this.crash();
-          });
-        }
+        this.maybeCrashLater(hooks.crashDelayAfterPersistUs(), incarnation);
         return;
       }
       case "load": {
@@ -203,6 +212,16 @@ export class SimReplica implements NetworkEndpoint {
         });
         return;
       }
+      case "reserveTags": {
+        const { upToTs } = effect;
+        storage.reserveTags(upToTs, () => {
+          if (this.incarnation !== incarnation || this.status !== "up") return;
+          trace.record(queue.nowUs, `r${this.rank} tags reserved to ${upToTs}`);
+          this.step({ kind: "tagsReserved", upToTs });
+        });
+        this.maybeCrashLater(hooks.crashDelayAfterPersistUs(), incarnation);
+        return;
+      }
       case "complete":
         hooks.onComplete(this.rank, effect.token, effect.data);
         return;
@@ -225,6 +244,8 @@ export function describeMessage(message: SystemMessage): string {
   }
   if (message.kind === "tagRangeValue")
     return `${head}+${message.sectorCount} max ${message.ts}.${message.wr}`;
+  if (message.kind === "tagsRangeValue")
+    return `${head}+${message.sectorCount} [${message.tags.map((tag) => `${tag.ts}.${tag.wr}`).join(" ")}]`;
   if ("sectorCount" in message) return `${head}+${message.sectorCount}`;
   return head;
 }

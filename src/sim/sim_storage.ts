@@ -16,6 +16,10 @@ export interface SimStorage {
    * crash comes first (each sector may independently survive the crash, old or new).
    */
   persistMany(items: readonly PersistItem[], done: () => void): void;
+  /** The durable tag reservation (register core rule 2) as the last recovery found it, or since. */
+  tagReservation(): bigint;
+  /** Durably raises the tag reservation; `done` once durable, never if a crash comes first. */
+  reserveTags(upToTs: bigint, done: () => void): void;
   /** Power loss: whatever was not durable may be lost; pending callbacks never run. */
   crash(): void;
   /** Makes the storage usable again after a crash (or at first start); `done` when ready. */

@@ -25,6 +25,8 @@ export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
   "ackBeforeDurable",
   "quorumTooSmall",
   "countDuplicateReplies",
+  "ignoreTagFloor",
+  "ownDataDespiteNewerTag",
 ];
 
 export type StorageMode = "model" | "slots";
@@ -167,6 +169,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     crashDelayAfterPersistUs() {
       if (phase !== "faults" || !faultRng.chance(profile.crashAfterPersist)) return null;
       return faultRng.range(0, profile.disk.syncMaxUs * 2);
+    },
+    crashDelayAfterUpdateUs() {
+      if (phase !== "faults" || !faultRng.chance(profile.crashAfterUpdate)) return null;
+      return faultRng.range(0, profile.selfDelayMaxUs + profile.disk.syncMaxUs);
     },
     crashMidStep() {
       return phase === "faults" && faultRng.chance(profile.crashMidStep);

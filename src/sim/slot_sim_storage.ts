@@ -6,7 +6,9 @@ import { pino } from "pino";
 import { MemoryFileSystem } from "../storage/memory_file_io.js";
 import type { SectorState, SectorTag } from "../storage/sector_state.js";
 import type { PersistItem } from "../storage/sector_store.js";
+import { SLOT_FILE } from "../storage/slot_format.js";
 import { SlotStore } from "../storage/slot_store.js";
+import { TagReservation } from "../storage/tag_reservation.js";
 import { isAtomicDiskError } from "../util/errors.js";
 import type { EventQueue } from "./event_queue.js";
 import type { FaultProfile } from "./fault_profile.js";
@@ -19,6 +21,7 @@ const silent = pino({ level: "silent" });
 export class SlotSimStorage implements SimStorage {
   private readonly fs: MemoryFileSystem;
   private store: SlotStore | null = null;
+  private tags: TagReservation | null = null;
   /** Bumped by a crash: completions of an older incarnation are ignored. */
   private epoch = 0;
   private readonly maxBatchSectors: number;
@@ -86,6 +89,18 @@ export class SlotSimStorage implements SimStorage {
     });
   }
 
+  tagReservation(): bigint {
+    if (this.tags === null) throw new Error("slot storage used while not recovered");
+    return this.tags.reservedTs;
+  }
+
+  reserveTags(upToTs: bigint, done: () => void): void {
+    if (this.tags === null) throw new Error("slot storage used while not recovered");
+    this.later(this.tags.reserve(upToTs), done, (err) => {
+      throw err;
+    });
+  }
+
   takeSettleNeeded(): boolean {
     const touched = this.touched;
     this.touched = false;
@@ -96,21 +111,29 @@ export class SlotSimStorage implements SimStorage {
     this.epoch++;
     this.touched = true;
     this.store = null;
+    this.tags = null;
     if (this.profile.tornWrites) this.counters.tornWriteCrashes++;
     this.fs.crash({ random: () => this.rng.float(), tornWrites: this.profile.tornWrites });
   }
 
   recover(done: () => void): void {
-    const opening = SlotStore.open({
-      fs: this.fs,
-      dir: DIR,
-      logger: silent,
-      maxBatchSectors: this.maxBatchSectors,
-      growthSlots: this.growthSlots,
-    });
+    // As a replica opens them: the tag reservation first (it refuses a store without one).
+    const opening = TagReservation.open({ fs: this.fs, dir: DIR, storeFile: SLOT_FILE, logger: silent }).then(
+      async (tags) => {
+        const store = await SlotStore.open({
+          fs: this.fs,
+          dir: DIR,
+          logger: silent,
+          maxBatchSectors: this.maxBatchSectors,
+          growthSlots: this.growthSlots,
+        });
+        return { tags, store };
+      },
+    );
     this.later(
       opening,
-      (store) => {
+      ({ tags, store }) => {
+        this.tags = tags;
         this.store = store;
         this.counters.droppedEntries += store.stats().recovery.droppedEntries;
         done();

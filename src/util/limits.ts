@@ -7,7 +7,7 @@ export const SECTOR_SIZE_BYTES = 4096;
 export const MAX_REPLICAS = 254;
 
 /**
- * Most sectors in one range message (extensions 0x82..0x89): 1 MiB of data, so one message per
+ * Most sectors in one range message (extensions 0x82..0x8B): 1 MiB of data, so one message per
  * hop carries a typical sequential request (the kernel and qemu split at 128 KiB..1 MiB) while a
  * single message never holds a peer link for more than about a millisecond.
  */
@@ -28,6 +28,13 @@ export const MAX_SECTORS = 2 ** 40;
  */
 export const RETRANSMIT_INITIAL_MS = 250;
 export const RETRANSMIT_MAX_MS = 4_000;
+
+/**
+ * Register core rule 2: own tags are reserved this many timestamps ahead with one durable write
+ * (tag_reservation.ts), so a reservation is rare (once per restart, then once per 2^20 increments
+ * of the highest timestamp), and a restart skips at most this much of the u64 timestamp space.
+ */
+export const TAG_RESERVATION_STEP = 2n ** 20n;
 
 /** How often a replica driver ticks its register core (drives retransmission). */
 export const CORE_TICK_MS = 50;

@@ -21,6 +21,13 @@ export interface PendingPersist {
   items: PersistItem[];
 }
 
+export interface HarnessOptions {
+  faults?: CoreFaults;
+  cacheCapacitySectors?: number;
+  /** Leave tag reservations pending until the test calls syncReservations (default: granted at once). */
+  manualReservations?: boolean;
+}
+
 export class CoreHarness {
   readonly cores: RegisterCore[] = [];
   readonly disks: Map<number, SectorState>[] = [];
@@ -30,29 +37,63 @@ export class CoreHarness {
   loads: { rank: number; sectorIndex: number; tagOnly?: true }[] = [];
   readonly completed = new Map<number, Buffer | undefined>();
   readonly log: { rank: number; effect: CoreEffect }[] = [];
+  /** Per rank: the durable tag reservation (rule 2), and reservations asked for, not yet durable. */
+  readonly reserved: bigint[] = [];
+  reservations: { rank: number; upToTs: bigint }[] = [];
   #opCounter = 0;
+  #granting = false;
+  readonly #options: HarnessOptions;
 
   constructor(
     readonly replicaCount: number,
-    options: { faults?: CoreFaults; cacheCapacitySectors?: number } = {},
+    options: HarnessOptions = {},
   ) {
+    this.#options = options;
     for (let rank = 1; rank <= replicaCount; rank++) {
-      this.cores.push(
-        new RegisterCore({
-          rank,
-          replicaCount,
-          newOpId: () => {
-            const id = Buffer.alloc(16);
-            id.writeUInt32BE(rank, 0);
-            id.writeUInt32BE(++this.#opCounter, 12);
-            return id;
-          },
-          faults: options.faults,
-          cacheCapacitySectors: options.cacheCapacitySectors,
-        }),
-      );
+      this.reserved.push(0n);
+      this.cores.push(this.#newCore(rank));
       this.disks.push(new Map());
     }
+  }
+
+  #newCore(rank: number): RegisterCore {
+    return new RegisterCore({
+      rank,
+      replicaCount: this.replicaCount,
+      newOpId: () => {
+        const id = Buffer.alloc(16);
+        id.writeUInt32BE(rank, 0);
+        id.writeUInt32BE(++this.#opCounter, 12);
+        return id;
+      },
+      faults: this.#options.faults,
+      cacheCapacitySectors: this.#options.cacheCapacitySectors,
+      tagFloor: this.reserved[rank - 1],
+    });
+  }
+
+  /**
+   * A crash and restart of `rank`: what was not durable is gone (its pending persists and
+   * reservations, and every message to it), and a new core starts from its disk and the durable
+   * tag reservation.
+   */
+  restart(rank: number): void {
+    this.persists = this.persists.filter((p) => p.rank !== rank);
+    this.reservations = this.reservations.filter((r) => r.rank !== rank);
+    this.loads = this.loads.filter((l) => l.rank !== rank);
+    this.network = this.network.filter((m) => m.to !== rank);
+    this.cores[rank - 1] = this.#newCore(rank);
+  }
+
+  /** Makes pending tag reservations (optionally of one rank) durable and reports them. */
+  syncReservations(rank?: number): number {
+    const now = this.reservations.filter((r) => rank === undefined || r.rank === rank);
+    this.reservations = this.reservations.filter((r) => !(rank === undefined || r.rank === rank));
+    for (const r of now) {
+      if (r.upToTs > this.reserved[r.rank - 1]!) this.reserved[r.rank - 1] = r.upToTs;
+      this.step(r.rank, { kind: "tagsReserved", upToTs: r.upToTs });
+    }
+    return now.length;
   }
 
   core(rank: number): RegisterCore {
@@ -76,9 +117,21 @@ export class CoreHarness {
         case "loadTag":
           this.loads.push({ rank, sectorIndex: effect.sectorIndex, tagOnly: true });
           break;
+        case "reserveTags":
+          this.reservations.push({ rank, upToTs: effect.upToTs });
+          break;
         case "complete":
           this.completed.set(effect.token, effect.data);
           break;
+      }
+    }
+    // Reservations are rare and not what most tests look at: granted at once unless asked not to.
+    if (!this.#options.manualReservations && this.reservations.length > 0 && !this.#granting) {
+      this.#granting = true;
+      try {
+        this.syncReservations();
+      } finally {
+        this.#granting = false;
       }
     }
     return effects;
@@ -134,7 +187,10 @@ export class CoreHarness {
   settle(down: Set<number> = new Set(), maxRounds = 10_000): void {
     for (let round = 0; round < maxRounds; round++) {
       const moved =
-        this.serveLoads() + this.syncPersists() + this.deliver((m) => !down.has(m.to) && !down.has(m.from));
+        this.serveLoads() +
+        this.syncPersists() +
+        this.syncReservations() +
+        this.deliver((m) => !down.has(m.to) && !down.has(m.from));
       if (moved === 0) return;
     }
     throw new Error("harness did not settle");

@@ -1,4 +1,4 @@
-// The range extension messages (0x82..0x89): round trips at the edges of the sector count and over
+// The range extension messages (0x82..0x8B): round trips at the edges of the sector count and over
 // scattered sector sets, the byte layout of messages.ts built by hand, framing of streams that mix
 // them with the standard types, the count bound that keeps every size checked (SPEC §1.4),
 // authentication, the sector list and the volume bound, and who owns the decoded data.
@@ -122,6 +122,9 @@ const SCATTERED = [3, 17, 1000, 2 ** 32 - 1, 2 ** 32, 2 ** 40 - 1];
 const procSize = (count: number) => MessageSize.RangeProc + count * MessageSize.RangeSectorListPerSector;
 const tagRangeValueSize = (count: number) =>
   MessageSize.TagRangeValue + count * MessageSize.RangeSectorListPerSector;
+const tagsRangeValueSize = (count: number) =>
+  MessageSize.TagsRangeValueBase +
+  count * (MessageSize.RangeSectorListPerSector + MessageSize.RangeTagPerSector);
 const stateSize = (count: number) =>
   MessageSize.RangeStateBase +
   count * (MessageSize.RangeSectorListPerSector + MessageSize.RangeStatePerSector);
@@ -212,6 +215,13 @@ function rangeCases(
       stateSize(count),
       wideReplicaDecoder,
     ],
+    ["READ_TAGS_RANGE_PROC", { kind: "readTagsRangeProc", ...header }, procSize(count), wideReplicaDecoder],
+    [
+      "TAGS_RANGE_VALUE",
+      { kind: "tagsRangeValue", ...header, sender: 1, tags: tags(count) },
+      tagsRangeValueSize(count),
+      wideReplicaDecoder,
+    ],
   ];
 }
 
@@ -228,6 +238,8 @@ const WIRE_TYPES: Record<string, number> = {
   TAG_RANGE_VALUE: MessageType.TagRangeValue,
   RANGE_VALUE: MessageType.RangeValue,
   WRITE_RANGE_PROC: MessageType.WriteRangeProc,
+  READ_TAGS_RANGE_PROC: MessageType.ReadTagsRangeProc,
+  TAGS_RANGE_VALUE: MessageType.TagsRangeValue,
 };
 
 describe("range messages round trip", () => {
@@ -410,6 +422,68 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
     expect(replicaDecoder().push(want)).toEqual(messages(message));
   });
 
+  it("READ_TAGS_RANGE_PROC of a scattered set: count at 4, sender at 6, type 0x8A, opId, first sector, sector list, tag", () => {
+    const message: SystemMessage = {
+      kind: "readTagsRangeProc",
+      sender: 3,
+      opId,
+      ...over([2, 0x1_0000_0005, 0x12_3456_789a]),
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0x03, 0x03, 0x8a]),
+      opId,
+      u64(2n),
+      u64(2n),
+      u64(0x1_0000_0005n),
+      u64(0x12_3456_789an),
+    ]);
+    const want = Buffer.concat([body, hmac(systemKey, body)]);
+    expect(want.length).toBe(64 + 3 * 8);
+    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
+    expect(wideReplicaDecoder().push(want)).toEqual(messages(message));
+  });
+
+  it("TAGS_RANGE_VALUE: the range header (type 0x8B), the sector list, then count x (ts, 7 zeros, wr), no data", () => {
+    const message: SystemMessage = {
+      kind: "tagsRangeValue",
+      sender: 5,
+      opId,
+      ...over([0x1234, 0x1235, 0x12_3456_789a]),
+      tags: [
+        { ts: 0x1122334455667788n, wr: 3 },
+        { ts: U64_MAX, wr: REPLICAS },
+        { ts: 0n, wr: 0 },
+      ],
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0x03, 0x05, 0x8b]),
+      opId,
+      u64(0x1234n),
+      // The sector list at 32: count x u64.
+      u64(0x1234n),
+      u64(0x1235n),
+      u64(0x12_3456_789an),
+      // The tags at 32 + 8 * 3 = 56, laid out as RANGE_VALUE's; the HMAC follows at 56 + 16 * 3.
+      u64(0x1122334455667788n),
+      Buffer.alloc(7),
+      Buffer.from([3]),
+      u64(U64_MAX),
+      Buffer.alloc(7),
+      Buffer.from([REPLICAS]),
+      u64(0n),
+      Buffer.alloc(8),
+    ]);
+    const want = Buffer.concat([body, hmac(systemKey, body)]);
+    expect(want.length).toBe(32 + 3 * (8 + 16) + 32);
+    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
+    // RANGE_VALUE of the same set and tags: the same bytes up to the data.
+    const rangeValue = encode({ ...message, kind: "rangeValue", data: run(3) } as SystemMessage);
+    expect(rangeValue.subarray(8, 104).equals(want.subarray(8, 104))).toBe(true);
+    expect(wideReplicaDecoder().push(want)).toEqual(messages(message));
+  });
+
   it("READ_RANGE response Ok: count echoed at 4, status at 6, type 0xC8, request number, data", () => {
     const data = run(3, 8);
     const response: ClientResponse = {
@@ -495,6 +569,19 @@ describe("range messages on a stream", () => {
     tags: tags(2),
     data: run(2, 16),
   };
+  const readTagsRangeProc: SystemMessage = {
+    kind: "readTagsRangeProc",
+    sender: 3,
+    opId,
+    ...over([4, 44, 444]),
+  };
+  const tagsRangeValue3: SystemMessage = {
+    kind: "tagsRangeValue",
+    sender: 4,
+    opId,
+    ...over([4, 44, 444]),
+    tags: tags(3),
+  };
 
   it("decodes standard and range messages, up to a 256-sector one, fed one byte at a time", () => {
     const big: SystemMessage = {
@@ -513,7 +600,25 @@ describe("range messages on a stream", () => {
       sectorCount: 2,
       data: run(2, 14),
     };
-    const all = [read, big, readRange, writeRange, ack, write, tagRangeValue, writeRangeProc2];
+    const tagsRangeValue: SystemMessage = {
+      kind: "tagsRangeValue",
+      sender: 2,
+      opId,
+      ...over([...Array.from({ length: 255 }, (_, i) => i * 2), SECTORS - 1]),
+      tags: tags(256),
+    };
+    const all = [
+      read,
+      big,
+      readTagsRangeProc,
+      readRange,
+      writeRange,
+      tagsRangeValue,
+      ack,
+      write,
+      tagRangeValue,
+      writeRangeProc2,
+    ];
     const stream = Buffer.concat(all.map(encode));
     const decoder = replicaDecoder();
     const events: DecodeEvent[] = [];
@@ -528,7 +633,17 @@ describe("range messages on a stream", () => {
   });
 
   it("decodes a replica-side stream mixing standard and range messages split at every point", () => {
-    const all = [readRange, writeRangeProc1, read, rangeAck, ack, tagRangeValue, writeRangeProc2];
+    const all = [
+      readRange,
+      writeRangeProc1,
+      readTagsRangeProc,
+      read,
+      rangeAck,
+      tagsRangeValue3,
+      ack,
+      tagRangeValue,
+      writeRangeProc2,
+    ];
     const stream = Buffer.concat(all.map(encode));
     const want = digested(messages(...all));
     for (let cut = 0; cut <= stream.length; cut++) {
@@ -615,6 +730,15 @@ describe("range sector count bound (SPEC §1.4: unknown type, drop 8 bytes)", ()
     expect(replicaDecoder().push(encode(response)).slice(0, 1)).toEqual(unknown);
     const noSystemKey = new AtddDecoder({ role: "replica", clientKey, sectors: 2 ** 40 });
     expect(noSystemKey.push(encode(readRangeProc)).slice(0, 1)).toEqual(unknown);
+    for (const name of ["READ_TAGS_RANGE_PROC", "TAGS_RANGE_VALUE"]) {
+      expect(
+        clientDecoder()
+          .push(encode(byName(name)))
+          .slice(0, 1),
+        name,
+      ).toEqual(unknown);
+      expect(noSystemKey.push(encode(byName(name))).slice(0, 1), name).toEqual(unknown);
+    }
     expect(noSystemKey.push(encode(readRange))).toEqual(messages(readRange));
   });
 
@@ -768,6 +892,15 @@ describe("range messages: authentication and the volume bound", () => {
     ]);
     const wholeSpan: SystemMessage = { kind: "rangeAck", sender: 1, opId, ...over([0, 500, SECTORS - 1]) };
     expect(replicaDecoder().push(encode(wholeSpan))).toEqual(messages(wholeSpan));
+    for (const message of [
+      { kind: "readTagsRangeProc", sender: 1, opId, ...over([5, SECTORS]) },
+      { kind: "tagsRangeValue", sender: 1, opId, ...over([5, SECTORS]), tags: tags(2) },
+    ] as SystemMessage[]) {
+      const bytes = encode(message);
+      expect(replicaDecoder().push(bytes), message.kind).toEqual([
+        { kind: "dropped", reason: "invalidSector", bytes: bytes.length },
+      ]);
+    }
   });
 
   describe("an authentic system range message with a bad sector list is dropped as invalidSector", () => {
@@ -793,6 +926,14 @@ describe("range messages: authentication and the volume bound", () => {
       opId,
       ...over([10, 20, 30, 40]),
     };
+    const readTagsRangeProc: SystemMessage = { ...readRangeProc, kind: "readTagsRangeProc" };
+    const tagsRangeValue: SystemMessage = {
+      kind: "tagsRangeValue",
+      sender: 5,
+      opId,
+      ...over([10, 20, 30, 40]),
+      tags: tags(4),
+    };
     const entry = (i: number) => 32 + 8 * i;
     // Patches of an encoded 4-sector message [10, 20, 30, 40]; each is re-signed, so only the list is wrong.
     const patches: [string, (b: Buffer) => void][] = [
@@ -814,7 +955,7 @@ describe("range messages: authentication and the volume bound", () => {
       ["every sector zero", (b) => b.fill(0, entry(0), entry(4))],
     ];
     const cases = patches.flatMap(([name, patch]) =>
-      [writeRangeProc, tagRangeValue, readRangeProc].map(
+      [writeRangeProc, tagRangeValue, readRangeProc, readTagsRangeProc, tagsRangeValue].map(
         (message) => [message.kind, name, message, patch] as const,
       ),
     );
@@ -862,15 +1003,21 @@ describe("range messages: authentication and the volume bound", () => {
     });
   });
 
-  it.each([0, REPLICAS + 1, 255])(
-    "an authentic system range message from sender rank %i is dropped",
-    (rank) => {
-      const rangeAck = encode({ kind: "rangeAck", sender: 1, opId, ...over([0, 1, 5, 6]) });
-      const bad = resigned(rangeAck, systemKey, (b) => {
+  const senderCases = (["rangeAck", "readTagsRangeProc", "tagsRangeValue"] as const).flatMap((kind) =>
+    [0, REPLICAS + 1, 255].map((rank) => [kind, rank] as const),
+  );
+  it.each(senderCases)(
+    "an authentic system range message (%s) from sender rank %i is dropped",
+    (kind, rank) => {
+      const header = { sender: 1, opId, ...over([0, 1, 5, 6]) };
+      const message: SystemMessage =
+        kind === "tagsRangeValue" ? { kind, ...header, tags: tags(4) } : { kind, ...header };
+      const bytes = encode(message);
+      const bad = resigned(bytes, systemKey, (b) => {
         b[6] = rank;
       });
       expect(replicaDecoder().push(bad)).toEqual([
-        { kind: "dropped", reason: "invalidSender", bytes: procSize(4) },
+        { kind: "dropped", reason: "invalidSender", bytes: bytes.length },
       ]);
     },
   );
@@ -883,6 +1030,14 @@ describe("range messages: authentication and the volume bound", () => {
       { kind: "rangeValue", sender: 2, opId, ...over([0, 1, 5, 6]), tags: badTags, data: run(4) },
       { kind: "writeRangeProc", sender: 2, opId, ...over([0, 1, 5, 6]), tags: badTags, data: run(4) },
       { kind: "tagRangeValue", sender: 2, opId, ...over([0, 1, 5, 6]), ts: 5n, wr: 254 },
+      { kind: "tagsRangeValue", sender: 2, opId, ...over([0, 1, 5, 6]), tags: badTags },
+      {
+        kind: "tagsRangeValue",
+        sender: 2,
+        opId,
+        ...over([0, 1, 5, 6]),
+        tags: [...tags(3), { ts: 1n, wr: 254 }],
+      },
     ];
     for (const message of bad) {
       const bytes = encode(message);
@@ -907,6 +1062,37 @@ describe("range messages: authentication and the volume bound", () => {
       { kind: "dropped", reason: "badTag", bytes: rangeValue.length },
       ...messages(read),
     ]);
+  });
+
+  it("a TAGS_RANGE_VALUE with a bad tag is dropped whole, and the stream goes on", () => {
+    const tagsRangeValue = encode({
+      kind: "tagsRangeValue",
+      sender: 1,
+      opId,
+      ...over([0, 7, 8]),
+      tags: tags(3),
+    });
+    tagsRangeValue[56 + 16 + 9]! ^= 0x01; // the second tag's padding
+    expect(replicaDecoder().push(Buffer.concat([tagsRangeValue, encode(read)]))).toEqual([
+      { kind: "dropped", reason: "badTag", bytes: tagsRangeValue.length },
+      ...messages(read),
+    ]);
+  });
+
+  it.each<[string, SystemMessage]>([
+    ["READ_TAGS_RANGE_PROC", { kind: "readTagsRangeProc", sender: 2, opId, ...over([3, 900, 901]) }],
+    ["TAGS_RANGE_VALUE", { kind: "tagsRangeValue", sender: 3, opId, ...over([3, 900, 901]), tags: tags(3) }],
+  ])("never accepts a %s of 3 sectors with any single byte changed, at every position", (_name, message) => {
+    const original = encode(message);
+    expect(replicaDecoder().push(original)).toEqual(messages(message));
+    for (let position = 0; position < original.length; position++) {
+      for (const flip of [0x01, 0x80, 0xff]) {
+        const forged = Buffer.from(original);
+        forged[position]! ^= flip;
+        const events = replicaDecoder().push(forged);
+        if (events.some((e) => e.kind === "message")) expect.fail(`byte ${position} ^ ${flip} was accepted`);
+      }
+    }
   });
 
   it("never accepts a WRITE_RANGE_PROC of 2 sectors with any single byte changed, at every position", () => {
@@ -1097,6 +1283,39 @@ describe("range encoders: programmer errors fail loudly", () => {
       () => encodeClientResponse({ ...response, command: "read", data: run(1), sectorCount: 1 }, clientKey),
     ],
     ["one tag too few", () => encodeSystemMessage({ ...writeRangeProc, tags: tags(1) }, systemKey)],
+    [
+      "a TAGS_RANGE_VALUE with one tag too few",
+      () =>
+        encodeSystemMessage(
+          { kind: "tagsRangeValue", sender: 1, opId, ...over([1, 5]), tags: tags(1) },
+          systemKey,
+        ),
+    ],
+    [
+      "a TAGS_RANGE_VALUE with one tag too many",
+      () =>
+        encodeSystemMessage(
+          { kind: "tagsRangeValue", sender: 1, opId, ...over([1, 5]), tags: tags(3) },
+          systemKey,
+        ),
+    ],
+    [
+      "a TAGS_RANGE_VALUE without its tags",
+      () =>
+        encodeSystemMessage({ kind: "tagsRangeValue", sender: 1, opId, ...over([1, 5]) } as never, systemKey),
+    ],
+    [
+      "a TAGS_RANGE_VALUE tag with writer rank 255",
+      () =>
+        encodeSystemMessage(
+          { kind: "tagsRangeValue", sender: 1, opId, ...over([1]), tags: [{ ts: 1n, wr: 255 }] },
+          systemKey,
+        ),
+    ],
+    [
+      "a READ_TAGS_RANGE_PROC with a decreasing sector list",
+      () => encodeSystemMessage({ kind: "readTagsRangeProc", sender: 1, opId, ...over([5, 1]) }, systemKey),
+    ],
     ["one tag too many", () => encodeSystemMessage({ ...writeRangeProc, tags: tags(3) }, systemKey)],
     [
       "WRITE_RANGE_PROC data of another count",

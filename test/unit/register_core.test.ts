@@ -2,7 +2,7 @@
 // each test controls exactly which messages arrive and which persists are durable.
 import { describe, expect, it } from "vitest";
 import type { SystemMessage } from "../../src/protocol/messages.js";
-import { quorumSize, RegisterCore } from "../../src/register/register_core.js";
+import { evictionSlack, quorumSize, RegisterCore } from "../../src/register/register_core.js";
 import { CoreHarness, sectorOf } from "../helpers/core_harness.js";
 
 const isQuery = (m: SystemMessage) => m.kind === "readProc" || m.kind === "readTagProc";
@@ -36,18 +36,51 @@ describe("register core", () => {
     expect(h.completed.has(1)).toBe(true);
   });
 
-  it("a write stores its value locally and durably before any WRITE_PROC leaves", () => {
-    const h = new CoreHarness(3);
+  it("a write's WRITE_PROC leaves for every replica, itself included, once its tag is reserved; nothing is stored before", () => {
+    const h = new CoreHarness(3, { manualReservations: true });
     h.write(1, 1, 0, sectorOf(9));
     h.serveLoads();
     h.deliver();
     h.serveLoads();
     h.deliver();
-    expect(h.persists).toHaveLength(1);
-    expect(h.persists[0]).toMatchObject({ rank: 1, items: [{ sectorIndex: 0 }] });
+    // The query has its majority; the first own tag needs a durable reservation (rule 2).
+    expect(h.reservations).toEqual([{ rank: 1, upToTs: 1n + 2n ** 20n }]);
     expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
-    h.syncPersists();
-    expect(h.network.filter((m) => m.message.kind === "writeProc")).toHaveLength(3);
+    expect(h.persists).toHaveLength(0);
+    h.syncReservations();
+    const writeProcs = h.network.filter((m) => m.message.kind === "writeProc");
+    expect(writeProcs.map((m) => m.to).sort()).toEqual([1, 2, 3]);
+    expect(writeProcs[0]!.message).toMatchObject({ ts: 1n, wr: 1 });
+    expect(h.persists).toHaveLength(0);
+    // The coordinator stores the state when its own copy arrives, like any replica.
+    h.deliver((m) => m.to === 1 && m.message.kind === "writeProc");
+    h.serveLoads();
+    expect(h.persists).toMatchObject([{ rank: 1, items: [{ sectorIndex: 0 }] }]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
+    // Later writes are covered by the same reservation: no second one.
+    h.write(2, 2, 0, sectorOf(8));
+    h.write(1, 3, 1, sectorOf(7));
+    h.settle();
+    expect(h.reserved).toEqual([1n + 2n ** 20n, 2n + 2n ** 20n, 0n]);
+    expect(h.completed.has(2) && h.completed.has(3)).toBe(true);
+  });
+
+  it("a restarted replica's first write waits for a reservation above everything it reserved before", () => {
+    const h = new CoreHarness(3, { manualReservations: true });
+    h.write(1, 1, 0, sectorOf(1));
+    h.settle();
+    expect(h.reserved[0]).toBe(1n + 2n ** 20n);
+    h.restart(1);
+    h.write(1, 2, 5, sectorOf(2));
+    h.serveLoads();
+    h.deliver();
+    h.serveLoads();
+    h.deliver();
+    expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
+    expect(h.reservations).toEqual([{ rank: 1, upToTs: h.reserved[0]! + 1n + 2n ** 20n }]);
+    h.settle();
+    expect(h.disks[1]!.get(5)!.ts).toBe(2n + 2n ** 20n);
   });
 
   it("a replica ACKs a WRITE_PROC only after its persist is durable, duplicates included", () => {
@@ -68,26 +101,28 @@ describe("register core", () => {
     expect(h.network.filter((m) => m.from === 2 && m.message.kind === "ack")).toHaveLength(2);
   });
 
-  it("duplicate replies from one rank count once", () => {
-    const h = new CoreHarness(3);
+  /** A read at replica 1 whose first query is lost; its retransmitted READ_PROC reaches only replica 2. */
+  function valueFromTwo(h: CoreHarness): SystemMessage {
     h.read(1, 1, 0);
-    h.serveLoads();
-    // Deliver READ_PROC only to replica 2 and duplicate its VALUE three times.
+    h.network = [];
+    h.step(1, { kind: "tick", nowMs: 1_000 });
     h.deliver((m) => m.to === 2);
     h.serveLoads();
-    const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
-    for (let i = 0; i < 3; i++) h.step(1, { kind: "message", message: value.message });
+    return h.network.find((m) => m.from === 2 && m.message.kind === "value")!.message;
+  }
+
+  it("duplicate replies from one rank count once", () => {
+    const h = new CoreHarness(3);
+    const value = valueFromTwo(h);
+    for (let i = 0; i < 3; i++) h.step(1, { kind: "message", message: value });
     expect(h.network.some((m) => m.message.kind === "writeProc")).toBe(false);
     expect(h.completed.has(1)).toBe(false);
   });
 
   it("with the duplicate-counting fault the same duplicates wrongly complete the query", () => {
     const h = new CoreHarness(3, { faults: { countDuplicateReplies: true } });
-    h.read(1, 1, 0);
-    h.deliver((m) => m.to === 2);
-    h.serveLoads();
-    const value = h.network.find((m) => m.from === 2 && m.message.kind === "value")!;
-    for (let i = 0; i < 2; i++) h.step(1, { kind: "message", message: value.message });
+    const value = valueFromTwo(h);
+    for (let i = 0; i < 2; i++) h.step(1, { kind: "message", message: value });
     // Two copies of one VALUE look like a quorum holding the same tag: the read returns at once.
     expect(h.completed.has(1)).toBe(true);
   });
@@ -143,19 +178,24 @@ describe("register core", () => {
     expect(sent.some((e) => e.effect.kind === "send" && e.effect.message.kind === "writeProc")).toBe(false);
   });
 
-  it("a read that sees differing tags writes the newest value back before returning", () => {
+  it("a read whose own value is the newest but whose quorum disagrees on an older tag still writes back", () => {
     const h = new CoreHarness(3);
     // A write that reached only replicas 1 and 2; replica 3 still holds the initial state.
     h.write(1, 1, 0, sectorOf(6));
     h.settle(new Set([3]));
     h.network = [];
-    // Read through replica 3, answered by 3 and 2: tags differ, so a write-back must happen.
-    h.read(3, 2, 0);
+    // Read through replica 2, answered by 2 (its own VALUE, the newest) and 3 (an older tag):
+    // the value is known, but only one rank reported its tag, so a write-back must happen.
+    h.read(2, 2, 0);
     h.deliver((m) => m.to === 3 || m.to === 2);
     h.serveLoads();
     h.deliver((m) => m.to === 3 || m.to === 2);
-    h.serveLoads();
-    expect(h.network.some((m) => m.from === 3 && m.message.kind === "writeProc")).toBe(true);
+    expect(h.log.filter((e) => e.rank === 3 && e.effect.kind === "load")).toEqual([]);
+    const writeBack = h.network.filter((m) => m.from === 2 && m.message.kind === "writeProc");
+    expect(writeBack.map((m) => m.to)).toEqual([1, 2, 3]);
+    expect(writeBack[0]!.message).toMatchObject({ ts: 1n, wr: 1, data: sectorOf(6) });
+    // No second query: the own data carried the highest tag.
+    expect(h.network.some((m) => m.message.kind === "readProc")).toBe(false);
     expect(h.completed.has(2)).toBe(false);
     h.settle(new Set([1]));
     expect(h.completed.get(2)).toEqual(sectorOf(6));
@@ -207,8 +247,8 @@ describe("register core", () => {
     h.deliver((m) => m.to === 2 && isQuery(m.message));
     h.serveLoads();
     h.deliver((m) => m.to === 1 && isQueryAnswer(m.message));
-    const own = h.persists.find((p) => p.rank === 1)!;
-    expect(own.items[0]!.state.ts).toBe(6n);
+    const own = h.network.find((m) => m.message.kind === "writeProc" && m.from === 1)!;
+    expect(own.message).toMatchObject({ ts: 6n, wr: 1 });
     h.settle();
     expect(h.disks[0]!.get(0)!.ts).toBe(6n);
     expect(h.completed.has(1)).toBe(true);
@@ -263,12 +303,14 @@ describe("register core", () => {
   it("retransmits an unfinished phase only to ranks that have not answered, and stops once it completes", () => {
     const h = new CoreHarness(3);
     h.read(1, 1, 0);
-    h.network = h.network.filter((m) => m.to === 1); // lose the READ_PROCs to 2 and 3
+    h.network = h.network.filter((m) => m.to === 1); // lose the READ_TAG_PROCs to 2 and 3
     h.settle();
     expect(h.completed.size).toBe(0);
     h.step(1, { kind: "tick", nowMs: 300 });
     const resent = h.network.map((m) => m.to).sort();
     expect(resent).toEqual([2, 3]);
+    // Retransmissions ask with the standard READ_PROC (a replica without the extension answers it).
+    expect(h.network.map((m) => m.message.kind)).toEqual(["readProc", "readProc"]);
     h.settle();
     expect(h.completed.has(1)).toBe(true);
     h.network = [];
@@ -276,22 +318,37 @@ describe("register core", () => {
     expect(h.network).toHaveLength(0);
   });
 
-  it("a corrupt local sector is never served, and a WRITE_PROC heals it", () => {
+  it("a corrupt local sector is never served, not even its tag, and a WRITE_PROC heals it", () => {
     const h = new CoreHarness(3);
     h.write(1, 1, 0, sectorOf(5));
     h.settle();
-    // Replica 3 restarts with a corrupt record for sector 0.
+    // Replica 3 restarts with a record for sector 0 that its store knows is corrupt.
     h.cores[2] = new RegisterCore({ rank: 3, replicaCount: 3, newOpId: () => Buffer.alloc(16, 3) });
     h.read(2, 2, 0);
     h.deliver((m) => m.to === 3);
-    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
+    expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0, tagOnly: true }]);
     h.loads = [];
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
+    h.step(3, { kind: "tagLoaded", sectorIndex: 0, tag: null });
+    expect(h.network.some((m) => m.from === 3)).toBe(false);
+    // A READ_PROC (a fallback query's, rule 9) gets no answer either.
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 1, opId: Buffer.alloc(16, 8), sectorIndex: 0 },
+    });
+    expect(h.loads).toEqual([]);
     expect(h.network.some((m) => m.from === 3)).toBe(false);
     h.settle();
     expect(h.completed.get(2)).toEqual(sectorOf(5));
-    // The read's write-back reached replica 3 and healed it.
-    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(5));
+    // A write heals replica 3, which then answers again.
+    h.write(1, 3, 0, sectorOf(6));
+    h.settle();
+    expect(h.disks[2]!.get(0)?.data).toEqual(sectorOf(6));
+    h.network = [];
+    h.step(3, {
+      kind: "message",
+      message: { kind: "readProc", sender: 1, opId: Buffer.alloc(16, 9), sectorIndex: 0 },
+    });
+    expect(h.network.map((m) => m.message)).toMatchObject([{ kind: "value", ts: 2n, data: sectorOf(6) }]);
   });
 
   it("a corrupt sector being healed is not served, nor reloaded, until the healing persist is durable", () => {
@@ -338,31 +395,34 @@ describe("register core", () => {
       h.write((i % 3) + 1, i, i * 1000, sectorOf(i % 250));
       h.settle();
     }
-    for (const core of h.cores) expect(core.residentSectorCount()).toBeLessThanOrEqual(16);
+    // Scans run once the cache is a slack over its capacity (every sector written here is idle).
+    const bound = 16 + evictionSlack(16);
+    for (const core of h.cores) expect(core.residentSectorCount()).toBeLessThanOrEqual(bound);
     h.read(2, 9999, 199 * 1000);
     h.settle();
     expect(h.completed.get(9999)).toEqual(sectorOf(199 % 250));
   });
 
-  it("a restarted coordinator never reuses a tag it issued before the crash (N=5)", () => {
-    // Replica 1 writes A; its WRITE_PROC reaches only replica 3, then replica 1 crashes and restarts.
-    const h = new CoreHarness(5);
+  /**
+   * Replica 1 writes A; its WRITE_PROC reaches only replica 3, which stores it; replica 1 crashes
+   * before its own copy is stored and restarts; then it writes B, and replicas 1, 2, 4 and 5 (none
+   * holds A) answer its query. Returns the states of A (at replica 3) and B (at replica 2).
+   */
+  function writeAfterCrashMidWrite(h: CoreHarness) {
     h.write(1, 1, 0, sectorOf(0xa));
     h.settle(new Set([2, 3, 4, 5]));
     h.step(1, { kind: "tick", nowMs: 0 });
     h.deliver((m) => m.to !== 1 && isQuery(m.message));
     h.serveLoads();
     h.deliver((m) => isQueryAnswer(m.message));
-    h.syncPersists(1);
     h.network = h.network.filter((m) => m.to === 3 && m.message.kind === "writeProc");
     h.deliver();
     h.serveLoads();
     h.syncPersists(3);
-    h.network = [];
-    h.cores[0] = new RegisterCore({ rank: 1, replicaCount: 5, newOpId: () => Buffer.alloc(16, 0xee) });
-    // After the restart replica 1 writes B; replicas 2, 4 and 5 (none holds A) answer first.
+    expect(h.disks[0]!.has(0)).toBe(false);
+    h.restart(1);
     h.write(1, 2, 0, sectorOf(0xb));
-    h.deliver((m) => m.to === 2 || m.to === 4 || m.to === 5);
+    h.deliver((m) => m.to === 1 || m.to === 2 || m.to === 4 || m.to === 5);
     h.serveLoads();
     h.deliver((m) => isQueryAnswer(m.message));
     h.settle(new Set([3]));
@@ -371,6 +431,20 @@ describe("register core", () => {
     const stateB = h.disks[1]!.get(0)!;
     expect(stateA.data).toEqual(sectorOf(0xa));
     expect(stateB.data).toEqual(sectorOf(0xb));
+    return { stateA, stateB };
+  }
+
+  it("a restarted coordinator never reuses a tag it sent before the crash (N=5)", () => {
+    const { stateA, stateB } = writeAfterCrashMidWrite(new CoreHarness(5));
+    expect(stateA.wr === 1 && stateB.wr === 1).toBe(true);
     expect(stateB.ts > stateA.ts).toBe(true);
+  });
+
+  it("with the restart floor ignored, the same crash makes two values share one tag (what rule 2 prevents)", () => {
+    const { stateA, stateB } = writeAfterCrashMidWrite(
+      new CoreHarness(5, { faults: { ignoreTagFloor: true } }),
+    );
+    expect(stateB.ts).toBe(stateA.ts);
+    expect(stateB.wr).toBe(stateA.wr);
   });
 });

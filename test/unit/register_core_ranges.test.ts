@@ -63,18 +63,27 @@ describe("register core: range operations", () => {
     expect(h.completed.get(2)).toEqual(sectorOf(8));
   });
 
-  it("a range write stores the whole run durably here before WRITE_RANGE_PROC leaves", () => {
-    const h = new CoreHarness(3);
+  it("a range write sends WRITE_RANGE_PROC to every replica once reserved; each stores the run with one persist", () => {
+    const h = new CoreHarness(3, { manualReservations: true });
     writeRange(h, 1, 1, 0, run(5, 6));
     h.serveLoads();
     h.deliver();
     h.serveLoads();
     h.deliver();
-    // One persist effect carries the whole run: the store commits it together.
-    expect(h.persists.map((p) => [p.rank, p.items.map((item) => item.sectorIndex)])).toEqual([[1, [0, 1]]]);
     expect(kinds(h)).not.toContain("writeRangeProc");
-    h.syncPersists(1);
+    expect(h.persists).toHaveLength(0);
+    h.syncReservations();
     expect(kinds(h).filter((k) => k === "writeRangeProc")).toHaveLength(3);
+    h.deliver((m) => m.message.kind === "writeRangeProc");
+    h.serveLoads();
+    // One persist effect per replica carries the whole run: the store commits it together.
+    expect(h.persists.map((p) => [p.rank, p.items.map((item) => item.sectorIndex)])).toEqual([
+      [1, [0, 1]],
+      [2, [0, 1]],
+      [3, [0, 1]],
+    ]);
+    h.settle();
+    expect(h.completed.has(1)).toBe(true);
   });
 
   it("a replica sends RANGE_ACK only once every sector of the run is durable, for a repeated WRITE_RANGE_PROC too", () => {
@@ -158,11 +167,16 @@ describe("register core: range operations", () => {
     h.cores[2] = new RegisterCore({ rank: 3, replicaCount: 3, newOpId: () => Buffer.alloc(16, 3) });
     readRange(h, 2, 2, 0, 2);
     h.deliver((m) => m.to === 3);
-    expect(h.loads.map((l) => l.sectorIndex).sort()).toEqual([0, 1]);
+    // Its query is READ_TAGS_RANGE_PROC (rule 9): tags only, from the store's index (rule 7).
+    expect(h.loads).toEqual([
+      { rank: 3, sectorIndex: 0, tagOnly: true },
+      { rank: 3, sectorIndex: 1, tagOnly: true },
+    ]);
     const loads = h.loads;
     h.loads = [];
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: h.disks[2]!.get(0)! });
-    h.step(3, { kind: "loaded", sectorIndex: 1, state: null });
+    const { ts, wr } = h.disks[2]!.get(0)!;
+    h.step(3, { kind: "tagLoaded", sectorIndex: 0, tag: { ts, wr } });
+    h.step(3, { kind: "tagLoaded", sectorIndex: 1, tag: null });
     expect(h.network.some((m) => m.from === 3)).toBe(false);
     expect(loads).toHaveLength(2);
     h.settle();
@@ -197,10 +211,16 @@ describe("register core: tag-only loads (rule 7)", () => {
     h.settle();
     expect(h.completed.get(2)).toEqual(sectorOf(1));
     expect(h.log.some((e) => e.effect.kind === "load")).toBe(false); // states were cached by the write
+    // Rule 9: a read loads data at its coordinator only; its peers look up tags.
     const fresh = new CoreHarness(3);
     fresh.read(1, 1, 9);
     fresh.settle();
-    expect(fresh.log.filter((e) => e.effect.kind === "load")).toHaveLength(3);
+    const loads = fresh.log.filter((e) => e.effect.kind === "load" || e.effect.kind === "loadTag");
+    expect(loads.map((e) => [e.rank, e.effect.kind])).toEqual([
+      [1, "load"],
+      [2, "loadTag"],
+      [3, "loadTag"],
+    ]);
   });
 
   it("a data load that returns a persist still in flight is not served until that persist is durable", () => {
@@ -238,8 +258,11 @@ describe("register core: what a run leaves in the sector cache", () => {
     readRange(h, 2, 2, 40, 17);
     h.settle();
     expect(h.completed.get(2)).toEqual(run(...bytes));
-    // Every replica loads every sector: none kept their data.
-    expect(h.log.filter((e) => e.effect.kind === "load")).toHaveLength(3 * 17);
+    // The coordinator loads every sector (it kept none of their data); its peers, which answer
+    // with tags (rule 9), load nothing: they kept the tags.
+    const loads = h.log.filter((e) => e.effect.kind === "load" || e.effect.kind === "loadTag");
+    expect(loads).toHaveLength(17);
+    expect(loads.every((e) => e.rank === 2 && e.effect.kind === "load")).toBe(true);
     // What was persisted is a view into the run's data, not a copy of its own.
     expect(h.disks[0]!.get(40)!.data.buffer.byteLength).toBeGreaterThanOrEqual(17 * 4096);
   });
