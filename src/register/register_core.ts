@@ -326,31 +326,30 @@ function concatSectors(sectors: Buffer[]): Buffer {
 }
 
 /**
- * Messages of at most this many sectors have their sectors copied out (so they can stay in the
- * cache: scattered batches of random 4 KiB writes are read back soon and often); longer runs are
- * persisted as views and not cached (a copy would cost more than the write's own storage I/O).
+ * Loaded data at most this large (a read of a few adjacent sectors) may stay in the cache: a view
+ * into a bigger read is dropped once used (#dropBorrowedData).
  */
-const CACHED_RUN_MAX_SECTORS = 16;
+const CACHED_BUFFER_MAX_BYTES = 16 * SECTOR_SIZE_BYTES;
 
 /** How far the sector cache may grow past its capacity before an eviction scan (see #evictIdle). */
 export function evictionSlack(capacitySectors: number): number {
   return Math.max(1, Math.floor(capacitySectors / 16));
 }
 
-/** Whether a sector's data is (at most) a short run's buffer, so caching it pins little. */
+/** Whether a sector's data is (at most) a short read's buffer, so caching it pins little. */
 function ownsItsMemory(data: Buffer): boolean {
-  return data.buffer.byteLength <= CACHED_RUN_MAX_SECTORS * SECTOR_SIZE_BYTES;
+  return data.buffer.byteLength <= CACHED_BUFFER_MAX_BYTES;
 }
 
-/** Whether a run's states are copied and cached (true) or persisted as uncached views. */
-function cachesRun(count: number): boolean {
-  return count <= CACHED_RUN_MAX_SECTORS;
-}
-
-/** Sector i of a run: a copy of its own when `copy`, else a view (see PersistRecord.cacheData). */
-function sectorOfRun(run: Buffer, i: number, copy: boolean): Buffer {
-  const view = run.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
-  return copy ? Buffer.from(view) : view;
+/**
+ * Sector i of a run, as a view. Runs (WRITE_RANGE_PROC, any length) are persisted as views and
+ * not cached (PersistRecord.cacheData): copying out their sectors to cache them cost an allocation
+ * per sector per replica, and the external memory it churned drove V8 into a mark-compact about
+ * twice a second under random 4 KiB writes; since reads take data only from their coordinator
+ * (rule 9), a cached copy at the other replicas was seldom used anyway.
+ */
+function sectorOfRun(run: Buffer, i: number): Buffer {
+  return run.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
 }
 
 export class RegisterCore {
@@ -1377,7 +1376,6 @@ export class RegisterCore {
     };
     const newer: SectorEntry[] = [];
     const states: SectorState[] = [];
-    const cached = cachesRun(entries.length);
     // Sectors with the same tag (one write's run) share one waiter: it sits in each of their lists
     // and counts down once per sector that becomes durable.
     let shared: AckWaiter | undefined;
@@ -1386,7 +1384,7 @@ export class RegisterCore {
       // As #onWriteProc, sector by sector (rules 1 and 4).
       if (compareTags(incoming, entry.issuedTag) > 0) {
         newer.push(entry);
-        states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorOfRun(message.data, i, cached) });
+        states.push({ ts: incoming.ts, wr: incoming.wr, data: sectorOfRun(message.data, i) });
       }
       if (!this.#faults.ackBeforeDurable && compareTags(entry.durableTag, incoming) < 0) {
         if (shared === undefined || compareTags(shared.tag, incoming) !== 0) {
@@ -1396,7 +1394,7 @@ export class RegisterCore {
         waiter.remaining++;
       }
     }
-    if (newer.length > 0) this.#persist(newer, states, cached);
+    if (newer.length > 0) this.#persist(newer, states, false);
     if (waiter.remaining === 0) this.#sendRangeAck(waiter);
   }
 

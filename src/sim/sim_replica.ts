@@ -4,6 +4,7 @@
 import type { SystemMessage } from "../protocol/messages.js";
 import type { ClientOpToken, CoreEffect, CoreEvent, CoreFaults } from "../register/core_types.js";
 import { RegisterCore } from "../register/register_core.js";
+import type { PersistItem } from "../storage/sector_store.js";
 import { assert, unreachable } from "../util/assert.js";
 import { CORE_TICK_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { EventQueue } from "./event_queue.js";
@@ -16,6 +17,8 @@ import { peekValue } from "./value_codec.js";
 export interface ReplicaHooks {
   /** A client operation coordinated here finished. */
   onComplete(rank: number, token: ClientOpToken, data: Buffer | undefined): void;
+  /** A persist effect is being carried out (the simulator checks rule 2's tag uniqueness). */
+  onPersist(rank: number, items: readonly PersistItem[]): void;
   /** Fault injection: decides after each persist whether to crash soon (null: no). */
   crashDelayAfterPersistUs(): number | null;
   /** Fault injection: decides after each update message sent to a peer whether to crash soon. */
@@ -177,6 +180,7 @@ export class SimReplica implements NetworkEndpoint {
       }
       case "persist": {
         const { token, items } = effect;
+        hooks.onPersist(this.rank, items);
         const durable = () => {
           if (this.incarnation !== incarnation || this.status !== "up") return;
           const what = items.map(({ sectorIndex, state }) => `s${sectorIndex} ${state.ts}.${state.wr}`);

@@ -51,7 +51,11 @@ export interface SimOptions {
   log?: (line: string) => void;
 }
 
-export type ViolationKind = "linearizability" | "liveness" | "torn-read" | "exception";
+/**
+ * duplicate-tag: two replicas (or one, twice) stored different values under one tag of one
+ * sector, which register core rule 2 must make impossible (reads could flip between them).
+ */
+export type ViolationKind = "linearizability" | "liveness" | "torn-read" | "duplicate-tag" | "exception";
 
 export interface SimResult {
   options: SimOptions;
@@ -139,6 +143,8 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     rangeMaxSectors,
   };
 
+  /** Every tag stored anywhere, per sector: the value it was stored with (null: not a whole value). */
+  const valueOfTag = new Map<string, number | null>();
   const hooks: ReplicaHooks = {
     onComplete(rank, token, data) {
       const run = inFlight.get(token);
@@ -165,6 +171,21 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         });
       }
       workload.answered(run, readValues);
+    },
+    onPersist(rank, items) {
+      // Rule 2 directly: one tag of one sector is only ever stored with one value, anywhere.
+      for (const { sectorIndex, state } of items) {
+        const key = `${sectorIndex}/${state.ts}/${state.wr}`;
+        const value = decodeValue(state.data);
+        const known = valueOfTag.get(key);
+        if (known === undefined) valueOfTag.set(key, value);
+        else if (known !== value) {
+          throw new ViolationFound(
+            "duplicate-tag",
+            `r${rank} stored v${value} under tag ${state.ts}.${state.wr} of sector ${sectorIndex}, which already holds v${known}`,
+          );
+        }
+      }
     },
     crashDelayAfterPersistUs() {
       if (phase !== "faults" || !faultRng.chance(profile.crashAfterPersist)) return null;
