@@ -228,17 +228,7 @@ async function pacedWindow(
   Atomics.store(stop, 0, 1);
   await ticker.terminate();
   while (inFlight > 0 || backlog > 0) await new Promise((r) => setTimeout(r, 1));
-  const cpu = process.cpuUsage(cpu0);
-  const stats = store.stats();
-  return {
-    done,
-    seconds: (performance.now() - t0) / 1000,
-    latencies,
-    cpuUs: cpu.user + cpu.system,
-    batches: stats.batchCount - start.batchCount,
-    backlogged,
-    maxBatchesInFlight: stats.maxBatchesInFlight,
-  };
+  return windowResult(store, start, t0, cpu0, done, latencies, backlogged);
 }
 
 /** `concurrency` workers of single persists for `seconds` (a closed loop), as a WindowResult. */
@@ -264,6 +254,19 @@ async function closedWindow(
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   await Promise.all(Array.from({ length: concurrency }, worker));
+  return windowResult(store, start, t0, cpu0, done, latencies, 0);
+}
+
+/** What a window measured, from its start (stats, wall clock, CPU) to now. */
+function windowResult(
+  store: BenchStore,
+  start: ReturnType<BenchStore["stats"]>,
+  t0: number,
+  cpu0: NodeJS.CpuUsage,
+  done: number,
+  latencies: number[],
+  backlogged: number,
+): WindowResult {
   const cpu = process.cpuUsage(cpu0);
   const stats = store.stats();
   return {
@@ -272,7 +275,7 @@ async function closedWindow(
     latencies,
     cpuUs: cpu.user + cpu.system,
     batches: stats.batchCount - start.batchCount,
-    backlogged: 0,
+    backlogged,
     maxBatchesInFlight: stats.maxBatchesInFlight,
   };
 }

@@ -7,6 +7,8 @@
 // - `truncate` is durable after `datasync` on that file.
 // - create (open with create), `rename` and `unlink` are durable after `fsyncDir` of the directory.
 
+import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
+
 export interface FileIo {
   /** Reads up to `length` bytes at `position`; returns how many were read (fewer only at end of file). */
   read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number>;
@@ -49,4 +51,19 @@ export async function readFully(
     done += n;
   }
   return done;
+}
+
+/** A failed file operation as STORAGE_IO naming what was being done (typed errors pass through). */
+export function ioError(what: string, cause: unknown): AtomicDiskError {
+  if (isAtomicDiskError(cause)) return cause;
+  return new AtomicDiskError("STORAGE_IO", `${what}: ${String(cause)}`, { cause });
+}
+
+/** Runs a file operation, its failure reported as ioError(what). */
+export async function io<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw ioError(what, err);
+  }
 }

@@ -120,7 +120,7 @@ import {
   SLOT_FREE_RESERVE_DIVISOR,
 } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
-import { type FileIo, type FileSystemIo, readFully } from "./file_io.js";
+import { type FileIo, type FileSystemIo, io, ioError, readFully } from "./file_io.js";
 import { initialSectorState, type SectorState, type SectorTag } from "./sector_state.js";
 import type { PersistItem, SectorStore } from "./sector_store.js";
 import {
@@ -255,19 +255,6 @@ interface Batch {
 
 function corruptError(message: string): AtomicDiskError {
   return new AtomicDiskError("STORAGE_CORRUPT", message);
-}
-
-function ioError(what: string, cause: unknown): AtomicDiskError {
-  if (isAtomicDiskError(cause)) return cause;
-  return new AtomicDiskError("STORAGE_IO", `${what}: ${String(cause)}`, { cause });
-}
-
-async function io<T>(what: string, op: () => Promise<T>): Promise<T> {
-  try {
-    return await op();
-  } catch (err) {
-    throw ioError(what, err);
-  }
 }
 
 function checkSector(sector: number): void {

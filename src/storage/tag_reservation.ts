@@ -9,9 +9,9 @@
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import { assert } from "../util/assert.js";
-import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
+import { AtomicDiskError } from "../util/errors.js";
 import { componentLogger, type Logger } from "../util/log.js";
-import { type FileIo, type FileSystemIo, readFully } from "./file_io.js";
+import { type FileIo, type FileSystemIo, io, ioError, readFully } from "./file_io.js";
 
 export const TAG_FILE = "tags";
 const TAG_FILE_TMP = "tags.tmp";
@@ -44,19 +44,6 @@ export function decodeTagRecord(buf: Buffer, offset = 0): TagRecord | null {
   if (buf.readUInt32BE(offset) !== MAGIC || buf.readUInt16BE(offset + 4) !== VERSION) return null;
   if (crc32(buf.subarray(offset, offset + 28)) !== buf.readUInt32BE(offset + 28)) return null;
   return { generation: buf.readBigUInt64BE(offset + 8), reservedTs: buf.readBigUInt64BE(offset + 16) };
-}
-
-function ioError(what: string, cause: unknown): AtomicDiskError {
-  if (isAtomicDiskError(cause)) return cause;
-  return new AtomicDiskError("STORAGE_IO", `${what}: ${String(cause)}`, { cause });
-}
-
-async function io<T>(what: string, op: () => Promise<T>): Promise<T> {
-  try {
-    return await op();
-  } catch (err) {
-    throw ioError(what, err);
-  }
 }
 
 export interface TagReservationOptions {

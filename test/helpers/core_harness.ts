@@ -200,3 +200,18 @@ export class CoreHarness {
 export function sectorOf(byte: number): Buffer {
   return Buffer.alloc(4096, byte);
 }
+
+/** The sectors of sectorOf(b) for each byte, back to back: a run's data. */
+export function run(...bytes: number[]): Buffer {
+  return Buffer.concat(bytes.map(sectorOf));
+}
+
+/** A client write of `data` (whole sectors) from `start`, at replica `rank`. */
+export function writeRange(h: CoreHarness, rank: number, token: number, start: number, data: Buffer): void {
+  h.step(rank, { kind: "clientWrite", token, sectorIndex: start, sectorCount: data.length / 4096, data });
+}
+
+/** A client read of `count` sectors from `start`, at replica `rank`. */
+export function readRange(h: CoreHarness, rank: number, token: number, start: number, count: number): void {
+  h.step(rank, { kind: "clientRead", token, sectorIndex: start, sectorCount: count });
+}

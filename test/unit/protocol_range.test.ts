@@ -95,6 +95,12 @@ function resigned(message: Buffer, key: Buffer, patch: (b: Buffer) => void): Buf
   return copy;
 }
 
+/** `message` encodes to exactly `want`, and `decoder` decodes `want` back to `message`. */
+function expectWire(message: AtddMessage, want: Buffer, decoder = replicaDecoder()): void {
+  expect(encode(message).toString("hex")).toBe(want.toString("hex"));
+  expect(decoder.push(want)).toEqual(messages(message));
+}
+
 function hmac(key: Buffer, bytes: Buffer): Buffer {
   return createHmac("sha256", key).update(bytes).digest();
 }
@@ -392,8 +398,7 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
     ]);
     const want = Buffer.concat([body, hmac(systemKey, body)]);
     expect(want.length).toBe(64 + 3 * 8);
-    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
-    expect(replicaDecoder().push(want)).toEqual(messages(message));
+    expectWire(message, want);
   });
 
   it("TAG_RANGE_VALUE: the range header, the sector list, then one tag (ts, 7 zeros, wr)", () => {
@@ -418,8 +423,7 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
     ]);
     const want = Buffer.concat([body, hmac(systemKey, body)]);
     expect(want.length).toBe(80 + 255 * 8);
-    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
-    expect(replicaDecoder().push(want)).toEqual(messages(message));
+    expectWire(message, want);
   });
 
   it("READ_TAGS_RANGE_PROC of a scattered set: count at 4, sender at 6, type 0x8A, opId, first sector, sector list, tag", () => {
@@ -440,8 +444,7 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
     ]);
     const want = Buffer.concat([body, hmac(systemKey, body)]);
     expect(want.length).toBe(64 + 3 * 8);
-    expect(encode(message).toString("hex")).toBe(want.toString("hex"));
-    expect(wideReplicaDecoder().push(want)).toEqual(messages(message));
+    expectWire(message, want, wideReplicaDecoder());
   });
 
   it("TAGS_RANGE_VALUE: the range header (type 0x8B), the sector list, then count x (ts, 7 zeros, wr), no data", () => {

@@ -3,19 +3,7 @@
 import { describe, expect, it } from "vitest";
 import type { SystemMessage } from "../../src/protocol/messages.js";
 import { RegisterCore } from "../../src/register/register_core.js";
-import { CoreHarness, sectorOf } from "../helpers/core_harness.js";
-
-function run(...bytes: number[]): Buffer {
-  return Buffer.concat(bytes.map(sectorOf));
-}
-
-function writeRange(h: CoreHarness, rank: number, token: number, start: number, data: Buffer): void {
-  h.step(rank, { kind: "clientWrite", token, sectorIndex: start, sectorCount: data.length / 4096, data });
-}
-
-function readRange(h: CoreHarness, rank: number, token: number, start: number, count: number): void {
-  h.step(rank, { kind: "clientRead", token, sectorIndex: start, sectorCount: count });
-}
+import { CoreHarness, readRange, run, sectorOf, writeRange } from "../helpers/core_harness.js";
 
 const kinds = (h: CoreHarness) => h.network.map((m) => m.message.kind);
 

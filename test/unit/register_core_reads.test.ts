@@ -4,19 +4,7 @@
 import { describe, expect, it } from "vitest";
 import type { SystemMessage } from "../../src/protocol/messages.js";
 import type { CoreEffect } from "../../src/register/core_types.js";
-import { CoreHarness, sectorOf } from "../helpers/core_harness.js";
-
-function run(...bytes: number[]): Buffer {
-  return Buffer.concat(bytes.map(sectorOf));
-}
-
-function writeRange(h: CoreHarness, rank: number, token: number, start: number, data: Buffer): void {
-  h.step(rank, { kind: "clientWrite", token, sectorIndex: start, sectorCount: data.length / 4096, data });
-}
-
-function readRange(h: CoreHarness, rank: number, token: number, start: number, count: number): void {
-  h.step(rank, { kind: "clientRead", token, sectorIndex: start, sectorCount: count });
-}
+import { CoreHarness, readRange, run, sectorOf, writeRange } from "../helpers/core_harness.js";
 
 function readBatch(h: CoreHarness, rank: number, reads: [token: number, sector: number][]): void {
   h.step(rank, {
@@ -27,6 +15,24 @@ function readBatch(h: CoreHarness, rank: number, reads: [token: number, sector: 
 
 /** [to, kind] of every message in flight. */
 const queries = (h: CoreHarness) => h.network.map((m) => [m.to, m.message.kind]);
+
+/**
+ * Read 2 at replica 3 has no answer of its own: nothing more goes out before the retransmit timer
+ * (250 ms), then it asks every replica for data, and completes.
+ */
+function expectFullReadAtRetransmit(h: CoreHarness, kind: "readProc" | "readRangeProc"): void {
+  expect(h.completed.has(2)).toBe(false);
+  expect(h.network).toEqual([]);
+  h.step(3, { kind: "tick", nowMs: 249 });
+  expect(h.network).toEqual([]);
+  h.step(3, { kind: "tick", nowMs: 250 });
+  expect(queries(h)).toEqual([
+    [1, kind],
+    [2, kind],
+    [3, kind],
+  ]);
+  h.settle();
+}
 
 /** [rank, kind] of every load effect since the log was cleared. */
 const loadsLogged = (h: CoreHarness) =>
@@ -145,17 +151,7 @@ describe("register core: single-sector reads move data from one replica (rule 9)
     h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
     h.deliver();
     // A majority of tags, but no data: the read neither completes nor falls back yet.
-    expect(h.completed.has(2)).toBe(false);
-    expect(h.network).toEqual([]);
-    h.step(3, { kind: "tick", nowMs: 249 });
-    expect(h.network).toEqual([]);
-    h.step(3, { kind: "tick", nowMs: 250 });
-    expect(queries(h)).toEqual([
-      [1, "readProc"],
-      [2, "readProc"],
-      [3, "readProc"],
-    ]);
-    h.settle();
+    expectFullReadAtRetransmit(h, "readProc");
     expect(h.completed.get(2)).toEqual(sectorOf(4));
   });
 
@@ -317,17 +313,7 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
     h.step(3, { kind: "loaded", sectorIndex: 11, state: null });
     h.step(3, { kind: "loaded", sectorIndex: 12, state: disk.get(12)! });
     h.deliver();
-    expect(h.completed.has(2)).toBe(false);
-    expect(h.network).toEqual([]);
-    h.step(3, { kind: "tick", nowMs: 249 });
-    expect(h.network).toEqual([]);
-    h.step(3, { kind: "tick", nowMs: 250 });
-    expect(queries(h)).toEqual([
-      [1, "readRangeProc"],
-      [2, "readRangeProc"],
-      [3, "readRangeProc"],
-    ]);
-    h.settle();
+    expectFullReadAtRetransmit(h, "readRangeProc");
     expect(h.completed.get(2)).toEqual(run(1, 2, 3));
   });
 
