@@ -71,7 +71,11 @@ wait_nbd "$GW_URI"
 wait_nbd "$KIT_URI"
 
 # name rw bs iodepth
-JOBS=("randwrite-4k-qd32 randwrite 4k 32" "randread-4k-qd32 randread 4k 32" "write-1m-qd8 write 1M 8" "read-1m-qd8 read 1M 8")
+# rewrite-1m-qd8 runs the sequential writes again: overwrites of written sectors, the steady state
+# (write-1m-qd8 after the random writes partly fills new space and partly lands in scattered free
+# slots; see the README's performance notes).
+JOBS=("randwrite-4k-qd32 randwrite 4k 32" "randread-4k-qd32 randread 4k 32" "write-1m-qd8 write 1M 8"
+  "rewrite-1m-qd8 write 1M 8" "read-1m-qd8 read 1M 8")
 
 run_fio() { # uri name rw bs depth -> "iops MBps"
   local out="$TMP/fio-$2-$(echo "$1" | tr -c 'a-z0-9' _).json"
@@ -106,5 +110,6 @@ for r in "${RESULTS[@]}"; do
   case "$name" in
     randwrite-4k-qd32) python3 -c "import sys; r=$ratio; print(f'floor randwrite 4k QD32 >= 0.5x nbdkit: {r:.2f}x', 'PASS' if r >= 0.5 else 'FAIL')" ;;
     write-1m-qd8) python3 -c "m=$mbs; print(f'floor sequential 1 MiB writes >= 100 MB/s: {m:.1f} MB/s', 'PASS' if m >= 100 else 'FAIL')" ;;
+    rewrite-1m-qd8) echo "(sequential 1 MiB rewrites of written sectors: $mbs MB/s)" ;;
   esac
 done
