@@ -126,6 +126,9 @@ export class SlotSimStorage implements SimStorage {
           logger: silent,
           maxBatchSectors: this.maxBatchSectors,
           growthSlots: this.growthSlots,
+          // Drawn at every open: batches overlap in flight (depth > 1) when a crash hits, and a
+          // store written at one depth recovers at another.
+          commitDepth: this.rng.pick([1, 2, 3]),
         });
         return { tags, store };
       },
