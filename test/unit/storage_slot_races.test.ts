@@ -70,7 +70,7 @@ async function setup(timing: ReadTiming) {
   const fs = new HeldReads();
   fs.timing = timing;
   // No growing ahead, and a store this small keeps no free reserve: slots are taken in order
-  // 0, 1, 2..., and a freed one is reused at once (the sweep starts over at the end of the file).
+  // 0, 1, 2..., and a freed one is reused at once.
   const store = await SlotStore.open({ fs, dir: "/d", logger: silentLogger, growthSlots: 0 });
   await store.persist(S, stateOf(S, 1)); // slot 0
   return { fs, store };

@@ -13,7 +13,7 @@ import {
   SLOT_FILE_GROWTH_SLOTS,
   SLOT_FREE_RESERVE_DIVISOR,
 } from "../../src/util/limits.js";
-import { sameState, silentLogger, stateOf, withTempDir } from "./storage_test_support.js";
+import { sameState, seededRandom, silentLogger, stateOf, withTempDir } from "./storage_test_support.js";
 
 function open(dir: string, extra: Partial<SlotStoreOptions> = {}): Promise<SlotStore> {
   return SlotStore.open({ fs: nodeFileSystem, dir, logger: silentLogger, ...extra });
@@ -148,7 +148,7 @@ describe("SlotStore on real files", () => {
 
   /**
    * The space bound (SPEC: at most ~10% over 4096 B per written sector, plus a constant): 4096 *
-   * 65/64 per slot, and free slots at most 1/32 of the slots (the sweep's reserve) plus the commit
+   * 65/64 per slot, and free slots at most 1/32 of the slots (the free reserve) plus the commit
    * depth's worth of batches (the slots the batches in flight will free), one growth chunk and a
    * group of rounding.
    */
@@ -211,6 +211,46 @@ describe("SlotStore on real files", () => {
       });
     });
   }
+
+  it("allocation: sequential rewrites after random overwrites land in fewer, longer writes pass by pass", async () => {
+    // Random overwrites leave free slots scattered; runs that take the groups with the most free
+    // slots free the previous pass's slots in a few groups, so each pass finds them denser. The
+    // sweep this replaced kept every pass as scattered as the first.
+    const fs = new MemoryFileSystem();
+    const store = await SlotStore.open({ fs, dir: "/d", logger: silentLogger, growthSlots: 0 });
+    const sectors = 8192;
+    const pass = async (version: number) => {
+      const before = store.stats().writeCalls;
+      for (let start = 0; start < sectors; start += 256) {
+        const items = Array.from({ length: 256 }, (_, i) => ({
+          sectorIndex: start + i,
+          state: { ts: BigInt(version), wr: 1, data: Buffer.alloc(SECTOR_SIZE_BYTES, version) },
+        }));
+        await store.persistMany(items);
+      }
+      return (store.stats().writeCalls - before) / sectors;
+    };
+    await pass(1);
+    const random = seededRandom(5);
+    for (let round = 0; round < 100; round++) {
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 64; i++) {
+        const sector = Math.floor(random() * sectors);
+        writes.push(store.persist(sector, { ts: 2n, wr: 1, data: Buffer.alloc(SECTOR_SIZE_BYTES, 2) }));
+      }
+      await Promise.all(writes);
+    }
+    const perSector: number[] = [];
+    for (let version = 3; version < 11; version++) perSector.push(await pass(version));
+    expect(perSector[0]).toBeGreaterThan(0.2);
+    for (let i = 1; i < perSector.length; i++)
+      expect(perSector[i]).toBeLessThanOrEqual(perSector[i - 1]! * 1.02);
+    // Measured: 0.82 down to 0.65 over these 8 passes (the sweep: flat at its first value).
+    expect(perSector[perSector.length - 1]).toBeLessThan(perSector[0]! * 0.85);
+    const st = store.stats();
+    expectSpaceBound(st, fileBytesForSlots(st.slotCount), GROUP_COMMIT_MAX_SECTORS, 0);
+    await store.close();
+  });
 
   it("recovery reads nothing proportional to the volume size: sector 2^39 reopens fast", async () => {
     await withTempDir(async (dir) => {
