@@ -140,8 +140,8 @@ export const SLOT_FILE_GROWTH_SLOTS = 256;
  * sectors, 64 persists in flight: lowest-free-slot-first (free slots are then just the previous
  * batch's, i.e. random) 8.3k persists/s at 80 µs CPU each; a next-fit sweep without a reserve
  * 17-23k/s at 26-31 µs, with this reserve 23-35k/s at 19-25 µs (the journal store: 21-31k/s at
- * 24-34 µs); fullest groups first with this reserve ~5-8% below the sweep, and far better for
- * sequential runs (slot_store.ts, "Allocation"). Costs ~3% of space (with the 1.6% of meta pages,
+ * 24-34 µs); fullest groups first with this reserve about the same (39-48k/s against 43-46k in
+ * another run), and far better for sequential runs (slot_store.ts, "Allocation"). Costs ~3% of space (with the 1.6% of meta pages,
  * ~5% over 4096 B per written sector; SPEC §3 allows ~10%).
  */
 export const SLOT_FREE_RESERVE_DIVISOR = 32;
