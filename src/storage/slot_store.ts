@@ -328,6 +328,7 @@ class FreeSlots {
 
   private takeFromGroup(group: number, n: number, out: number[]): void {
     this.unlink(group);
+    const before = out.length;
     const words = SLOTS_PER_GROUP / 32;
     for (let w = group * words; w < (group + 1) * words && out.length < n; w++) {
       let word = this.bits[w]!;
@@ -340,6 +341,8 @@ class FreeSlots {
       }
       this.bits[w] = word;
     }
+    // A listed group has free slots; were it otherwise, take() would pick it again forever.
+    assert(out.length > before, "free-slot lists out of step with the bitmap");
     this.link(group);
   }
 
