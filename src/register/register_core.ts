@@ -331,14 +331,14 @@ function concatSectors(sectors: Buffer[]): Buffer {
  */
 const CACHED_BUFFER_MAX_BYTES = 16 * SECTOR_SIZE_BYTES;
 
-/** How far the sector cache may grow past its capacity before an eviction scan (see #evictIdle). */
-export function evictionSlack(capacitySectors: number): number {
-  return Math.max(1, Math.floor(capacitySectors / 16));
-}
-
 /** Whether a sector's data is (at most) a short read's buffer, so caching it pins little. */
 function ownsItsMemory(data: Buffer): boolean {
   return data.buffer.byteLength <= CACHED_BUFFER_MAX_BYTES;
+}
+
+/** How far the sector cache may grow past its capacity before an eviction scan (see #evictIdle). */
+export function evictionSlack(capacitySectors: number): number {
+  return Math.max(1, Math.floor(capacitySectors / 16));
 }
 
 /**

@@ -7,6 +7,7 @@
 // - `truncate` is durable after `datasync` on that file.
 // - create (open with create), `rename` and `unlink` are durable after `fsyncDir` of the directory.
 
+import * as path from "node:path";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 
 export interface FileIo {
@@ -66,4 +67,37 @@ export async function io<T>(what: string, op: () => Promise<T>): Promise<T> {
   } catch (err) {
     throw ioError(what, err);
   }
+}
+
+/**
+ * Creates `dir/name` whole or not at all: written through `fill` as `tmpName` (replacing a
+ * leftover one when `tmpExists`), synced, then renamed into place with the directory synced before
+ * and after (the rename is the commit point). Failures surface as ioError(`create ${name}`).
+ */
+export function createFileAtomically(
+  fs: FileSystemIo,
+  dir: string,
+  names: { name: string; tmpName: string; tmpExists: boolean },
+  fill: (file: FileIo) => Promise<void>,
+): Promise<void> {
+  const at = (file: string) => path.join(dir, file);
+  return io(`create ${names.name}`, async () => {
+    if (names.tmpExists) await fs.unlink(at(names.tmpName));
+    const file = await fs.open(at(names.tmpName), { create: true });
+    try {
+      await fill(file);
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
+    await fs.fsyncDir(dir);
+    await fs.rename(at(names.tmpName), at(names.name));
+    await fs.fsyncDir(dir);
+  });
+}
+
+/** Durably removes the leftover `tmpName` of a creation that a crash interrupted. */
+export async function removeLeftover(fs: FileSystemIo, dir: string, tmpName: string): Promise<void> {
+  await io(`remove ${tmpName}`, () => fs.unlink(path.join(dir, tmpName)));
+  await io("sync data directory", () => fs.fsyncDir(dir));
 }

@@ -115,7 +115,7 @@
 // (SPEC §3: ~10%).
 // Memory: per written sector 4 B of index (pages of 1024, one per range written: up to 4 KiB per
 // sector where writes are scattered), 64 B of meta page, 4 B of slot version and a bit of free-slot
-// bitmap, per group 10 B of free-slot lists; nothing proportional to the volume size; the
+// bitmap, per group 9 B of free-slot lists; nothing proportional to the volume size; the
 // data of a state is held only until it is durable (loads read it back from the file, i.e. the
 // page cache).
 // Recovery reads every meta page and the data of the newest D batches: linear in the file's slots.
@@ -132,7 +132,15 @@ import {
   SLOT_FREE_RESERVE_DIVISOR,
 } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
-import { type FileIo, type FileSystemIo, io, ioError, readFully } from "./file_io.js";
+import {
+  createFileAtomically,
+  type FileIo,
+  type FileSystemIo,
+  io,
+  ioError,
+  readFully,
+  removeLeftover,
+} from "./file_io.js";
 import { initialSectorState, type SectorState, type SectorTag } from "./sector_state.js";
 import type { PersistItem, SectorStore } from "./sector_store.js";
 import {
@@ -372,15 +380,19 @@ class FreeSlots {
     if (groups <= this.groupFree.length) return;
     let capacity = this.groupFree.length;
     while (capacity < groups) capacity *= 2;
-    const grow = <T extends Uint8Array | Int32Array | Uint32Array>(old: T, make: (n: number) => T): T => {
-      const next = make(capacity * (old.length / this.groupFree.length));
-      next.set(old as never);
-      return next;
+    const bits = new Uint32Array(capacity * (SLOTS_PER_GROUP / 32));
+    bits.set(this.bits);
+    this.bits = bits;
+    const groupFree = new Uint8Array(capacity);
+    groupFree.set(this.groupFree);
+    this.groupFree = groupFree;
+    const links = (old: Int32Array) => {
+      const grown = new Int32Array(capacity).fill(-1);
+      grown.set(old);
+      return grown;
     };
-    this.bits = grow(this.bits, (n) => new Uint32Array(n));
-    this.next = grow(this.next, (n) => new Int32Array(n).fill(-1));
-    this.prev = grow(this.prev, (n) => new Int32Array(n).fill(-1));
-    this.groupFree = grow(this.groupFree, (n) => new Uint8Array(n));
+    this.next = links(this.next);
+    this.prev = links(this.prev);
   }
 }
 
@@ -487,29 +499,20 @@ async function prepareDirectory(
         "whole cluster): a cluster changes format by starting over with fresh data directories",
     );
   }
-  const at = (name: string) => path.join(dir, name);
   if (names.has(SLOT_FILE)) {
-    if (names.has(SLOT_FILE_TMP)) {
-      await io(`remove ${SLOT_FILE_TMP}`, () => fs.unlink(at(SLOT_FILE_TMP)));
-      await io("sync data directory", () => fs.fsyncDir(dir));
-    }
+    if (names.has(SLOT_FILE_TMP)) await removeLeftover(fs, dir, SLOT_FILE_TMP);
     return;
   }
   logger.info({ dir }, "creating a new sector store");
-  await io("create sector store", async () => {
-    if (names.has(SLOT_FILE_TMP)) await fs.unlink(at(SLOT_FILE_TMP));
-    const file = await fs.open(at(SLOT_FILE_TMP), { create: true });
-    try {
+  await createFileAtomically(
+    fs,
+    dir,
+    { name: SLOT_FILE, tmpName: SLOT_FILE_TMP, tmpExists: names.has(SLOT_FILE_TMP) },
+    async (file) => {
       const page = encodeHeaderPage(commitDepth);
       await file.write(page, 0, page.length, 0);
-      await file.datasync();
-    } finally {
-      await file.close();
-    }
-    await fs.fsyncDir(dir);
-    await fs.rename(at(SLOT_FILE_TMP), at(SLOT_FILE));
-    await fs.fsyncDir(dir);
-  });
+    },
+  );
 }
 
 export class SlotStore implements SectorStore {

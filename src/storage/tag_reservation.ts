@@ -11,7 +11,15 @@ import { crc32 } from "node:zlib";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { componentLogger, type Logger } from "../util/log.js";
-import { type FileIo, type FileSystemIo, io, ioError, readFully } from "./file_io.js";
+import {
+  createFileAtomically,
+  type FileIo,
+  type FileSystemIo,
+  io,
+  ioError,
+  readFully,
+  removeLeftover,
+} from "./file_io.js";
 
 export const TAG_FILE = "tags";
 const TAG_FILE_TMP = "tags.tmp";
@@ -90,24 +98,18 @@ export class TagReservation {
             "cannot be bounded, so it could reuse a tag (restore the file, or start the cluster over)",
         );
       }
-      await io(`create ${TAG_FILE}`, async () => {
-        if (names.has(TAG_FILE_TMP)) await fs.unlink(at(TAG_FILE_TMP));
-        const tmp = await fs.open(at(TAG_FILE_TMP), { create: true });
-        try {
+      await createFileAtomically(
+        fs,
+        dir,
+        { name: TAG_FILE, tmpName: TAG_FILE_TMP, tmpExists: names.has(TAG_FILE_TMP) },
+        async (tmp) => {
           const record = encodeTagRecord({ generation: 0n, reservedTs: 0n });
           for (const offset of COPY_OFFSETS) await tmp.write(record, 0, record.length, offset);
-          await tmp.datasync();
-        } finally {
-          await tmp.close();
-        }
-        await fs.fsyncDir(dir);
-        await fs.rename(at(TAG_FILE_TMP), at(TAG_FILE));
-        await fs.fsyncDir(dir);
-      });
+        },
+      );
       logger.info({ dir }, "created the tag reservation");
     } else if (names.has(TAG_FILE_TMP)) {
-      await io(`remove ${TAG_FILE_TMP}`, () => fs.unlink(at(TAG_FILE_TMP)));
-      await io("sync data directory", () => fs.fsyncDir(dir));
+      await removeLeftover(fs, dir, TAG_FILE_TMP);
     }
     const file = await io(`open ${TAG_FILE}`, () => fs.open(at(TAG_FILE), { create: false }));
     try {

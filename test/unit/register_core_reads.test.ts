@@ -13,6 +13,9 @@ function readBatch(h: CoreHarness, rank: number, reads: [token: number, sector: 
   });
 }
 
+/** [rank, kind] for ranks 1..3: the same query to every replica of the harness's three. */
+const toEveryRank = (kind: string) => [1, 2, 3].map((rank) => [rank, kind]);
+
 /** [to, kind] of every message in flight. */
 const queries = (h: CoreHarness) => h.network.map((m) => [m.to, m.message.kind]);
 
@@ -26,11 +29,7 @@ function expectFullReadAtRetransmit(h: CoreHarness, kind: "readProc" | "readRang
   h.step(3, { kind: "tick", nowMs: 249 });
   expect(h.network).toEqual([]);
   h.step(3, { kind: "tick", nowMs: 250 });
-  expect(queries(h)).toEqual([
-    [1, kind],
-    [2, kind],
-    [3, kind],
-  ]);
+  expect(queries(h)).toEqual(toEveryRank(kind));
   h.settle();
 }
 
@@ -115,11 +114,7 @@ describe("register core: single-sector reads move data from one replica (rule 9)
     h.deliver();
     // The value of the highest tag is unknown here: a fresh query asks everyone for data.
     const again = h.network.filter((m) => m.from === 3);
-    expect(again.map((m) => [m.to, m.message.kind])).toEqual([
-      [1, "readProc"],
-      [2, "readProc"],
-      [3, "readProc"],
-    ]);
+    expect(again.map((m) => [m.to, m.message.kind])).toEqual(toEveryRank("readProc"));
     const secondId = again[0]!.message.opId;
     expect(secondId.equals(firstId)).toBe(false);
     expect(h.completed.has(2)).toBe(false);
@@ -260,11 +255,7 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
     h.deliver();
     h.serveLoads();
     h.deliver();
-    expect(queries(h)).toEqual([
-      [1, "readRangeProc"],
-      [2, "readRangeProc"],
-      [3, "readRangeProc"],
-    ]);
+    expect(queries(h)).toEqual(toEveryRank("readRangeProc"));
     expect(h.completed.has(3)).toBe(false);
     h.settle(new Set([1]));
     expect(h.completed.get(3)).toEqual(run(1, 9, 3));
@@ -366,11 +357,7 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
     h.deliver();
     h.serveLoads();
     h.deliver();
-    expect(queries(h)).toEqual([
-      [1, "readRangeProc"],
-      [2, "readRangeProc"],
-      [3, "readRangeProc"],
-    ]);
+    expect(queries(h)).toEqual(toEveryRank("readRangeProc"));
     h.settle(new Set([1]));
     expect(h.completed.get(4)).toEqual(sectorOf(1));
     expect(h.completed.get(5)).toEqual(sectorOf(3));
@@ -395,11 +382,7 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
     h.deliver();
     expect(h.network).toEqual([]);
     h.step(2, { kind: "tick", nowMs: 250 });
-    expect(queries(h)).toEqual([
-      [1, "readRangeProc"],
-      [2, "readRangeProc"],
-      [3, "readRangeProc"],
-    ]);
+    expect(queries(h)).toEqual(toEveryRank("readRangeProc"));
     h.settle();
     expect(h.completed.get(4)).toEqual(sectorOf(2));
     expect(h.completed.get(5)).toEqual(sectorOf(1));
