@@ -660,10 +660,7 @@ export class SlotStore implements SectorStore {
     const retry: number[] = [];
     await Promise.all(
       slotRuns(slots).map(async (run) => {
-        const start = slotPosition(run.first);
-        const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
-        this.readCalls++;
-        const n = await io("read sectors", () => readFully(this.file, buf, 0, buf.length, start));
+        const { buf, start, n } = await this.readRun(run, "read sectors");
         for (let k = run.from; k < run.to; k++) {
           const r = reads[k]!;
           if (this.moved(r.sector, r.slot, r.version)) {
@@ -683,6 +680,18 @@ export class SlotStore implements SectorStore {
       });
     }
     return out;
+  }
+
+  /** The file from slot run.first through run.last (meta pages between included) in one read. */
+  private async readRun(
+    run: { first: number; last: number },
+    what: string,
+  ): Promise<{ buf: Buffer; start: number; n: number }> {
+    const start = slotPosition(run.first);
+    const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
+    this.readCalls++;
+    const n = await io(what, () => readFully(this.file, buf, 0, buf.length, start));
+    return { buf, start, n };
   }
 
   loadTag(sectorIndex: number): Promise<SectorTag> {
@@ -1240,10 +1249,7 @@ export class SlotStore implements SectorStore {
     const worker = async () => {
       while (next < runs.length) {
         const run = runs[next++]!;
-        const start = slotPosition(run.first);
-        const buf = Buffer.allocUnsafe(slotPosition(run.last) + SLOT_BYTES - start);
-        this.readCalls++;
-        const n = await io("read newest batches", () => readFully(this.file, buf, 0, buf.length, start));
+        const { buf, start, n } = await this.readRun(run, "read newest batches");
         for (let k = run.from; k < run.to; k++) {
           const slot = inFile[k]!;
           const at = slotPosition(slot) - start;
