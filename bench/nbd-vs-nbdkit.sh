@@ -3,14 +3,15 @@
 # file with every write forced to FUA (one durable copy), same fio jobs (nbd engine), same run.
 # Prints IOPS, MB/s and the gateway/nbdkit ratio per job, then the floors from the issue.
 # Env: SIZE_MIB (volume size, default 256), RUNTIME (seconds per job, default 10),
-#      CONNS (gateway --connections-per-replica, default 2), KEEP=1 keeps the temp dir.
+#      CONNS (gateway --connections-per-replica, default 2), KEEP=1 keeps the temp dir,
+#      CLI (the atomic-disk entry point, default dist/cli/main.js: another build to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZE_MIB=${SIZE_MIB:-256}
 RUNTIME=${RUNTIME:-10}
 CONNS=${CONNS:-2}
-CLI=dist/cli/main.js
+CLI=${CLI:-dist/cli/main.js}
 for tool in fio nbdkit nbdinfo node; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (make deb-deps)" >&2; exit 1; }
 done

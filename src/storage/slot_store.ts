@@ -87,7 +87,7 @@
 // price of one fsync per batch instead of two). A truncation that cuts away whole meta pages loses
 // their entries without a trace (not something a crash does).
 //
-// Allocation: the file keeps 1/32 of its slots free (SLOT_FREE_RESERVE_DIVISOR); while more are
+// Allocation: the file keeps 1/16 of its slots free (SLOT_FREE_RESERVE_DIVISOR); while more are
 // free a batch takes free slots, whole groups (64 slots, one meta page) at a time, those with the
 // most free slots first, the group changed last first among equals; past the reserve it appends.
 // Two designs came before. Lowest-free-first handed straight back the random slots that random
@@ -108,10 +108,10 @@
 // slots; those slots become free once the zeros are written (not synced: they hold no entry, and
 // any later batch writes them only after that write completed, and syncs its own writes), so a
 // batch formed while the growing one is still in flight continues right after its slots.
-// Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: at most 1/32 of the slots
+// Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: at most 1/16 of the slots
 // plus D batches (GROUP_COMMIT_MAX_SECTORS each: the slots the batches in flight will free), one
 // growth chunk and a group of rounding, since the file only grows when fewer are free and a batch
-// frees at most as many slots as it takes. So ~5% over 4096 B per written sector plus a constant
+// frees at most as many slots as it takes. So ~8% over 4096 B per written sector plus a constant
 // (SPEC §3: ~10%).
 // Memory: per written sector 4 B of index (pages of 1024, one per range written: up to 4 KiB per
 // sector where writes are scattered), 64 B of meta page, 4 B of slot version and a bit of free-slot

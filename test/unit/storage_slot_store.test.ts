@@ -148,7 +148,7 @@ describe("SlotStore on real files", () => {
 
   /**
    * The space bound (SPEC: at most ~10% over 4096 B per written sector, plus a constant): 4096 *
-   * 65/64 per slot, and free slots at most 1/32 of the slots (the free reserve) plus the commit
+   * 65/64 per slot, and free slots at most 1/16 of the slots (the free reserve) plus the commit
    * depth's worth of batches (the slots the batches in flight will free), one growth chunk and a
    * group of rounding.
    */
