@@ -17,11 +17,23 @@ export interface FileIo {
   write(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<void>;
   /** Writes the buffers back to back from `position`, all of them, as one operation. */
   writev(buffers: readonly Buffer[], position: number): Promise<void>;
+  /**
+   * Each region as one writev, in order, in a single call: for a batch of scattered writes, one
+   * promise instead of one per region. Crash-wise it is those writevs (any of them may land
+   * partially or not at all until a datasync); rejects on the first that fails.
+   */
+  writeRegions(regions: readonly WriteRegion[]): Promise<void>;
   /** Makes this file's content and size durable. */
   datasync(): Promise<void>;
   size(): Promise<number>;
   truncate(length: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Buffers written back to back from `position`. */
+export interface WriteRegion {
+  position: number;
+  buffers: readonly Buffer[];
 }
 
 export interface FileSystemIo {

@@ -18,7 +18,7 @@
 //   made after a crash are taken to come from the new incarnation.
 import * as path from "node:path";
 import { assert } from "../util/assert.js";
-import type { FileIo, FileSystemIo } from "./file_io.js";
+import type { FileIo, FileSystemIo, WriteRegion } from "./file_io.js";
 
 /** Torn writes land in units of this many bytes, aligned (the classic disk sector). */
 const TORN_WRITE_UNIT_BYTES = 512;
@@ -177,6 +177,11 @@ class MemoryFile implements FileIo {
   writev(buffers: readonly Buffer[], position: number): Promise<void> {
     const data = Buffer.concat(buffers);
     return this.op("write", () => this.applyWrite(data, position), position, data.length);
+  }
+
+  /** One simulated operation per region, as separate writevs would be (crash and fault points). */
+  async writeRegions(regions: readonly WriteRegion[]): Promise<void> {
+    await Promise.all(regions.map(({ buffers, position }) => this.writev(buffers, position)));
   }
 
   private applyWrite(data: Buffer, position: number): void {

@@ -14,7 +14,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { SYNC_WRITE_SLICE_MS } from "../util/limits.js";
-import type { FileIo, FileSystemIo } from "./file_io.js";
+import type { FileIo, FileSystemIo, WriteRegion } from "./file_io.js";
 
 /** Time spent in synchronous writes since the event loop last had a turn (see above). */
 let syncWriteMs = 0;
@@ -64,11 +64,21 @@ class NodeFile implements FileIo {
   }
 
   async writev(buffers: readonly Buffer[], position: number): Promise<void> {
+    const startedMs = performance.now();
+    this.writevAllSync(buffers, position);
+    await afterSyncWrite(startedMs);
+  }
+
+  async writeRegions(regions: readonly WriteRegion[]): Promise<void> {
+    const startedMs = performance.now();
+    for (const { buffers, position } of regions) this.writevAllSync(buffers, position);
+    await afterSyncWrite(startedMs);
+  }
+
+  private writevAllSync(buffers: readonly Buffer[], position: number): void {
     let total = 0;
     for (const b of buffers) total += b.length;
-    const startedMs = performance.now();
     const written = fs.writevSync(this.fd, buffers as Buffer[], position);
-    await afterSyncWrite(startedMs);
     if (written === total) return;
     // Short writev (rare: signals, full disk): finish with plain writes from where it stopped.
     let skip = written;
@@ -78,7 +88,8 @@ class NodeFile implements FileIo {
         skip -= b.length;
         continue;
       }
-      await this.write(b, skip, b.length - skip, at);
+      for (let done = skip; done < b.length; )
+        done += fs.writeSync(this.fd, b, done, b.length - done, at + done - skip);
       at += b.length - skip;
       skip = 0;
     }

@@ -140,6 +140,7 @@ import {
   ioError,
   readFully,
   removeLeftover,
+  type WriteRegion,
 } from "./file_io.js";
 import { initialSectorState, type SectorState, type SectorTag } from "./sector_state.js";
 import type { PersistItem, SectorStore } from "./sector_store.js";
@@ -980,17 +981,16 @@ export class SlotStore implements SectorStore {
     this.inFlight.push(batch);
     this.maxInFlightSeen = Math.max(this.maxInFlightSeen, this.inFlight.length);
 
-    // Touched meta pages whole, data slots as given; adjacent regions in one writev.
+    // Touched meta pages whole, data slots as given; adjacent regions in one writev, all of them in
+    // one call (a scattered batch has hundreds).
     const writes: Promise<void>[] = [];
+    const regions: WriteRegion[] = [];
     let run: Buffer[] = [];
     let runStart = 0;
     let runEnd = -1;
     const flush = () => {
       if (run.length === 0) return;
-      const buffers = run;
-      const at = runStart;
-      this.writeCalls++;
-      writes.push(io("write sectors", () => this.file.writev(buffers, at)));
+      regions.push({ position: runStart, buffers: run });
       run = [];
     };
     const region = (position: number, buf: Buffer) => {
@@ -1011,6 +1011,8 @@ export class SlotStore implements SectorStore {
       region(slotPosition(slot), states[i]!.data);
     }
     flush();
+    this.writeCalls += regions.length;
+    writes.push(io("write sectors", () => this.file.writeRegions(regions)));
 
     // Appending: grow the file a chunk of zeros ahead (SLOT_FILE_GROWTH_SLOTS: fewer fdatasyncs
     // that allocate). Only bytes past every slot of this batch; the batch's fdatasync covers them.

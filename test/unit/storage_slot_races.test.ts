@@ -48,6 +48,7 @@ class HeldReads implements FileSystemIo {
       },
       write: (...args) => file.write(...args),
       writev: (...args) => file.writev(...args),
+      writeRegions: (regions) => file.writeRegions(regions),
       datasync: () => file.datasync(),
       size: () => file.size(),
       truncate: (n) => file.truncate(n),
