@@ -34,6 +34,11 @@ export interface FileIo {
 export interface WriteRegion {
   position: number;
   buffers: readonly Buffer[];
+  /**
+   * The region creates these pages of the file (nothing was ever written there): a real file
+   * writes them one 4096-byte page per call (node_file_io.ts says why). Same bytes either way.
+   */
+  newPages?: boolean;
 }
 
 export interface FileSystemIo {

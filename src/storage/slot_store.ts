@@ -982,19 +982,20 @@ export class SlotStore implements SectorStore {
     this.maxInFlightSeen = Math.max(this.maxInFlightSeen, this.inFlight.length);
 
     // Touched meta pages whole, data slots as given; adjacent regions in one writev, all of them in
-    // one call (a scattered batch has hundreds).
-    const writes: Promise<void>[] = [];
+    // one call (a scattered batch has hundreds). Pages past the slots the file had are new
+    // (WriteRegion.newPages): a region never straddles that boundary (every buffer is one page).
     const regions: WriteRegion[] = [];
+    const newPagesFrom = fileBytesForSlots(fileSlotsBefore);
     let run: Buffer[] = [];
     let runStart = 0;
     let runEnd = -1;
     const flush = () => {
       if (run.length === 0) return;
-      regions.push({ position: runStart, buffers: run });
+      regions.push({ position: runStart, buffers: run, newPages: runStart >= newPagesFrom });
       run = [];
     };
     const region = (position: number, buf: Buffer) => {
-      if (position !== runEnd || run.length >= MAX_WRITEV_BUFFERS) {
+      if (position !== runEnd || run.length >= MAX_WRITEV_BUFFERS || position === newPagesFrom) {
         flush();
         runStart = position;
       }
@@ -1011,8 +1012,6 @@ export class SlotStore implements SectorStore {
       region(slotPosition(slot), states[i]!.data);
     }
     flush();
-    this.writeCalls += regions.length;
-    writes.push(io("write sectors", () => this.file.writeRegions(regions)));
 
     // Appending: grow the file a chunk of zeros ahead (SLOT_FILE_GROWTH_SLOTS: fewer fdatasyncs
     // that allocate). Only bytes past every slot of this batch; the batch's fdatasync covers them.
@@ -1027,14 +1026,13 @@ export class SlotStore implements SectorStore {
       for (let left = fileBytesForSlots(target) - from; left > 0; left -= ZERO_CHUNK.length) {
         zeros.push(left >= ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, left));
       }
-      if (zeros.length > 0) {
-        this.writeCalls++;
-        writes.push(io("grow sectors.dat", () => this.file.writev(zeros, from)));
-      }
+      if (zeros.length > 0) regions.push({ position: from, buffers: zeros, newPages: true });
       grown = Array.from({ length: target - this.slotCount }, (_, j) => this.slotCount + j);
       this.slotCount = target;
       this.ensureSlots(target);
     }
+    this.writeCalls += regions.length;
+    const writes = [io("write sectors", () => this.file.writeRegions(regions))];
     return { batch, writes, grown, fileBytes: fileBytesForSlots(this.slotCount) };
   }
 
