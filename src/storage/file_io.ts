@@ -36,7 +36,8 @@ export interface WriteRegion {
   buffers: readonly Buffer[];
   /**
    * The region creates these pages of the file (nothing was ever written there): a real file
-   * writes them one 4096-byte page per call (node_file_io.ts says why). Same bytes either way.
+   * writes them in small calls, to keep their page-cache folios small (node_file_io.ts says why).
+   * Same bytes either way.
    */
   newPages?: boolean;
 }

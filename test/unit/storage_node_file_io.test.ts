@@ -19,6 +19,7 @@ const regions: WriteRegion[] = [
   { position: 20_000, buffers: [filled(4096, 4), filled(4096, 5)] },
   { position: 40_960, buffers: [filled(1, 6)], newPages: true },
   { position: 45_000, buffers: [filled(12_345, 7)], newPages: true },
+  { position: 60_000, buffers: [filled(20_000, 8), filled(30_000, 9)], newPages: true },
 ];
 
 function expected(): Buffer {
@@ -29,7 +30,7 @@ function expected(): Buffer {
 }
 
 describe("writeRegions", () => {
-  it("on a real file writes every region's bytes where they belong, new pages split a page per call", async () => {
+  it("on a real file writes every region's bytes where they belong, new pages split into small calls", async () => {
     await withTempDir(async (dir) => {
       const file = await nodeFileSystem.open(path.join(dir, "f"), { create: true });
       await file.writeRegions(regions);

@@ -285,7 +285,7 @@ describe("SlotStore on real files", () => {
   });
 
   it("pages a batch creates (appended slots, zeros ahead) are written as new pages, overwrites of free slots are not", async () => {
-    // NodeFile writes newPages regions a page per call (single-page folios, node_file_io.ts).
+    // NodeFile writes newPages regions in small calls (small page-cache folios, node_file_io.ts).
     const seen: { position: number; bytes: number; newPages: boolean }[] = [];
     const fs = watchingRegions(new MemoryFileSystem(), (regions) => {
       for (const r of regions) {
