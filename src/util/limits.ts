@@ -135,8 +135,9 @@ export const SLOT_FILE_GROWTH_SLOTS = 256;
  * only when fewer are free. The reserve is what lets a batch find groups denser than average, so it
  * touches a few meta pages and writes runs of neighbouring slots instead of pages all over the
  * file. That matters a lot here: a 4 KiB page-cache write to a clean page costs ~5 µs in file order
- * but ~17-20 µs at random offsets of a 256 MiB file, and the fdatasync of 64 scattered pages ~4-5 ms
- * against ~1 ms within 2.5 MiB (this VM, ext4). Measured, random overwrites of 65536 written
+ * but ~17-20 µs at random offsets of a 256 MiB file (measured before the store kept its page-cache
+ * folios small, node_file_io.ts: large folios were much of that gap), and the fdatasync of 64
+ * scattered pages ~4-5 ms against ~1 ms within 2.5 MiB (this VM, ext4). Measured, random overwrites of 65536 written
  * sectors, 64 persists in flight: lowest-free-slot-first (free slots are then just the previous
  * batch's, i.e. random) 8.3k persists/s at 80 µs CPU each; a next-fit sweep without a reserve
  * 17-23k/s at 26-31 µs, with this reserve 23-35k/s at 19-25 µs (the journal store: 21-31k/s at
