@@ -7,15 +7,16 @@
 //   cp package.json /tmp/ad-bench/ && ln -sfn "$PWD/node_modules" /tmp/ad-bench/node_modules
 //   node /tmp/ad-bench/bench/storage_bench.js [--dir D] [--seconds S] [--concurrency C] [--sectors N]
 //     [--overwrite-sectors N] [--run-mib M] [--depth D] [--paced R1,R2,..]
-//     [--only checksums,new,new1,overwrites,runs,recovery,compare] [--depths 1,2,3,4] [--rounds N]
-//     [--window-seconds S]
+//     [--only checksums,new,new1,overwrites,runs,recovery,compare,scattered] [--depths 1,2,3,4]
+//     [--rounds N] [--window-seconds S] [--random-persists N]
 // --depth sets the store's commit depth (batches in flight; default GROUP_COMMIT_DEPTH); --only runs
 // just the named phases (new1: new sectors with one persist in flight); --paced the offered rates
 // of the open-loop overwrite phases that follow the closed-loop one (default 5000,10000,20000/s).
 // A closed loop of C workers with no think time keeps all C in one batch (they all resolve, and
 // call again, together), so it cannot show what batches in flight buy; the paced phases can.
 // compare (not run by default) measures several depths side by side in alternating windows (see
-// benchCompareDepths): the way to compare depths on a disk whose speed drifts.
+// benchCompareDepths): the way to compare depths on a disk whose speed drifts. scattered (not run
+// by default either): sequential runs after random overwrites and the reverse (benchScattered).
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -535,6 +536,51 @@ async function benchRecovery(base: string, sectors: number): Promise<void> {
   });
 }
 
+/**
+ * Sequential runs after random overwrites, and random overwrites after sequential runs: the
+ * layouts each leaves behind (scattered free slots; page-cache folios sized by the writes that
+ * made them, node_file_io.ts) are what the other pays for. Fills `sectors` with 256-sector runs (4
+ * in flight), then `randomPersists` random overwrites (64 in flight), 3 sequential passes and the
+ * random overwrites again; CPU split into user and system time, write regions per sector.
+ */
+async function benchScattered(base: string, sectors: number, randomPersists: number): Promise<void> {
+  await withDir("scattered", base, async (dir) => {
+    const store = await openStore(dir);
+    let ts = 1n;
+    const measure = async (label: string, count: number, unit: string, fn: () => Promise<void>) => {
+      const calls0 = store.stats().writeCalls;
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      await fn();
+      const s = (performance.now() - t0) / 1000;
+      const cpu = process.cpuUsage(cpu0);
+      const rate =
+        unit === "MiB" ? `${(count / 256 / s).toFixed(0)} MiB/s` : `${Math.round(count / s)} persists/s`;
+      console.log(
+        `scattered, ${label}: ${rate}, CPU per sector user ${(cpu.user / count).toFixed(1)} µs, system ` +
+          `${(cpu.system / count).toFixed(1)} µs, ${((store.stats().writeCalls - calls0) / count).toFixed(2)} write regions per sector`,
+      );
+    };
+    const sequential = (label: string) =>
+      measure(label, sectors, "MiB", () => writeRuns(store, sectors, 4, ts++));
+    const random = (label: string) =>
+      measure(label, randomPersists, "persists", async () => {
+        const data = randomBytes(SECTOR_SIZE_BYTES);
+        let left = randomPersists;
+        const worker = async () => {
+          while (left-- > 0)
+            await store.persist(Math.floor(Math.random() * sectors), { ts: ts++, wr: 1, data });
+        };
+        await Promise.all(Array.from({ length: 64 }, worker));
+      });
+    await sequential("fill");
+    await random("random overwrites");
+    for (let pass = 1; pass <= 3; pass++) await sequential(`sequential pass ${pass}`);
+    await random("random overwrites after the passes");
+    await store.close();
+  });
+}
+
 const base = arg("dir", tmpdir());
 const seconds = Number(arg("seconds", "5"));
 const concurrency = Number(arg("concurrency", "64"));
@@ -553,6 +599,13 @@ if (only.has("overwrites")) {
 }
 if (only.has("runs")) await benchRuns(base, Number(arg("run-mib", "256")));
 if (only.has("recovery")) await benchRecovery(base, Number(arg("sectors", "20000")));
+if (only.has("scattered")) {
+  await benchScattered(
+    base,
+    Number(arg("overwrite-sectors", "65536")),
+    Number(arg("random-persists", "40000")),
+  );
+}
 if (only.has("compare")) {
   await benchCompareDepths(
     base,

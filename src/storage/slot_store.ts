@@ -236,6 +236,7 @@ export interface SlotStoreStats {
   batchesInFlight: number;
   maxBatchesInFlight: number;
   fsyncCount: number;
+  /** Write regions issued (one writev each; a region of new pages is written in 16 KiB calls on a real file). */
   writeCalls: number;
   readCalls: number;
   recovery: SlotRecoveryStats;
