@@ -14,13 +14,15 @@
 // 1 MiB folios. Every later write into such a folio walks the buffer heads of the whole folio
 // (ext4_block_write_begin, block_commit_write, and writeback's mpage_process_page_bufs), so a
 // 4 KiB write into a 1 MiB folio costs far more than into a 4 KiB one, and scattered slot writes
-// are what the sector store does under random writes. Measured on this VM's 6.18 kernel, the
-// sector store alone, 65536 sectors written sequentially, then 40k random persists (64 in
-// flight): 33-37k persists/s at 13.5 µs of system CPU each in a file grown by 1 MiB writes,
-// 45-53k/s at 6.6-7.3 µs in one whose pages were created by 4 KiB writes; the sequential passes
-// that follow random writes 7.0-7.3 against 3.8-4.6 µs of system CPU per sector; sequential
-// passes into created pages no slower. Pages read into the cache from disk (after a reboot) are
-// sized by readahead, which Node cannot turn off (no posix_fadvise).
+// are what the sector store does under random writes. Measured on this VM's 6.18 kernel with
+// `storage_bench --only scattered` (65536 sectors, two runs each), pages created by one writev per
+// region (up to 4 MiB) against in small calls: random persists after the fill 35.7k and 34.5k/s at 11.0 and
+// 11.8 µs of system CPU each against 44.0k and 38.8k/s at 7.0 and 8.7 µs; the first sequential
+// pass after them 6.6 and 6.7 against 4.3 and 5.7 µs of system CPU per sector; later sequential
+// passes the same. Pages read into the cache from disk (after a reboot or an eviction) are
+// sized by readahead, which Node cannot turn off (no posix_fadvise), and pages an eviction
+// dropped are made again by whichever write comes first (every write in small calls would cost
+// sequential overwrites ~15%: measured, not done).
 // Reads, syncs and everything else go through the callback API: measured 5-8 µs per 4 KiB call
 // with 64 in flight, against 11-13 µs through fs.promises FileHandle.
 import * as fs from "node:fs";
