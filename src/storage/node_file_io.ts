@@ -9,20 +9,20 @@
 // small writes. So that a long run of writes (a big batch, a growth of the file) cannot hold the
 // event loop, a write that finds SYNC_WRITE_SLICE_MS of synchronous writing since the loop last
 // turned resolves only after the loop has had a turn (setImmediate).
-// Pages a write creates (WriteRegion.newPages) are written in small calls. Linux (6.16+) gives
-// ext4 files large folios, sized by the write that creates them: a 1 MiB pwritev makes up to
-// 1 MiB folios. Every later write into such a folio walks the buffer heads of the whole folio
-// (ext4_block_write_begin, block_commit_write, and writeback's mpage_process_page_bufs), so a
-// 4 KiB write into a 1 MiB folio costs far more than into a 4 KiB one, and scattered slot writes
-// are what the sector store does under random writes. Measured on this VM's 6.18 kernel with
-// `storage_bench --only scattered` (65536 sectors, two runs each), pages created by one writev per
-// region (up to 4 MiB) against in small calls: random persists after the fill 35.7k and 34.5k/s at 11.0 and
-// 11.8 µs of system CPU each against 44.0k and 38.8k/s at 7.0 and 8.7 µs; the first sequential
-// pass after them 6.6 and 6.7 against 4.3 and 5.7 µs of system CPU per sector; later sequential
-// passes the same. Pages read into the cache from disk (after a reboot or an eviction) are
-// sized by readahead, which Node cannot turn off (no posix_fadvise), and pages an eviction
-// dropped are made again by whichever write comes first (every write in small calls would cost
-// sequential overwrites ~15%: measured, not done).
+// Pages a write creates (WriteRegion.newPages) are written in small calls. Linux (6.16+) gives ext4
+// files large folios, sized by the write that creates them: a 1 MiB pwritev makes up to 1 MiB
+// folios. Every later write into such a folio walks the buffer heads of the whole folio
+// (ext4_block_write_begin, block_commit_write, and writeback's mpage_process_page_bufs), so a 4 KiB
+// write into a 1 MiB folio costs far more than into a 4 KiB one, and scattered slot writes are what
+// the sector store does under random writes. Measured on this VM's 6.18 kernel with `storage_bench
+// --only scattered` (65536 sectors, two runs each), pages created by one writev per region (up to 4
+// MiB) against in small calls: random persists after the fill 35.7k and 34.5k/s at 11.0 and 11.8 µs
+// of system CPU each against 44.0k and 38.8k/s at 7.0 and 8.7 µs; the first sequential pass after
+// them 6.6 and 6.7 against 4.3 and 5.7 µs of system CPU per sector; later sequential passes the
+// same. Pages read into the cache from disk (after a reboot or an eviction) are sized by readahead,
+// which Node cannot turn off (no posix_fadvise), and pages an eviction dropped are made again by
+// whichever write comes first (every write in small calls would cost sequential overwrites ~15%:
+// measured, not done).
 // Reads, syncs and everything else go through the callback API: measured 5-8 µs per 4 KiB call
 // with 64 in flight, against 11-13 µs through fs.promises FileHandle.
 import * as fs from "node:fs";
