@@ -57,6 +57,17 @@ function afterSyncWrite(startedMs: number): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/**
+ * One pwrite; how many bytes it took. A regular file takes at least one byte or fails, so a write
+ * that took none would make the callers' loops spin: it fails instead.
+ */
+function writeSomeSync(fd: number, buffer: Buffer, offset: number, length: number, position: number): number {
+  const n = fs.writeSync(fd, buffer, offset, length, position);
+  if (n <= 0)
+    throw Object.assign(new Error(`pwrite of ${length} bytes at ${position} wrote nothing`), { code: "EIO" });
+  return n;
+}
+
 function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
     fn((err, value) => (err ? reject(err) : resolve(value)));
@@ -80,7 +91,7 @@ class NodeFile implements FileIo {
     const startedMs = performance.now();
     let done = 0;
     while (done < length) {
-      done += fs.writeSync(this.fd, buffer, bufferOffset + done, length - done, position + done);
+      done += writeSomeSync(this.fd, buffer, bufferOffset + done, length - done, position + done);
     }
     await afterSyncWrite(startedMs);
   }
@@ -108,7 +119,7 @@ class NodeFile implements FileIo {
       for (let off = 0; off < b.length; ) {
         // Up to the next NEW_PAGE_WRITE_BYTES boundary of the file.
         const n = Math.min(NEW_PAGE_WRITE_BYTES - ((at + off) % NEW_PAGE_WRITE_BYTES), b.length - off);
-        off += fs.writeSync(this.fd, b, off, n, at + off);
+        off += writeSomeSync(this.fd, b, off, n, at + off);
       }
       at += b.length;
     }
@@ -128,7 +139,7 @@ class NodeFile implements FileIo {
         continue;
       }
       for (let done = skip; done < b.length; )
-        done += fs.writeSync(this.fd, b, done, b.length - done, at + done - skip);
+        done += writeSomeSync(this.fd, b, done, b.length - done, at + done - skip);
       at += b.length - skip;
       skip = 0;
     }
