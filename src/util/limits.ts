@@ -132,26 +132,27 @@ export const SLOT_FILE_GROWTH_SLOTS = 256;
 /**
  * The sector file keeps at least 1/16 of its slots free (slot_store.ts): while more are free, new
  * states take free slots from the groups (64 slots) with the most free slots, and the file grows
- * only when fewer are free. The reserve is what lets a batch find groups denser than average, so it
- * touches a few meta pages and writes runs of neighbouring slots instead of pages all over the
- * file. That matters a lot here: a 4 KiB page-cache write to a clean page costs ~5 µs in file order
- * but ~17-20 µs at random offsets of a 256 MiB file (measured before the store kept its page-cache
- * folios small, node_file_io.ts: large folios were much of that gap), and the fdatasync of 64
- * scattered pages ~4-5 ms against ~1 ms within 2.5 MiB (this VM, ext4). Measured, random overwrites of 65536 written
- * sectors, 64 persists in flight: lowest-free-slot-first (free slots are then just the previous
- * batch's, i.e. random) 8.3k persists/s at 80 µs CPU each; a next-fit sweep without a reserve
- * 17-23k/s at 26-31 µs, with this reserve 23-35k/s at 19-25 µs (the journal store: 21-31k/s at
- * 24-34 µs); fullest groups first with this reserve about the same (39-48k/s against 43-46k in
- * another run), and far better for sequential runs (slot_store.ts, "Allocation").
+ * only when fewer are free. The reserve is what lets a batch find groups denser than average, so
+ * it touches a few meta pages and writes runs of neighbouring slots instead of pages all over the
+ * file. That matters a lot here: a 4 KiB page-cache write to a clean page costs ~5 µs in file
+ * order but ~17-20 µs at random offsets of a 256 MiB file (measured before the store kept its
+ * page-cache folios small, node_file_io.ts: large folios were much of that gap), and the fdatasync
+ * of 64 scattered pages ~4-5 ms against ~1 ms within 2.5 MiB (this VM, ext4). Measured, random
+ * overwrites of 65536 written sectors, 64 persists in flight: lowest-free-slot-first (free slots
+ * are then just the previous batch's, i.e. random) 8.3k persists/s at 80 µs CPU each; a next-fit
+ * sweep without a reserve 17-23k/s at 26-31 µs, with this reserve 23-35k/s at 19-25 µs (the
+ * journal store: 21-31k/s at 24-34 µs); fullest groups first with this reserve about the same
+ * (39-48k/s against 43-46k in another run), and far better for sequential runs (slot_store.ts,
+ * "Allocation").
  * Why 1/16 and not 1/32: the larger the reserve, the denser the fullest groups a batch finds once
  * random writes have scattered the free slots, so sequential runs after random writes gather
- * faster. Measured, 65536 sectors filled, 40k random overwrites, then passes of 256-sector runs
- * (4 in flight): 1/32: 9.5, 8.3, 7.3 µs CPU per sector and 48k, 42k, 38k write calls in passes 1-3;
+ * faster. Measured, 65536 sectors filled, 40k random overwrites, then passes of 256-sector runs (4
+ * in flight): 1/32: 9.5, 8.3, 7.3 µs CPU per sector and 48k, 42k, 38k write calls in passes 1-3;
  * 1/16: 8.1, 6.4, 5.4 µs and 31k, 31k, 22k; random overwrites 42k against 40k persists/s (noise).
  * Through NBD (bench-nbd, sequential 1 MiB writes after random writes): 77 and 84 MB/s against 87,
  * 87 and 92; random 4 KiB writes unchanged within noise. Costs ~6% of space: with the 1.6% of meta
- * pages ~8% over 4096 B per written sector plus a constant (SPEC §3 allows ~10%); 1/10 gathered
- * no faster through NBD and is over that bound.
+ * pages ~8% over 4096 B per written sector plus a constant (SPEC §3 allows ~10%); 1/10 gathered no
+ * faster through NBD and is over that bound.
  */
 export const SLOT_FREE_RESERVE_DIVISOR = 16;
 
