@@ -36,6 +36,23 @@ function fioVerify(
   );
 }
 
+/**
+ * Resolves once a write on a new connection succeeds: the replica that came back is reachable from
+ * the gateway and from its peers again. Their reconnect backoff (RECONNECT_MAX_MS) can exceed a
+ * short --timeout-ms, so a request sent the moment the process is up may still time out.
+ */
+async function untilWritable(uri: string, deadlineMs: number): Promise<void> {
+  const script =
+    "import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nh.pwrite(b'r' * 4096, 1 << 20)\nh.shutdown()";
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    const run = await runAsync(PYTHON, ["-c", script, uri], 20_000);
+    if (run.status === 0) return;
+    if (Date.now() > until) throw new Error(`no write succeeded within ${deadlineMs} ms: ${run.stderr}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 function fioErrors(stdout: string): number {
   const json = JSON.parse(stdout.slice(stdout.indexOf("{")));
   return json.jobs[0].error as number;
@@ -91,6 +108,7 @@ describe("nbd gateway replica failover", () => {
       // Two requests, each bounded by the 2 s timeout (plus slack for a loaded machine).
       expect(Number(failed[3])).toBeLessThan(15);
       await gw.cluster.start(2);
+      await untilWritable(gw.uri, 30_000);
       child.stdin.write("go\n");
       expect(await nextLine()).toBe("recovered");
     } finally {
