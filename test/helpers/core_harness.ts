@@ -215,3 +215,28 @@ export function writeRange(h: CoreHarness, rank: number, token: number, start: n
 export function readRange(h: CoreHarness, rank: number, token: number, start: number, count: number): void {
   h.step(rank, { kind: "clientRead", token, sectorIndex: start, sectorCount: count });
 }
+
+/** Single-sector client reads that reach replica `rank` together (rule 8): [token, sector] each. */
+export function readBatch(h: CoreHarness, rank: number, reads: [token: number, sector: number][]): void {
+  h.step(rank, {
+    kind: "clientBatch",
+    ops: reads.map(([token, sectorIndex]) => ({ kind: "read", token, sectorIndex })),
+  });
+}
+
+/** Single-sector client writes that reach replica `rank` together: [token, sector, fill byte] each. */
+export function writeBatch(
+  h: CoreHarness,
+  rank: number,
+  writes: [token: number, sector: number, fill: number][],
+): void {
+  h.step(rank, {
+    kind: "clientBatch",
+    ops: writes.map(([token, sectorIndex, fill]) => ({
+      kind: "write",
+      token,
+      sectorIndex,
+      data: sectorOf(fill),
+    })),
+  });
+}

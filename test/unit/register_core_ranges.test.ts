@@ -3,7 +3,15 @@
 import { describe, expect, it } from "vitest";
 import type { SystemMessage } from "../../src/protocol/messages.js";
 import { RegisterCore } from "../../src/register/register_core.js";
-import { CoreHarness, readRange, run, sectorOf, writeRange } from "../helpers/core_harness.js";
+import {
+  CoreHarness,
+  readBatch,
+  readRange,
+  run,
+  sectorOf,
+  writeBatch,
+  writeRange,
+} from "../helpers/core_harness.js";
 
 const kinds = (h: CoreHarness) => h.network.map((m) => m.message.kind);
 
@@ -341,27 +349,21 @@ describe("register core: what a run leaves in the sector cache", () => {
 describe("register core: batches of single-sector commands (rule 8)", () => {
   it("a batch on idle sectors shares one message per rank and phase, and each command gets its own answer", () => {
     const h = new CoreHarness(3);
-    h.step(1, {
-      kind: "clientBatch",
-      ops: [
-        { kind: "write", token: 1, sectorIndex: 900, data: sectorOf(9) },
-        { kind: "write", token: 2, sectorIndex: 7, data: sectorOf(7) },
-        { kind: "write", token: 3, sectorIndex: 300, data: sectorOf(3) },
-      ],
-    });
+    writeBatch(h, 1, [
+      [1, 900, 9],
+      [2, 7, 7],
+      [3, 300, 3],
+    ]);
     const query = h.network.filter((m) => m.message.kind === "readTagRangeProc");
     expect(query).toHaveLength(3);
     expect(query[0]!.message).toMatchObject({ sectorIndex: 7, sectorCount: 3, sectors: [7, 300, 900] });
     h.settle();
     expect([1, 2, 3].every((t) => h.completed.has(t))).toBe(true);
-    h.step(2, {
-      kind: "clientBatch",
-      ops: [
-        { kind: "read", token: 4, sectorIndex: 300 },
-        { kind: "read", token: 5, sectorIndex: 900 },
-        { kind: "read", token: 6, sectorIndex: 7 },
-      ],
-    });
+    readBatch(h, 2, [
+      [4, 300],
+      [5, 900],
+      [6, 7],
+    ]);
     h.settle();
     expect(h.completed.get(4)).toEqual(sectorOf(3));
     expect(h.completed.get(5)).toEqual(sectorOf(9));
@@ -387,13 +389,10 @@ describe("register core: batches of single-sector commands (rule 8)", () => {
   it("a command on a busy sector waits alone: the rest of its batch does not wait for it", () => {
     const h = new CoreHarness(3);
     h.write(1, 1, 40, sectorOf(1)); // in flight on sector 40
-    h.step(1, {
-      kind: "clientBatch",
-      ops: [
-        { kind: "write", token: 2, sectorIndex: 40, data: sectorOf(2) },
-        { kind: "write", token: 3, sectorIndex: 41, data: sectorOf(3) },
-      ],
-    });
+    writeBatch(h, 1, [
+      [2, 40, 2],
+      [3, 41, 3],
+    ]);
     // Let only operations not on sector 40 make progress.
     for (let round = 0; round < 20; round++) {
       h.serveLoads();

@@ -4,14 +4,15 @@
 import { describe, expect, it } from "vitest";
 import type { SystemMessage } from "../../src/protocol/messages.js";
 import type { CoreEffect } from "../../src/register/core_types.js";
-import { CoreHarness, readRange, run, sectorOf, writeRange } from "../helpers/core_harness.js";
-
-function readBatch(h: CoreHarness, rank: number, reads: [token: number, sector: number][]): void {
-  h.step(rank, {
-    kind: "clientBatch",
-    ops: reads.map(([token, sectorIndex]) => ({ kind: "read", token, sectorIndex })),
-  });
-}
+import {
+  CoreHarness,
+  readBatch,
+  readRange,
+  run,
+  sectorOf,
+  writeBatch,
+  writeRange,
+} from "../helpers/core_harness.js";
 
 /** [rank, kind] for ranks 1..3: the same query to every replica of the harness's three. */
 const toEveryRank = (kind: string) => [1, 2, 3].map((rank) => [rank, kind]);
@@ -310,14 +311,11 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
 
   it("a batch of single-sector reads queries its sector set with its own data and its peers' tags", () => {
     const h = new CoreHarness(3);
-    h.step(1, {
-      kind: "clientBatch",
-      ops: [
-        { kind: "write", token: 1, sectorIndex: 900, data: sectorOf(9) },
-        { kind: "write", token: 2, sectorIndex: 7, data: sectorOf(7) },
-        { kind: "write", token: 3, sectorIndex: 300, data: sectorOf(3) },
-      ],
-    });
+    writeBatch(h, 1, [
+      [1, 900, 9],
+      [2, 7, 7],
+      [3, 300, 3],
+    ]);
     h.settle();
     restartAll(h);
     readBatch(h, 2, [
