@@ -91,7 +91,7 @@ async function withDir(name: string, base: string, fn: (dir: string) => Promise<
   }
 }
 
-/** `concurrency` workers of single-sector persists for `seconds`; sectors from `sectorFor`. */
+/** `concurrency` workers of single-sector persists for `seconds` (closedWindow), printed. */
 async function persistLoop(
   store: BenchStore,
   label: string,
@@ -99,39 +99,18 @@ async function persistLoop(
   concurrency: number,
   sectorFor: (worker: number, i: number) => number,
 ): Promise<void> {
-  const data = randomBytes(SECTOR_SIZE_BYTES);
-  const start = store.stats();
-  const deadline = performance.now() + seconds * 1000;
-  let done = 0;
-  let ts = 1n << 40n;
-  const latencies: number[] = [];
-  const worker = async (id: number) => {
-    let i = 0;
-    while (performance.now() < deadline) {
-      const sector = sectorFor(id, i++);
-      const t = performance.now();
-      await store.persist(sector, { ts: ++ts, wr: 1, data });
-      latencies.push(performance.now() - t);
-      done++;
-    }
-  };
-  const t0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  await Promise.all(Array.from({ length: concurrency }, (_, id) => worker(id)));
-  const elapsed = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  const end = store.stats();
-  latencies.sort((a, b) => a - b);
+  const fsyncs0 = store.stats().fsyncCount;
+  const r = await closedWindow(store, seconds, concurrency, sectorFor);
+  const fsyncs = store.stats().fsyncCount - fsyncs0;
+  const latencies = [...r.latencies].sort((a, b) => a - b);
   const p = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
-  const fsyncs = end.fsyncCount - start.fsyncCount;
-  const batches = end.batchCount - start.batchCount;
   console.log(
-    `${label}: ${concurrency} concurrent persists for ${elapsed.toFixed(1)} s: ` +
-      `${Math.round(done / elapsed)} durable persists/s, ${Math.round(fsyncs / elapsed)} fsyncs/s, ` +
-      `${(done / Math.max(1, batches)).toFixed(1)} sectors/batch, ` +
-      `${end.maxBatchesInFlight} batches in flight at most, ` +
+    `${label}: ${concurrency} concurrent persists for ${r.seconds.toFixed(1)} s: ` +
+      `${Math.round(r.done / r.seconds)} durable persists/s, ${Math.round(fsyncs / r.seconds)} fsyncs/s, ` +
+      `${(r.done / Math.max(1, r.batches)).toFixed(1)} sectors/batch, ` +
+      `${r.maxBatchesInFlight} batches in flight at most, ` +
       `latency p50 ${p(0.5).toFixed(2)} ms p99 ${p(0.99).toFixed(2)} ms, ` +
-      `CPU ${((cpu.user + cpu.system) / Math.max(1, done)).toFixed(1)} µs per persist`,
+      `CPU ${(r.cpuUs / Math.max(1, r.done)).toFixed(1)} µs per persist`,
   );
 }
 
@@ -232,29 +211,29 @@ async function pacedWindow(
   return windowResult(store, start, t0, cpu0, done, latencies, backlogged);
 }
 
-/** `concurrency` workers of single persists for `seconds` (a closed loop), as a WindowResult. */
+/** `concurrency` workers of single persists for `seconds` (a closed loop), as a WindowResult; sectors from `sectorFor(worker, i)`. */
 async function closedWindow(
   store: BenchStore,
   seconds: number,
   concurrency: number,
-  sectorFor: () => number,
+  sectorFor: (worker: number, i: number) => number,
 ): Promise<WindowResult> {
   const data = randomBytes(SECTOR_SIZE_BYTES);
   const start = store.stats();
   const deadline = performance.now() + seconds * 1000;
   let done = 0;
   const latencies: number[] = [];
-  const worker = async () => {
-    while (performance.now() < deadline) {
+  const worker = async (id: number) => {
+    for (let i = 0; performance.now() < deadline; i++) {
       const t = performance.now();
-      await store.persist(sectorFor(), { ts: ++pacedTs, wr: 1, data });
+      await store.persist(sectorFor(id, i), { ts: ++pacedTs, wr: 1, data });
       latencies.push(performance.now() - t);
       done++;
     }
   };
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  await Promise.all(Array.from({ length: concurrency }, (_, id) => worker(id)));
   return windowResult(store, start, t0, cpu0, done, latencies, 0);
 }
 

@@ -1169,14 +1169,13 @@ export class RegisterCore {
         const order = best === undefined ? 1 : compareTags(tag, best);
         if (order > 0) {
           range.bestTags[i] = { ts: tag.ts, wr: tag.wr };
-          range.bestData[i] =
-            data === null ? null : data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+          range.bestData[i] = data === null ? null : sectorOfRun(data, i);
           range.bestCounts[i] = 1;
         } else if (order === 0) {
           range.bestCounts[i]!++;
           // As in #onValue: any RANGE_VALUE with the highest tag holds that tag's value.
           if (range.bestData[i] === null && data !== null) {
-            range.bestData[i] = data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+            range.bestData[i] = sectorOfRun(data, i);
           }
         }
       }

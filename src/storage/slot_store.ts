@@ -1240,7 +1240,7 @@ export class SlotStore implements SectorStore {
     await Promise.all(Array.from({ length: Math.min(RECOVERY_READ_CONCURRENCY, groups) }, worker));
   }
 
-  /** The slots (ascending) of `slots` (ascending) whose data is missing or fails its entry's checksum. */
+  /** Those of `slots` (ascending) whose data is missing or fails its entry's checksum, in no order. */
   private async failingEntries(slots: readonly number[], slotCount: number): Promise<number[]> {
     const failed: number[] = [];
     const inFile = slots.filter((slot) => slot < slotCount);
