@@ -4,11 +4,11 @@
 // load must return the sector's latest state, never another sector's and never a false
 // STORAGE_CORRUPT.
 import { describe, expect, it } from "vitest";
-import type { FileIo, FileSystemIo } from "../../src/storage/file_io.js";
+import type { FileSystemIo } from "../../src/storage/file_io.js";
 import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
 import type { SectorState } from "../../src/storage/sector_state.js";
 import { SlotStore } from "../../src/storage/slot_store.js";
-import { silentLogger, stateOf, versionOf } from "./storage_test_support.js";
+import { overridingFiles, silentLogger, stateOf, versionOf } from "./storage_test_support.js";
 
 type ReadTiming = "early" | "late";
 
@@ -16,11 +16,25 @@ type ReadTiming = "early" | "late";
  * A file system whose reads, while `hold` is on, wait for `release()`: an "early" read takes the
  * file's content when issued (and delivers it later), a "late" one when released.
  */
-class HeldReads implements FileSystemIo {
-  readonly inner = new MemoryFileSystem();
+class HeldReads {
   hold = false;
   timing: ReadTiming = "late";
   private waiting: (() => void)[] = [];
+  readonly fs: FileSystemIo = overridingFiles(new MemoryFileSystem(), (file) => ({
+    read: async (buffer, offset, length, position) => {
+      if (!this.hold) return file.read(buffer, offset, length, position);
+      const gate = new Promise<void>((resolve) => this.waiting.push(resolve));
+      if (this.timing === "late") {
+        await gate;
+        return file.read(buffer, offset, length, position);
+      }
+      const early = Buffer.alloc(length);
+      const n = await file.read(early, 0, length, position);
+      await gate;
+      early.copy(buffer, offset, 0, n);
+      return n;
+    },
+  }));
 
   get held(): number {
     return this.waiting.length;
@@ -29,39 +43,6 @@ class HeldReads implements FileSystemIo {
   release(): void {
     for (const go of this.waiting.splice(0)) go();
   }
-
-  async open(p: string, options: { create: boolean }): Promise<FileIo> {
-    const file = await this.inner.open(p, options);
-    return {
-      read: async (buffer, offset, length, position) => {
-        if (!this.hold) return file.read(buffer, offset, length, position);
-        const gate = new Promise<void>((resolve) => this.waiting.push(resolve));
-        if (this.timing === "late") {
-          await gate;
-          return file.read(buffer, offset, length, position);
-        }
-        const early = Buffer.alloc(length);
-        const n = await file.read(early, 0, length, position);
-        await gate;
-        early.copy(buffer, offset, 0, n);
-        return n;
-      },
-      write: (...args) => file.write(...args),
-      writev: (...args) => file.writev(...args),
-      writeRegions: (regions) => file.writeRegions(regions),
-      datasync: () => file.datasync(),
-      size: () => file.size(),
-      truncate: (n) => file.truncate(n),
-      close: () => file.close(),
-    };
-  }
-
-  rename = (a: string, b: string) => this.inner.rename(a, b);
-  unlink = (p: string) => this.inner.unlink(p);
-  readdir = (d: string) => this.inner.readdir(d);
-  mkdirp = (d: string) => this.inner.mkdirp(d);
-  fsyncDir = (d: string) => this.inner.fsyncDir(d);
-  exists = (p: string) => this.inner.exists(p);
 }
 
 const S = 7;
@@ -72,7 +53,7 @@ async function setup(timing: ReadTiming) {
   fs.timing = timing;
   // No growing ahead, and a store this small keeps no free reserve: slots are taken in order
   // 0, 1, 2..., and a freed one is reused at once.
-  const store = await SlotStore.open({ fs, dir: "/d", logger: silentLogger, growthSlots: 0 });
+  const store = await SlotStore.open({ fs: fs.fs, dir: "/d", logger: silentLogger, growthSlots: 0 });
   await store.persist(S, stateOf(S, 1)); // slot 0
   return { fs, store };
 }

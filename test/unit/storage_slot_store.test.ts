@@ -1,7 +1,6 @@
 import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import type { FileSystemIo, WriteRegion } from "../../src/storage/file_io.js";
 import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
 import { nodeFileSystem } from "../../src/storage/node_file_io.js";
 import { fileBytesForSlots, SLOT_FILE, SLOT_FILE_TMP } from "../../src/storage/slot_format.js";
@@ -14,38 +13,14 @@ import {
   SLOT_FILE_GROWTH_SLOTS,
   SLOT_FREE_RESERVE_DIVISOR,
 } from "../../src/util/limits.js";
-import { sameState, seededRandom, silentLogger, stateOf, withTempDir } from "./storage_test_support.js";
-
-/** `inner`, with every writeRegions call of its files reported to `onRegions` first. */
-function watchingRegions(
-  inner: FileSystemIo,
-  onRegions: (regions: readonly WriteRegion[]) => void,
-): FileSystemIo {
-  return {
-    open: async (p, options) => {
-      const file = await inner.open(p, options);
-      return {
-        read: (...args) => file.read(...args),
-        write: (...args) => file.write(...args),
-        writev: (...args) => file.writev(...args),
-        writeRegions: (regions) => {
-          onRegions(regions);
-          return file.writeRegions(regions);
-        },
-        datasync: () => file.datasync(),
-        size: () => file.size(),
-        truncate: (n) => file.truncate(n),
-        close: () => file.close(),
-      };
-    },
-    rename: (a, b) => inner.rename(a, b),
-    unlink: (p) => inner.unlink(p),
-    readdir: (d) => inner.readdir(d),
-    mkdirp: (d) => inner.mkdirp(d),
-    fsyncDir: (d) => inner.fsyncDir(d),
-    exists: (p) => inner.exists(p),
-  };
-}
+import {
+  overridingFiles,
+  sameState,
+  seededRandom,
+  silentLogger,
+  stateOf,
+  withTempDir,
+} from "./storage_test_support.js";
 
 function open(dir: string, extra: Partial<SlotStoreOptions> = {}): Promise<SlotStore> {
   return SlotStore.open({ fs: nodeFileSystem, dir, logger: silentLogger, ...extra });
@@ -287,12 +262,15 @@ describe("SlotStore on real files", () => {
   it("pages a batch creates (appended slots, zeros ahead) are written as new pages, overwrites of free slots are not", async () => {
     // NodeFile writes newPages regions in small calls (small page-cache folios, node_file_io.ts).
     const seen: { position: number; bytes: number; newPages: boolean }[] = [];
-    const fs = watchingRegions(new MemoryFileSystem(), (regions) => {
-      for (const r of regions) {
-        const bytes = r.buffers.reduce((n, b) => n + b.length, 0);
-        seen.push({ position: r.position, bytes, newPages: r.newPages === true });
-      }
-    });
+    const fs = overridingFiles(new MemoryFileSystem(), (file) => ({
+      writeRegions: (regions) => {
+        for (const r of regions) {
+          const bytes = r.buffers.reduce((n, b) => n + b.length, 0);
+          seen.push({ position: r.position, bytes, newPages: r.newPages === true });
+        }
+        return file.writeRegions(regions);
+      },
+    }));
     const store = await SlotStore.open({ fs, dir: "/d", logger: silentLogger, growthSlots: 64 });
     await Promise.all(Array.from({ length: 100 }, (_, s) => store.persist(s, stateOf(s, 1))));
     const fileEnd = fileBytesForSlots(store.stats().slotCount);

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { pino } from "pino";
+import type { FileIo, FileSystemIo } from "../../src/storage/file_io.js";
 import { MemoryFileSystem } from "../../src/storage/memory_file_io.js";
 import type { SectorState } from "../../src/storage/sector_state.js";
 import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
@@ -92,4 +93,36 @@ export function turns(n = 1): Promise<void> {
     const step = (left: number) => (left === 0 ? resolve() : setImmediate(() => step(left - 1)));
     step(n);
   });
+}
+
+/**
+ * `inner`, except that each file it opens has the methods `override(file)` returns in place of its
+ * own (the rest pass through): a way to watch or delay one kind of file operation.
+ */
+export function overridingFiles(
+  inner: FileSystemIo,
+  override: (file: FileIo) => Partial<FileIo>,
+): FileSystemIo {
+  return {
+    open: async (p, options) => {
+      const file = await inner.open(p, options);
+      return {
+        read: (...args) => file.read(...args),
+        write: (...args) => file.write(...args),
+        writev: (...args) => file.writev(...args),
+        writeRegions: (regions) => file.writeRegions(regions),
+        datasync: () => file.datasync(),
+        size: () => file.size(),
+        truncate: (n) => file.truncate(n),
+        close: () => file.close(),
+        ...override(file),
+      };
+    },
+    rename: (a, b) => inner.rename(a, b),
+    unlink: (p) => inner.unlink(p),
+    readdir: (d) => inner.readdir(d),
+    mkdirp: (d) => inner.mkdirp(d),
+    fsyncDir: (d) => inner.fsyncDir(d),
+    exists: (p) => inner.exists(p),
+  };
 }
