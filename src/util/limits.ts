@@ -147,8 +147,8 @@ export const SLOT_FILE_GROWTH_SLOTS = 256;
  * Why 1/16 and not 1/32: the larger the reserve, the denser the fullest groups a batch finds once
  * random writes have scattered the free slots, so sequential runs after random writes gather
  * faster. Measured, 65536 sectors filled, 40k random overwrites, then passes of 256-sector runs (4
- * in flight): 1/32: 9.5, 8.3, 7.3 µs CPU per sector and 48k, 42k, 38k write calls in passes 1-3;
- * 1/16: 8.1, 6.4, 5.4 µs and 31k, 31k, 22k; random overwrites 42k against 40k persists/s (noise).
+ * in flight): 1/32: 9.5, 8.3, 7.3 µs CPU per sector in passes 1-3 and 42k, 38k write calls in
+ * passes 2-3; 1/16: 8.1, 6.4, 5.4 µs and 31k, 22k; random overwrites 42k against 40k persists/s.
  * Through NBD (bench-nbd, sequential 1 MiB writes after random writes): 77 and 84 MB/s against 87,
  * 87 and 92; random 4 KiB writes unchanged within noise. Costs ~6% of space: with the 1.6% of meta
  * pages ~8% over 4096 B per written sector plus a constant (SPEC §3 allows ~10%); 1/10 gathered no
