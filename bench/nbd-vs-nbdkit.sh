@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: the atomic-disk NBD gateway (3 replicas on this machine) against nbdkit serving one
 # file with every write forced to FUA (one durable copy), same fio jobs (nbd engine), same run.
-# Prints IOPS, MB/s and the gateway/nbdkit ratio per job, then the floors from the issue.
+# Prints IOPS, MB/s and the gateway/nbdkit ratio per job, the CPU each side used per operation
+# (all of the cluster's processes against nbdkit's), then the floors from the issue. A first line
+# calibrates the machine: the round trip of a 64-byte message between two processes on loopback
+# (on a VM whose idle vCPUs halt, each wakeup of another process costs far more than the copy).
 # Env: SIZE_MIB (volume size, default 256), RUNTIME (seconds per job, default 10),
 #      CONNS (gateway --connections-per-replica, default 2), KEEP=1 keeps the temp dir,
 #      CLI (the atomic-disk entry point, default dist/cli/main.js: another build to compare).
@@ -66,6 +69,8 @@ PIDS+=($!)
 truncate -s "${SIZE_MIB}M" "$TMP/nbdkit.img"
 nbdkit -f -p "$KIT_PORT" -i 127.0.0.1 --filter=fua file "$TMP/nbdkit.img" fuamode=force &
 PIDS+=($!)
+KIT_PID=$!
+CLUSTER_PIDS=("${PIDS[@]:0:4}")
 GW_URI="nbd://127.0.0.1:$GW_PORT"
 KIT_URI="nbd://127.0.0.1:$KIT_PORT"
 wait_nbd "$GW_URI"
@@ -77,6 +82,39 @@ wait_nbd "$KIT_URI"
 # slots; see the README's performance notes).
 JOBS=("randwrite-4k-qd32 randwrite 4k 32" "randread-4k-qd32 randread 4k 32" "write-1m-qd8 write 1M 8"
   "rewrite-1m-qd8 write 1M 8" "read-1m-qd8 read 1M 8")
+
+# Clock ticks (user + system) the given processes have used so far.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$total"
+}
+
+# Round trip of a 64-byte message between two node processes on loopback, p50 in µs.
+loopback_rtt_us() {
+  local port
+  port=$(free_base_port 1)
+  node -e 'require("net").createServer((s) => { s.setNoDelay(true); s.on("data", (d) => s.write(d)); }).listen(+process.argv[1], "127.0.0.1")' "$port" &
+  local server=$!
+  PIDS+=("$server")
+  node -e '
+    const measure = (tries) => {
+      const c = require("net").connect(+process.argv[1], "127.0.0.1");
+      // The server may not listen yet: try again, for at most 5 s.
+      c.on("error", () => (tries > 0 ? setTimeout(() => measure(tries - 1), 100) : process.exit(1)));
+      c.on("connect", () => {
+        c.setNoDelay(true); const lat = []; let t = process.hrtime.bigint();
+        c.on("data", () => {
+          lat.push(Number(process.hrtime.bigint() - t) / 1e3);
+          if (lat.length === 3000) { lat.sort((a, b) => a - b); console.log(lat[1500].toFixed(0)); process.exit(0); }
+          t = process.hrtime.bigint(); c.write(Buffer.alloc(64));
+        });
+        c.write(Buffer.alloc(64));
+      });
+    };
+    measure(50);' "$port" || echo "?"
+  kill "$server" 2>/dev/null || true
+}
 
 run_fio() { # uri name rw bs depth -> "iops MBps"
   local out="$TMP/fio-$2-$(echo "$1" | tr -c 'a-z0-9' _).json"
@@ -92,19 +130,38 @@ print(f'{side["iops"]:.0f} {side["bw_bytes"] / 1e6:.1f}')
 PY
 }
 
+# As run_fio, plus the CPU the given processes used per operation (µs; ramp included, so a little
+# high): "iops MBps cpu_us_per_op".
+run_fio_cpu() { # uri name rw bs depth pid...
+  local args=("$1" "$2" "$3" "$4" "$5")
+  shift 5
+  local t0 c0 t1 c1 result
+  t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$@")
+  result=$(run_fio "${args[@]}")
+  c1=$(cpu_ticks "$@")
+  t1=$(date +%s.%N)
+  read -r iops mbs <<<"$result"
+  python3 -c "
+iops, ticks, secs = $iops, $c1 - $c0, $t1 - $t0
+print($iops, $mbs, f'{ticks * 1e6 / $(getconf CLK_TCK) / (iops * secs):.0f}' if iops else '?')"
+}
+
 printf "\natomic-disk NBD gateway (3 replicas, %s MiB) vs nbdkit file + fua=force; %ss per job; %s\n\n" \
   "$SIZE_MIB" "$RUNTIME" "$(date -u +%FT%TZ)"
-printf "%-18s %12s %10s %12s %10s %8s\n" job gw_IOPS gw_MB/s nbdkit_IOPS kit_MB/s ratio
+printf "machine: loopback round trip between two processes, p50 %s µs\n\n" "$(loopback_rtt_us)"
+printf "%-18s %10s %9s %9s %12s %9s %9s %7s\n" job gw_IOPS gw_MB/s gw_us/op nbdkit_IOPS kit_MB/s kit_us/op ratio
 RESULTS=()
 for job in "${JOBS[@]}"; do
   read -r name rw bs depth <<<"$job"
-  read -r g_iops g_mbs <<<"$(run_fio "$GW_URI" "$name" "$rw" "$bs" "$depth")"
-  read -r k_iops k_mbs <<<"$(run_fio "$KIT_URI" "$name" "$rw" "$bs" "$depth")"
+  read -r g_iops g_mbs g_cpu <<<"$(run_fio_cpu "$GW_URI" "$name" "$rw" "$bs" "$depth" "${CLUSTER_PIDS[@]}")"
+  read -r k_iops k_mbs k_cpu <<<"$(run_fio_cpu "$KIT_URI" "$name" "$rw" "$bs" "$depth" "$KIT_PID")"
   ratio=$(python3 -c "print(f'{($g_iops / $k_iops) if $k_iops else 0:.2f}')")
-  printf "%-18s %12s %10s %12s %10s %8s\n" "$name" "$g_iops" "$g_mbs" "$k_iops" "$k_mbs" "$ratio"
+  printf "%-18s %10s %9s %9s %12s %9s %9s %7s\n" "$name" "$g_iops" "$g_mbs" "$g_cpu" "$k_iops" "$k_mbs" "$k_cpu" "$ratio"
   RESULTS+=("$name $g_iops $g_mbs $ratio")
 done
 
+echo "(us/op: CPU time per operation of the 3 replicas + gateway, and of nbdkit; fio's own not counted)"
 echo
 for r in "${RESULTS[@]}"; do
   read -r name iops mbs ratio <<<"$r"
