@@ -83,11 +83,11 @@ wait_nbd "$KIT_URI"
 JOBS=("randwrite-4k-qd32 randwrite 4k 32" "randread-4k-qd32 randread 4k 32" "write-1m-qd8 write 1M 8"
   "rewrite-1m-qd8 write 1M 8" "read-1m-qd8 read 1M 8")
 
-# Clock ticks (user + system) the given processes have used so far.
+# Clock ticks (user + system) each of the given processes has used so far, comma-separated.
 cpu_ticks() {
-  local total=0 pid
-  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
-  echo "$total"
+  local pid out=()
+  for pid in "$@"; do out+=("$(awk '{print $14 + $15}' "/proc/$pid/stat")"); done
+  (IFS=,; echo "${out[*]}")
 }
 
 # Round trip of a 64-byte message between two node processes on loopback, p50 in µs.
@@ -130,8 +130,8 @@ print(f'{side["iops"]:.0f} {side["bw_bytes"] / 1e6:.1f}')
 PY
 }
 
-# As run_fio, plus the CPU the given processes used per operation (µs; ramp included, so a little
-# high): "iops MBps cpu_us_per_op".
+# As run_fio, plus the CPU the given processes used per operation in µs (ramp included, so a little
+# high), in all and each: "iops MBps cpu_us_per_op cpu_us_per_op_of_each,...".
 run_fio_cpu() { # uri name rw bs depth pid...
   local args=("$1" "$2" "$3" "$4" "$5")
   shift 5
@@ -143,8 +143,11 @@ run_fio_cpu() { # uri name rw bs depth pid...
   t1=$(date +%s.%N)
   read -r iops mbs <<<"$result"
   python3 -c "
-iops, ticks, secs = $iops, $c1 - $c0, $t1 - $t0
-print($iops, $mbs, f'{ticks * 1e6 / $(getconf CLK_TCK) / (iops * secs):.0f}' if iops else '?')"
+iops, secs, hz = $iops, $t1 - $t0, $(getconf CLK_TCK)
+each = [b - a for a, b in zip([$c0], [$c1])]
+per_op = [f'{t * 1e6 / hz / (iops * secs):.0f}' if iops else '?' for t in each]
+total = f'{sum(each) * 1e6 / hz / (iops * secs):.0f}' if iops else '?'
+print(iops, $mbs, total, ','.join(per_op))"
 }
 
 printf "\natomic-disk NBD gateway (3 replicas, %s MiB) vs nbdkit file + fua=force; %ss per job; %s\n\n" \
@@ -152,16 +155,26 @@ printf "\natomic-disk NBD gateway (3 replicas, %s MiB) vs nbdkit file + fua=forc
 printf "machine: loopback round trip between two processes, p50 %s µs\n\n" "$(loopback_rtt_us)"
 printf "%-18s %10s %9s %9s %12s %9s %9s %7s\n" job gw_IOPS gw_MB/s gw_us/op nbdkit_IOPS kit_MB/s kit_us/op ratio
 RESULTS=()
+BREAKDOWN=()
 for job in "${JOBS[@]}"; do
   read -r name rw bs depth <<<"$job"
-  read -r g_iops g_mbs g_cpu <<<"$(run_fio_cpu "$GW_URI" "$name" "$rw" "$bs" "$depth" "${CLUSTER_PIDS[@]}")"
-  read -r k_iops k_mbs k_cpu <<<"$(run_fio_cpu "$KIT_URI" "$name" "$rw" "$bs" "$depth" "$KIT_PID")"
+  read -r g_iops g_mbs g_cpu g_each <<<"$(run_fio_cpu "$GW_URI" "$name" "$rw" "$bs" "$depth" "${CLUSTER_PIDS[@]}")"
+  read -r k_iops k_mbs k_cpu _ <<<"$(run_fio_cpu "$KIT_URI" "$name" "$rw" "$bs" "$depth" "$KIT_PID")"
   ratio=$(python3 -c "print(f'{($g_iops / $k_iops) if $k_iops else 0:.2f}')")
   printf "%-18s %10s %9s %9s %12s %9s %9s %7s\n" "$name" "$g_iops" "$g_mbs" "$g_cpu" "$k_iops" "$k_mbs" "$k_cpu" "$ratio"
   RESULTS+=("$name $g_iops $g_mbs $ratio")
+  BREAKDOWN+=("$name $g_each")
 done
 
 echo "(us/op: CPU time per operation of the 3 replicas + gateway, and of nbdkit; fio's own not counted)"
+echo
+echo "CPU per operation by process, µs (the coordinator of most writes is the busiest replica):"
+printf "%-18s %10s %10s %10s %10s\n" job replica1 replica2 replica3 gateway
+for b in "${BREAKDOWN[@]}"; do
+  read -r name each <<<"$b"
+  IFS=, read -r r1 r2 r3 gw <<<"$each"
+  printf "%-18s %10s %10s %10s %10s\n" "$name" "$r1" "$r2" "$r3" "$gw"
+done
 echo
 for r in "${RESULTS[@]}"; do
   read -r name iops mbs ratio <<<"$r"
