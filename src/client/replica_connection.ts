@@ -15,7 +15,7 @@ import {
   type ClientResponse,
   ResponseStatus,
 } from "../protocol/messages.js";
-import { assert } from "../util/assert.js";
+import { AssertionError, assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { MAX_RANGE_SECTORS, REPLICA_CONNECT_TIMEOUT_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
@@ -25,6 +25,20 @@ export interface ReplicaConnectionOptions {
   port: number;
   clientKey: Buffer;
   connectTimeoutMs?: number;
+  /**
+   * `write` calls of one event-loop turn leave as one WRITE_SECTORS command (a lone one as a
+   * WRITE): one frame, HMAC and response for all of them. Each call still resolves or fails on
+   * its own. Off by default, so that a plain client sends the standard WRITE.
+   */
+  batchWrites?: boolean;
+}
+
+/** A `write` waiting for the end of the turn to leave with the others (batchWrites). */
+interface QueuedWrite {
+  sectorIndex: number;
+  data: Buffer;
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 interface Outstanding {
@@ -51,12 +65,17 @@ export class ReplicaConnection {
   /** Close listeners already ran; later ones are called right away (on the next tick). */
   private closeNotified = false;
   private droppedBytes = 0;
+  /** batchWrites: this turn's writes, and their sectors (a sector twice never shares a command). */
+  private queuedWrites: QueuedWrite[] = [];
+  private readonly queuedSectors = new Set<number>();
+  private writeFlushScheduled = false;
 
   private constructor(
     private readonly socket: net.Socket,
     private readonly clientKey: Buffer,
     private readonly address: string,
     private readonly log: Logger,
+    private readonly batchWrites: boolean,
   ) {
     this.decoder = new AtddDecoder({ role: "client", clientKey });
     this.writer = new TurnCorkedWriter(socket);
@@ -93,7 +112,7 @@ export class ReplicaConnection {
         clearTimeout(timer);
         socket.removeListener("error", fail);
         log.info("connected");
-        resolve(new ReplicaConnection(socket, options.clientKey, address, log));
+        resolve(new ReplicaConnection(socket, options.clientKey, address, log, options.batchWrites ?? false));
       };
       const timer = setTimeout(() => {
         const cause = Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), {
@@ -117,7 +136,8 @@ export class ReplicaConnection {
 
   async write(sectorIndex: number, data: Buffer): Promise<void> {
     assert(data.length === SECTOR_SIZE_BYTES, "WRITE data must be exactly one sector");
-    await this.send("write", sectorIndex, 1, data);
+    if (this.batchWrites) await this.queueWrite(sectorIndex, data);
+    else await this.send("write", sectorIndex, 1, data);
   }
 
   /** Sectors [sectorIndex, sectorIndex + sectorCount) in one READ_RANGE: sector i at i * 4096. */
@@ -169,19 +189,88 @@ export class ReplicaConnection {
   ): Promise<Buffer | undefined> {
     assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0, `bad sector index ${sectorIndex}`);
     if (this.closed) return Promise.reject(this.unavailable());
+    return new Promise((resolve, reject) => {
+      this.outstandingSectors += sectorCount;
+      this.dispatch(commandMessage(command, 0n, sectorIndex, sectorCount, data), { resolve, reject });
+    });
+  }
+
+  /** Sends `cmd` under a fresh request number; its sectors are already counted in flight. */
+  private dispatch(cmd: ClientCommand, settle: Pick<Outstanding, "resolve" | "reject">): void {
     const requestNumber = this.nextRequestNumber;
     this.nextRequestNumber = (requestNumber + 1n) & U64_MASK;
     assert(!this.outstanding.has(requestNumber), "request number reused while outstanding");
-    const message = encodeClientCommandFrame(
-      commandMessage(command, requestNumber, sectorIndex, sectorCount, data),
-      this.clientKey,
-    );
+    cmd.requestNumber = requestNumber;
+    const message = encodeClientCommandFrame(cmd, this.clientKey);
+    const sectorCount = cmd.kind === "clientRead" || cmd.kind === "clientWrite" ? 1 : cmd.sectorCount;
+    this.outstanding.set(requestNumber, {
+      command: COMMAND_NAMES[cmd.kind],
+      sectorIndex: cmd.sectorIndex,
+      sectorCount,
+      ...settle,
+    });
+    this.enqueue(message);
+  }
+
+  private queueWrite(sectorIndex: number, data: Buffer): Promise<void> {
+    assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0, `bad sector index ${sectorIndex}`);
+    if (this.closed) return Promise.reject(this.unavailable());
+    if (this.queuedSectors.has(sectorIndex) || this.queuedWrites.length >= MAX_RANGE_SECTORS) {
+      this.flushWrites();
+    }
     return new Promise((resolve, reject) => {
-      this.outstanding.set(requestNumber, { command, sectorIndex, sectorCount, resolve, reject });
-      this.outstandingSectors += sectorCount;
-      this.enqueue(message);
+      this.queuedWrites.push({ sectorIndex, data, resolve, reject });
+      this.queuedSectors.add(sectorIndex);
+      this.outstandingSectors++;
+      if (!this.writeFlushScheduled) {
+        this.writeFlushScheduled = true;
+        setImmediate(this.flushWrites);
+      }
     });
   }
+
+  /** The queued writes as one command: WRITE_SECTORS over their sectors in ascending order. */
+  private readonly flushWrites = (): void => {
+    this.writeFlushScheduled = false;
+    const writes = this.queuedWrites;
+    if (writes.length === 0) return;
+    this.queuedWrites = [];
+    this.queuedSectors.clear();
+    if (writes.length === 1) {
+      const [only] = writes as [QueuedWrite];
+      const cmd: ClientCommand = {
+        kind: "clientWrite",
+        requestNumber: 0n,
+        sectorIndex: only.sectorIndex,
+        data: only.data,
+      };
+      this.dispatch(cmd, { resolve: () => only.resolve(), reject: only.reject });
+      return;
+    }
+    writes.sort((a, b) => a.sectorIndex - b.sectorIndex);
+    const data = Buffer.allocUnsafe(writes.length * SECTOR_SIZE_BYTES);
+    const sectors = new Array<number>(writes.length);
+    for (let i = 0; i < writes.length; i++) {
+      sectors[i] = writes[i]!.sectorIndex;
+      writes[i]!.data.copy(data, i * SECTOR_SIZE_BYTES);
+    }
+    const cmd: ClientCommand = {
+      kind: "clientWriteSectors",
+      requestNumber: 0n,
+      sectorIndex: sectors[0]!,
+      sectorCount: writes.length,
+      sectors,
+      data,
+    };
+    this.dispatch(cmd, {
+      resolve: () => {
+        for (const w of writes) w.resolve();
+      },
+      reject: (err) => {
+        for (const w of writes) w.reject(err);
+      },
+    });
+  };
 
   /** Commands issued in one tick leave in one writev: far fewer syscalls and TCP segments. */
   private enqueue(message: Frame): void {
@@ -255,12 +344,16 @@ export class ReplicaConnection {
 
   private markClosed(): void {
     this.closed = true;
-    if (this.outstanding.size === 0) return;
+    const queued = this.queuedWrites;
+    this.queuedWrites = [];
+    this.queuedSectors.clear();
+    if (this.outstanding.size === 0 && queued.length === 0) return;
     const err = this.unavailable();
     const entries = [...this.outstanding.values()];
     this.outstanding.clear();
     this.outstandingSectors = 0;
     for (const entry of entries) entry.reject(err);
+    for (const write of queued) write.reject(err);
   }
 
   private unavailable(): AtomicDiskError {
@@ -294,21 +387,35 @@ function commandMessage(
       return { kind: "clientReadRange", requestNumber, sectorIndex, sectorCount };
     case "writeRange":
       return { kind: "clientWriteRange", requestNumber, sectorIndex, sectorCount, data: data! };
+    case "writeSectors":
+      throw new AssertionError("WRITE_SECTORS is built from queued writes (flushWrites)");
   }
 }
+
+const COMMAND_NAMES: Record<ClientCommand["kind"], ClientCommandName> = {
+  clientRead: "read",
+  clientWrite: "write",
+  clientReadRange: "readRange",
+  clientWriteRange: "writeRange",
+  clientWriteSectors: "writeSectors",
+};
 
 const WIRE_NAMES: Record<ClientCommandName, string> = {
   read: "READ",
   write: "WRITE",
   readRange: "READ_RANGE",
   writeRange: "WRITE_RANGE",
+  writeSectors: "WRITE_SECTORS",
 };
 
+/** Commands whose response echoes their sector count. */
 function isRange(command: ClientCommandName): boolean {
-  return command === "readRange" || command === "writeRange";
+  return command === "readRange" || command === "writeRange" || command === "writeSectors";
 }
 
 function describeRun(entry: Outstanding): string {
+  if (entry.command === "writeSectors")
+    return `${entry.sectorCount} sectors from ${entry.sectorIndex} on are`;
   return isRange(entry.command)
     ? `sectors ${entry.sectorIndex}..${entry.sectorIndex + entry.sectorCount - 1} are`
     : `sector ${entry.sectorIndex} is`;

@@ -178,6 +178,8 @@ export class ReplicaPool implements SectorBackend {
           port: address.port,
           clientKey: config.clientKey,
           connectTimeoutMs: REPLICA_CONNECT_TIMEOUT_MS,
+          // The 4 KiB writes in flight together share a command (WRITE_SECTORS).
+          batchWrites: true,
         });
       },
     });

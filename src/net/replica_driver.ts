@@ -16,7 +16,7 @@ import { RegisterCore } from "../register/register_core.js";
 import type { SectorStore } from "../storage/sector_store.js";
 import { assert, unreachable } from "../util/assert.js";
 import { isAtomicDiskError } from "../util/errors.js";
-import { CORE_TICK_MS } from "../util/limits.js";
+import { CORE_TICK_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import type { InboundConnection } from "./inbound_connection.js";
 import type { PeerLink } from "./peer_link.js";
@@ -33,6 +33,11 @@ interface PendingClientOp {
   command: ClientCommandName;
   /** Range commands: echoed in the response. */
   sectorCount: number | undefined;
+  /**
+   * WRITE_SECTORS: its sectors' writes not yet complete. Each sector is a write of its own with
+   * its own token, all mapped to this one record; the response goes out when the last completes.
+   */
+  remaining?: number;
 }
 
 /** What the driver needs of the tag reservation (tag_reservation.ts). */
@@ -157,6 +162,24 @@ export class ReplicaDriver {
         const { sectorCount, data } = command;
         this.pending.set(token, { connection, requestNumber, command: "writeRange", sectorCount });
         this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
+        return;
+      }
+      case "clientWriteSectors": {
+        // As that many WRITEs arriving together: single-sector ops of this turn's batch.
+        const { sectorCount, sectors, data } = command;
+        const op: PendingClientOp = {
+          connection,
+          requestNumber,
+          command: "writeSectors",
+          sectorCount,
+          remaining: sectorCount,
+        };
+        for (let i = 0; i < sectorCount; i++) {
+          const part = i === 0 ? token : this.nextToken++;
+          this.pending.set(part, op);
+          const sectorData = data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+          this.batch({ kind: "write", token: part, sectorIndex: sectors[i]!, data: sectorData });
+        }
         return;
       }
       default:
@@ -309,6 +332,7 @@ export class ReplicaDriver {
     const op = this.pending.get(token);
     if (op === undefined) return;
     this.pending.delete(token);
+    if (op.remaining !== undefined && --op.remaining > 0) return;
     this.stats.completedOps++;
     const isRead = op.command === "read" || op.command === "readRange";
     if (isRead) assert(data !== undefined, "a completed read carries its value");

@@ -30,6 +30,7 @@ import {
   tagBodyLayout,
   tagRangeValueMessageSize,
   tagsRangeValueMessageSize,
+  writeSectorsDataOffset,
 } from "./layouts.js";
 import {
   type AtddMessage,
@@ -100,10 +101,15 @@ function assertRun(sectorIndex: number, sectorCount: number): void {
 }
 
 /**
- * A system range message's sector set: sectorCount safe indexes, strictly increasing, the first
- * being the header's sectorIndex (which assertSectorIndex has checked).
+ * A range message's sector set (a system range message's, or WRITE_SECTORS's): sectorCount safe
+ * indexes, strictly increasing, the first being the header's sectorIndex (which assertSectorIndex
+ * has checked).
  */
-function assertSectorList(msg: RangeSystemMessage): void {
+function assertSectorList(msg: {
+  sectors: readonly number[];
+  sectorCount: number;
+  sectorIndex: number;
+}): void {
   const { sectors, sectorCount } = msg;
   assert(
     Number.isInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
@@ -188,6 +194,23 @@ export function encodeClientCommandFrame(cmd: ClientCommand, clientKey: Buffer):
       rangeCommandHeaderLayout.encode(header, message);
       break;
     }
+    case "clientWriteSectors": {
+      assertSectorList(cmd);
+      assertRunData(cmd.data, cmd.sectorCount);
+      const head = Buffer.alloc(writeSectorsDataOffset(cmd.sectorCount));
+      rangeCommandHeaderLayout.encode(
+        {
+          magic: MAGIC,
+          sectorCount: cmd.sectorCount,
+          type: MessageType.WriteSectors,
+          requestNumber: cmd.requestNumber,
+          sectorIndex: BigInt(cmd.sectorIndex),
+        },
+        head,
+      );
+      encodeSectorList(cmd.sectors, head, RANGE_COMMAND_DATA_OFFSET);
+      return frameWithData(head, cmd.data, clientKey);
+    }
     default:
       return unreachable(cmd, "client command kind");
   }
@@ -200,6 +223,7 @@ const RESPONSE_TYPES: Record<ClientCommandName, number> = {
   write: MessageType.WriteResponse,
   readRange: MessageType.ReadRangeResponse,
   writeRange: MessageType.WriteRangeResponse,
+  writeSectors: MessageType.WriteSectorsResponse,
 };
 
 export function encodeClientResponse(res: ClientResponse, clientKey: Buffer): Buffer {
@@ -385,8 +409,9 @@ function encodeRangeSystemMessage(msg: RangeSystemMessage, systemKey: Buffer): F
   return [message];
 }
 
-function encodeSectorList(sectors: readonly number[], message: Buffer): void {
-  let at = RANGE_SECTORS_OFFSET;
+/** The sector list at `offset`: a system range message's at RANGE_SECTORS_OFFSET. */
+function encodeSectorList(sectors: readonly number[], message: Buffer, offset = RANGE_SECTORS_OFFSET): void {
+  let at = offset;
   for (const sector of sectors) {
     // Two u32 halves: exact for every safe integer, without a BigInt per sector.
     message.writeUInt32BE(Math.floor(sector / 0x1_0000_0000), at);

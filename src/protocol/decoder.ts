@@ -38,6 +38,7 @@ import {
   TYPE_OFFSET,
   TYPE_PREFIX_BYTES,
   tagBodyLayout,
+  writeSectorsDataOffset,
 } from "./layouts.js";
 import {
   type AtddMessage,
@@ -73,7 +74,7 @@ export interface RejectedCommand {
   command: ClientCommandName;
   requestNumber: bigint;
   status: ResponseStatusCode;
-  /** Range commands (readRange / writeRange) only: the count to echo. */
+  /** Range commands (readRange / writeRange / writeSectors) only: the count to echo. */
   sectorCount?: number;
 }
 
@@ -286,9 +287,15 @@ export class AtddDecoder {
     };
   }
 
-  /** READ_RANGE / WRITE_RANGE: as READ / WRITE, with the whole run checked against the volume. */
+  /**
+   * READ_RANGE / WRITE_RANGE: as READ / WRITE, with the whole run checked against the volume.
+   * WRITE_SECTORS: as that many WRITEs; an authentic one whose sector list is not strictly
+   * increasing, does not start with the header's sector or reaches beyond the volume is answered
+   * InvalidSectorIndex, and none of its sectors is written.
+   */
   private decodeRangeCommand(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     const header = rangeCommandHeaderLayout.decode(buf, offset);
+    if (header.type === MessageType.WriteSectors) return this.decodeWriteSectors(buf, offset, size, owned);
     const isWrite = header.type === MessageType.WriteRange;
     const command = isWrite ? "writeRange" : "readRange";
     // atddMessageSize admitted only counts 1..MAX_RANGE_SECTORS; the count is echoed even when
@@ -309,6 +316,43 @@ export class AtddDecoder {
       message = { kind: "clientReadRange", requestNumber, sectorIndex, sectorCount };
     }
     return { kind: "message", message };
+  }
+
+  private decodeWriteSectors(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
+    const { sectorCount, requestNumber, sectorIndex: first } = rangeCommandHeaderLayout.decode(buf, offset);
+    if (!verifyMessageTag(buf, offset, size, this.clientKey)) {
+      return rejected("writeSectors", requestNumber, ResponseStatus.AuthFailure, sectorCount);
+    }
+    const sectors =
+      first < this.sectorLimit
+        ? decodeSectorList(
+            buf,
+            offset + RANGE_COMMAND_DATA_OFFSET,
+            sectorCount,
+            Number(first),
+            this.sectorLimitNumber,
+          )
+        : undefined;
+    if (sectors === undefined) {
+      return rejected("writeSectors", requestNumber, ResponseStatus.InvalidSectorIndex, sectorCount);
+    }
+    const data = takeData(
+      buf,
+      offset + writeSectorsDataOffset(sectorCount),
+      sectorCount * SECTOR_SIZE_BYTES,
+      owned,
+    );
+    return {
+      kind: "message",
+      message: {
+        kind: "clientWriteSectors",
+        requestNumber,
+        sectorIndex: sectors[0]!,
+        sectorCount,
+        sectors,
+        data,
+      },
+    };
   }
 
   private decodeResponse(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
@@ -332,7 +376,7 @@ export class AtddDecoder {
   private decodeRangeResponse(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     if (!verifyMessageTag(buf, offset, size, this.clientKey)) return dropped("badTag", size);
     const header = rangeResponseHeaderLayout.decode(buf, offset);
-    const command = header.type === MessageType.ReadRangeResponse ? "readRange" : "writeRange";
+    const command = RANGE_RESPONSE_COMMANDS[header.type]!;
     // atddMessageSize only admitted the three statuses of SPEC §1.2 and counts 1..MAX_RANGE_SECTORS.
     const status = header.status as ResponseStatusCode;
     const message: ClientResponse = {
@@ -403,7 +447,13 @@ export class AtddDecoder {
     // Below the limit, so below 2^53: exact as a number.
     if (header.sectorIndex >= this.sectorLimit) return dropped("invalidSector", size);
     const sectorIndex = Number(header.sectorIndex);
-    const sectors = decodeSectorList(buf, offset, sectorCount, sectorIndex, this.sectorLimitNumber);
+    const sectors = decodeSectorList(
+      buf,
+      offset + RANGE_SECTORS_OFFSET,
+      sectorCount,
+      sectorIndex,
+      this.sectorLimitNumber,
+    );
     if (sectors === undefined) return dropped("invalidSector", size);
     const base = {
       sender: header.sender,
@@ -478,7 +528,8 @@ function isClientCommandType(type: number): boolean {
     type === MessageType.Read ||
     type === MessageType.Write ||
     type === MessageType.ReadRange ||
-    type === MessageType.WriteRange
+    type === MessageType.WriteRange ||
+    type === MessageType.WriteSectors
   );
 }
 
@@ -486,29 +537,35 @@ function isResponseType(type: number): boolean {
   return (
     type === MessageType.ReadResponse ||
     type === MessageType.WriteResponse ||
-    type === MessageType.ReadRangeResponse ||
-    type === MessageType.WriteRangeResponse
+    RANGE_RESPONSE_COMMANDS[type] !== undefined
   );
 }
+
+/** The command a range response type answers. */
+const RANGE_RESPONSE_COMMANDS: Partial<Record<number, ClientCommandName>> = {
+  [MessageType.ReadRangeResponse]: "readRange",
+  [MessageType.WriteRangeResponse]: "writeRange",
+  [MessageType.WriteSectorsResponse]: "writeSectors",
+};
 
 /** 2^32 and the high word from which a u64 is at least 2^53 (beyond any sector limit). */
 const U32_SPAN = 0x1_0000_0000;
 const UNSAFE_HIGH_WORD = 0x20_0000;
 
 /**
- * The sector list of the range system message at `buf[offset..]`, or undefined unless it is
- * strictly increasing, starts with `first` (the header's sector) and stays below `limit` (at most
- * 2^53). Read as two u32 halves: no BigInt per sector, and exact below 2^53.
+ * The sector list at `buf[listOffset..]`, or undefined unless it is strictly increasing, starts
+ * with `first` (the header's sector) and stays below `limit` (at most 2^53). Read as two u32
+ * halves: no BigInt per sector, and exact below 2^53.
  */
 function decodeSectorList(
   buf: Buffer,
-  offset: number,
+  listOffset: number,
   sectorCount: number,
   first: number,
   limit: number,
 ): number[] | undefined {
   const sectors: number[] = new Array(sectorCount);
-  let at = offset + RANGE_SECTORS_OFFSET;
+  let at = listOffset;
   let previous = -1;
   for (let i = 0; i < sectorCount; i++) {
     const high = buf.readUInt32BE(at);

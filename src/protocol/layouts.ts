@@ -256,6 +256,7 @@ assert(RANGE_RESPONSE_DATA_OFFSET + HMAC_TAG_BYTES === MessageSize.RangeResponse
 assert(
   rangeStateMessageSize(MAX_RANGE_SECTORS) === MAX_ATDD_MESSAGE_BYTES &&
     rangeCommandSize(MessageType.WriteRange, MAX_RANGE_SECTORS) <= MAX_ATDD_MESSAGE_BYTES &&
+    rangeCommandSize(MessageType.WriteSectors, MAX_RANGE_SECTORS) <= MAX_ATDD_MESSAGE_BYTES &&
     MessageSize.RangeResponseBase + MAX_RANGE_SECTORS * SECTOR_SIZE_BYTES <= MAX_ATDD_MESSAGE_BYTES &&
     MessageSize.Value <= MAX_ATDD_MESSAGE_BYTES,
   "MAX_ATDD_MESSAGE_BYTES bounds every message",
@@ -264,11 +265,10 @@ assert(
 /** True for the extension types whose byte 4..5 holds a sector count. */
 export function isRangeType(type: number): boolean {
   return (
-    (type >= MessageType.ReadRangeProc && type <= MessageType.WriteRange) ||
-    type === MessageType.ReadTagsRangeProc ||
-    type === MessageType.TagsRangeValue ||
+    (type >= MessageType.ReadRangeProc && type <= MessageType.WriteSectors) ||
     type === MessageType.ReadRangeResponse ||
-    type === MessageType.WriteRangeResponse
+    type === MessageType.WriteRangeResponse ||
+    type === MessageType.WriteSectorsResponse
   );
 }
 
@@ -301,11 +301,21 @@ export function rangeStateMessageSize(sectorCount: number): number {
   );
 }
 
-/** Size of a READ_RANGE (type 0x88) or WRITE_RANGE (0x89) of `sectorCount` sectors. */
+/** Size of a READ_RANGE (type 0x88), WRITE_RANGE (0x89) or WRITE_SECTORS (0x8C) of `sectorCount` sectors. */
 export function rangeCommandSize(type: number, sectorCount: number): number {
-  return type === MessageType.WriteRange
-    ? MessageSize.RangeCommandBase + sectorCount * SECTOR_SIZE_BYTES
-    : MessageSize.RangeCommandBase;
+  switch (type) {
+    case MessageType.WriteRange:
+      return MessageSize.RangeCommandBase + sectorCount * SECTOR_SIZE_BYTES;
+    case MessageType.WriteSectors:
+      return MessageSize.RangeCommandBase + sectorCount * (RANGE_SECTOR_BYTES + SECTOR_SIZE_BYTES);
+    default:
+      return MessageSize.RangeCommandBase;
+  }
+}
+
+/** Where a WRITE_SECTORS command's data starts: after its header and its sector list. */
+export function writeSectorsDataOffset(sectorCount: number): number {
+  return RANGE_COMMAND_DATA_OFFSET + sectorCount * RANGE_SECTOR_BYTES;
 }
 
 /** Size of a range response; only a successful READ_RANGE carries data. */
@@ -383,9 +393,11 @@ function rangeMessageSize(buf: Buffer, offset: number, type: number): number | u
       return rangeStateMessageSize(sectorCount);
     case MessageType.ReadRange:
     case MessageType.WriteRange:
+    case MessageType.WriteSectors:
       return rangeCommandSize(type, sectorCount);
     case MessageType.ReadRangeResponse:
-    case MessageType.WriteRangeResponse: {
+    case MessageType.WriteRangeResponse:
+    case MessageType.WriteSectorsResponse: {
       const status = buf[offset + STATUS_OFFSET]!;
       if (!isDefinedStatus(status)) return undefined;
       return rangeResponseSize(

@@ -35,6 +35,9 @@ export const MessageType = {
   //   client (client key): magic, count u16 @4, padding @6, type @7, request number u64 @8, first
   //     sector u64 @16; WRITE_RANGE: count x 4096 bytes of data @24. READ_RANGE 56 bytes,
   //     WRITE_RANGE 56 + count*4096.
+  //   WRITE_SECTORS (client key): the client range command's 24-byte header (first sector @16),
+  //     then the sector list, count x u64 @24, strictly increasing, starting with the header's
+  //     first sector, then count x 4096 bytes of data: 56 + count*(8+4096) bytes.
   //   response (client key): magic, count u16 @4 (echoed), status @6, type @7 (command + 0x40),
   //     request number u64 @8; READ_RANGE with status Ok: count x 4096 bytes @16. 48 bytes, or
   //     48 + count*4096.
@@ -53,8 +56,13 @@ export const MessageType = {
   // TAG_RANGE_VALUE (0x85) differs: it carries only the highest tag over the set, for writes.
   ReadTagsRangeProc: 0x8a,
   TagsRangeValue: 0x8b,
+  // Single-sector writes a client has in flight together, in one command: one frame, one HMAC and
+  // one response instead of one each. Every sector is still its own register and its own write,
+  // as if sent as separate WRITEs at once; the response comes once all of them completed.
+  WriteSectors: 0x8c,
   ReadRangeResponse: 0xc8,
   WriteRangeResponse: 0xc9,
+  WriteSectorsResponse: 0xcc,
 } as const;
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
@@ -88,7 +96,7 @@ export const MessageSize = {
   /** TAGS_RANGE_VALUE: plus RangeTagPerSector per sector (and its sector list). */
   TagsRangeValueBase: 64,
   RangeTagPerSector: 16,
-  /** READ_RANGE; WRITE_RANGE adds 4096 per sector. */
+  /** READ_RANGE; WRITE_RANGE adds 4096 per sector, WRITE_SECTORS 8 + 4096 per sector. */
   RangeCommandBase: 56,
   /** Range response; READ_RANGE Ok adds 4096 per sector. */
   RangeResponseBase: 48,
@@ -136,22 +144,37 @@ export interface ClientWriteRangeCommand {
   data: Buffer;
 }
 
+/** Extension 0x8C: write each of a set of sectors, as separate WRITEs sent together would. */
+export interface ClientWriteSectorsCommand {
+  kind: "clientWriteSectors";
+  requestNumber: RequestNumber;
+  /** sectors[0]. */
+  sectorIndex: number;
+  /** 1..MAX_RANGE_SECTORS. */
+  sectorCount: number;
+  /** Strictly increasing. */
+  sectors: number[];
+  /** Exactly sectorCount * SECTOR_SIZE_BYTES: sector sectors[i] at i * 4096. */
+  data: Buffer;
+}
+
 export type ClientCommand =
   | ClientReadCommand
   | ClientWriteCommand
   | ClientReadRangeCommand
-  | ClientWriteRangeCommand;
+  | ClientWriteRangeCommand
+  | ClientWriteSectorsCommand;
 
 /** Which command a response answers. */
-export type ClientCommandName = "read" | "write" | "readRange" | "writeRange";
+export type ClientCommandName = "read" | "write" | "readRange" | "writeRange" | "writeSectors";
 
 export interface ClientResponse {
   kind: "clientResponse";
-  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 on the wire). */
+  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 / 0xCC on the wire). */
   command: ClientCommandName;
   status: ResponseStatusCode;
   requestNumber: RequestNumber;
-  /** Range commands only: the command's sector count, echoed. */
+  /** Range commands (and WRITE_SECTORS) only: the command's sector count, echoed. */
   sectorCount?: number;
   /** Present only for a READ (sectorCount * 4096 bytes for READ_RANGE) with status Ok. */
   data?: Buffer;
@@ -289,6 +312,7 @@ export function isClientCommand(message: AtddMessage): message is ClientCommand 
     case "clientWrite":
     case "clientReadRange":
     case "clientWriteRange":
+    case "clientWriteSectors":
       return true;
     default:
       return false;

@@ -691,7 +691,10 @@ export class RegisterCore {
     // A corrupt entry was never given an issued tag, so any written tag heals it; it stays
     // corrupt (unserved, not reloaded) until that persist is durable.
     if (compareTags(incoming, entry.issuedTag) > 0) {
-      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], true);
+      // Cached once durable only if the data owns its memory: a client's WRITE_SECTORS hands in
+      // views into one buffer of all its sectors, which one cached sector would keep alive.
+      const cacheData = ownsItsMemory(message.data);
+      this.#persist([entry], [{ ts: message.ts, wr: message.wr, data: message.data }], cacheData);
     }
     const waiter: AckWaiter = { to: message.sender, opId: message.opId, tag: incoming, range: null };
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {

@@ -5,7 +5,12 @@ import { encodeClientCommand, encodeClientResponse, encodeSystemMessage } from "
 import { AtddDecoder } from "../../src/protocol/decoder.js";
 import { verifyMessageTag } from "../../src/protocol/hmac.js";
 import { atddMessageSize, UInt64BE } from "../../src/protocol/layouts.js";
-import { type AtddMessage, MessageSize, ResponseStatus } from "../../src/protocol/messages.js";
+import {
+  type AtddMessage,
+  isClientCommand,
+  MessageSize,
+  ResponseStatus,
+} from "../../src/protocol/messages.js";
 import { AssertionError } from "../../src/util/assert.js";
 
 const clientKey = Buffer.alloc(32, 0x11);
@@ -22,12 +27,7 @@ const opId = Buffer.from("f0e1d2c3b4a5968778695a4b3c2d1e0f", "hex");
 function roundTrip(message: AtddMessage): AtddMessage[] {
   let bytes: Buffer;
   let decoder: AtddDecoder;
-  if (
-    message.kind === "clientRead" ||
-    message.kind === "clientWrite" ||
-    message.kind === "clientReadRange" ||
-    message.kind === "clientWriteRange"
-  ) {
+  if (isClientCommand(message)) {
     bytes = encodeClientCommand(message, clientKey);
     decoder = new AtddDecoder({ role: "replica", clientKey });
   } else if (message.kind === "clientResponse") {

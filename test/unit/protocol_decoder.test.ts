@@ -223,8 +223,8 @@ describe("AtddDecoder resync (SPEC §1.4)", () => {
 
   it.each([
     ["replica", 0x99],
-    // The first type after the range extensions 0x82..0x8B.
-    ["replica", 0x8c],
+    // The first type after the range extensions 0x82..0x8C.
+    ["replica", 0x8d],
     ["replica", 0x41],
     ["replica", 0x00],
     ["client", 0x01],

@@ -1,4 +1,4 @@
-// The range extension messages (0x82..0x8B): round trips at the edges of the sector count and over
+// The range extension messages (0x82..0x8C): round trips at the edges of the sector count and over
 // scattered sector sets, the byte layout of messages.ts built by hand, framing of streams that mix
 // them with the standard types, the count bound that keeps every size checked (SPEC §1.4),
 // authentication, the sector list and the volume bound, and who owns the decoded data.
@@ -146,7 +146,7 @@ function rangeCases(
   expect(sectors.length).toBe(count);
   const header = { sender: 3, opId, ...over(sectors) };
   const response = (
-    command: "readRange" | "writeRange",
+    command: "readRange" | "writeRange" | "writeSectors",
     status: ClientResponse["status"],
     data?: Buffer,
   ): ClientResponse => ({
@@ -175,6 +175,24 @@ function rangeCases(
       },
       MessageSize.RangeCommandBase + count * 4096,
       wideReplicaDecoder,
+    ],
+    [
+      "WRITE_SECTORS",
+      { kind: "clientWriteSectors", requestNumber: 5n, ...over(sectors), data: run(count, 6) },
+      MessageSize.RangeCommandBase + count * (8 + 4096),
+      wideReplicaDecoder,
+    ],
+    [
+      "WRITE_SECTORS response Ok",
+      response("writeSectors", ResponseStatus.Ok),
+      MessageSize.RangeResponseBase,
+      clientDecoder,
+    ],
+    [
+      "WRITE_SECTORS response AuthFailure",
+      response("writeSectors", ResponseStatus.AuthFailure),
+      MessageSize.RangeResponseBase,
+      clientDecoder,
     ],
     [
       "READ_RANGE response Ok",
@@ -238,6 +256,9 @@ const WIRE_TYPES: Record<string, number> = {
   "READ_RANGE response AuthFailure": MessageType.ReadRangeResponse,
   "WRITE_RANGE response Ok": MessageType.WriteRangeResponse,
   "WRITE_RANGE response InvalidSectorIndex": MessageType.WriteRangeResponse,
+  WRITE_SECTORS: MessageType.WriteSectors,
+  "WRITE_SECTORS response Ok": MessageType.WriteSectorsResponse,
+  "WRITE_SECTORS response AuthFailure": MessageType.WriteSectorsResponse,
   READ_RANGE_PROC: MessageType.ReadRangeProc,
   READ_TAG_RANGE_PROC: MessageType.ReadTagRangeProc,
   RANGE_ACK: MessageType.RangeAck,
@@ -287,6 +308,11 @@ describe("range messages round trip", () => {
           const list = Array.from({ length: sectors.length }, (_, i) => bytes.readBigUInt64BE(32 + 8 * i));
           expect(list).toEqual(sectors.map(BigInt));
           expect(bytes.readBigUInt64BE(24)).toBe(BigInt(sectors[0]!));
+        }
+        if (message.kind === "clientWriteSectors") {
+          const list = Array.from({ length: sectors.length }, (_, i) => bytes.readBigUInt64BE(24 + 8 * i));
+          expect(list).toEqual(sectors.map(BigInt));
+          expect(bytes.readBigUInt64BE(16)).toBe(BigInt(sectors[0]!));
         }
         expect(digested(decoder().push(bytes))).toEqual(digested(messages(message)));
       },
@@ -516,6 +542,46 @@ describe("range messages byte layout (messages.ts, built by hand)", () => {
     const want = Buffer.concat([body, hmac(clientKey, body)]);
     expect(encode(response).toString("hex")).toBe(want.toString("hex"));
     expect(clientDecoder().push(want)).toEqual(messages(response));
+  });
+
+  it("WRITE_SECTORS: the READ_RANGE header with type 0x8C, the sector list, then count x 4096 bytes of data", () => {
+    const data = run(3, 10);
+    const command: ClientCommand = {
+      kind: "clientWriteSectors",
+      requestNumber: 9n,
+      sectorIndex: 2,
+      sectorCount: 3,
+      sectors: [2, 500, 999],
+      data,
+    };
+    const body = Buffer.concat([
+      Buffer.from("atdd"),
+      Buffer.from([0x00, 0x03, 0x00, 0x8c]),
+      u64(9n),
+      u64(2n),
+      u64(2n),
+      u64(500n),
+      u64(999n),
+      data,
+    ]);
+    const want = Buffer.concat([body, hmac(clientKey, body)]);
+    expect(want.length).toBe(56 + 3 * (8 + 4096));
+    expect(encode(command).equals(want)).toBe(true);
+    expect(digested(replicaDecoder().push(want))).toEqual(digested(messages(command)));
+  });
+
+  it("WRITE_SECTORS response: 48 bytes, count echoed at 4, status at 6, type 0xCC, request number, tag", () => {
+    const res: ClientResponse = {
+      kind: "clientResponse",
+      command: "writeSectors",
+      status: ResponseStatus.Ok,
+      requestNumber: 0x1122n,
+      sectorCount: 200,
+    };
+    const body = Buffer.concat([Buffer.from("atdd"), Buffer.from([0x00, 200, 0x00, 0xcc]), u64(0x1122n)]);
+    const want = Buffer.concat([body, hmac(clientKey, body)]);
+    expect(want.length).toBe(48);
+    expectWire(res, want, clientDecoder());
   });
 
   it("ignores the padding byte of a client range command on input, as for READ/WRITE", () => {
@@ -846,6 +912,54 @@ describe("range messages: authentication and the volume bound", () => {
       ...messages(read),
     ]);
   });
+
+  const writeSectors: ClientCommand = {
+    kind: "clientWriteSectors",
+    requestNumber: 34n,
+    sectorIndex: 1,
+    sectorCount: 3,
+    sectors: [1, 50, 998],
+    data: run(3, 22),
+  };
+
+  it("a WRITE_SECTORS with a bad tag is rejected as AuthFailure with its sector count, and consumed", () => {
+    const forged = encode(writeSectors);
+    forged[100]! ^= 0x01;
+    expect(replicaDecoder().push(Buffer.concat([forged, encode(read)]))).toEqual([
+      {
+        kind: "rejected",
+        command: "writeSectors",
+        requestNumber: 34n,
+        status: ResponseStatus.AuthFailure,
+        sectorCount: 3,
+      },
+      ...messages(read),
+    ]);
+  });
+
+  it.each([
+    ["a sector past the volume end", (b: Buffer) => b.writeBigUInt64BE(BigInt(SECTORS), 24 + 16)],
+    ["a list that is not strictly increasing", (b: Buffer) => b.writeBigUInt64BE(50n, 24 + 16)],
+    ["a repeated sector", (b: Buffer) => b.writeBigUInt64BE(1n, 24 + 8)],
+    ["a first sector other than the header's", (b: Buffer) => b.writeBigUInt64BE(0n, 16)],
+    ["a header sector past the volume end", (b: Buffer) => b.writeBigUInt64BE(U64_MAX, 16)],
+    ["a sector at 2^53", (b: Buffer) => b.writeBigUInt64BE(2n ** 53n, 24 + 16)],
+  ])(
+    "an authentic WRITE_SECTORS with %s is rejected as InvalidSectorIndex, then the stream goes on",
+    (_, patch) => {
+      const bad = resigned(encode(writeSectors), clientKey, patch);
+      expect(new AtddDecoder({ ...replicaOptions }).push(Buffer.concat([bad, encode(read)]))).toEqual([
+        {
+          kind: "rejected",
+          command: "writeSectors",
+          requestNumber: 34n,
+          status: ResponseStatus.InvalidSectorIndex,
+          sectorCount: 3,
+        },
+        ...messages(read),
+      ]);
+    },
+  );
 
   it("runs ending beyond 2^53 or starting near 2^64 are rejected even without a volume size", () => {
     const decoder = new AtddDecoder({ role: "replica", clientKey });

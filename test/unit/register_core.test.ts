@@ -254,6 +254,42 @@ describe("register core", () => {
     expect(h.completed.has(1)).toBe(true);
   });
 
+  it.each([
+    ["its own 4 KiB buffer", true, () => sectorOf(3)],
+    // As a client's WRITE_SECTORS hands in (the driver's views into one buffer of all its sectors).
+    ["a view into a 68 KiB buffer", false, () => Buffer.alloc(17 * 4096, 3).subarray(4096, 8192)],
+  ] as const)(
+    "a WRITE_PROC whose data is %s stays cached once durable (no load for a later READ_PROC): %s",
+    (_, cached, data) => {
+      const h = new CoreHarness(3);
+      const writeProc: SystemMessage = {
+        kind: "writeProc",
+        sender: 2,
+        opId: Buffer.alloc(16, 1),
+        sectorIndex: 0,
+        ts: 1n,
+        wr: 2,
+        data: data(),
+      };
+      h.step(1, { kind: "message", message: writeProc });
+      h.serveLoads();
+      expect(h.syncPersists(1)).toBe(1);
+      h.network = [];
+      const readProc: SystemMessage = {
+        kind: "readProc",
+        sender: 3,
+        opId: Buffer.alloc(16, 2),
+        sectorIndex: 0,
+      };
+      const effects = h.step(1, { kind: "message", message: readProc });
+      expect(effects.some((e) => e.kind === "load")).toBe(!cached);
+      h.serveLoads();
+      const value = h.network.find((m) => m.message.kind === "value")!.message;
+      expect(value).toMatchObject({ ts: 1n, wr: 2 });
+      expect((value as { data: Buffer }).data.equals(sectorOf(3))).toBe(true);
+    },
+  );
+
   it("a write queries with tag-only READ_TAG_PROC and retransmits the standard READ_PROC", () => {
     const h = new CoreHarness(3);
     h.write(1, 1, 0, sectorOf(2));

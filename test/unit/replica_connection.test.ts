@@ -101,6 +101,10 @@ function answer(event: DecodeEvent, store: Map<number, Buffer>): ClientResponse 
       for (let i = 0; i < m.sectorCount; i++)
         store.set(m.sectorIndex + i, Buffer.from(m.data.subarray(i * 4096, (i + 1) * 4096)));
       return { ...ok, command: "writeRange", requestNumber: m.requestNumber, sectorCount: m.sectorCount };
+    case "clientWriteSectors":
+      for (const [i, sector] of m.sectors.entries())
+        store.set(sector, Buffer.from(m.data.subarray(i * 4096, (i + 1) * 4096)));
+      return { ...ok, command: "writeSectors", requestNumber: m.requestNumber, sectorCount: m.sectorCount };
     case "clientReadRange":
       return {
         ...ok,
@@ -131,9 +135,14 @@ function runOf(first: number, count: number): Buffer {
 let replica: FakeReplica | undefined;
 const connections: ReplicaConnection[] = [];
 
-async function connect(): Promise<ReplicaConnection> {
+async function connect(options: { batchWrites?: boolean } = {}): Promise<ReplicaConnection> {
   replica = await FakeReplica.start();
-  const conn = await ReplicaConnection.connect({ host: "127.0.0.1", port: replica.port, clientKey });
+  const conn = await ReplicaConnection.connect({
+    host: "127.0.0.1",
+    port: replica.port,
+    clientKey,
+    ...options,
+  });
   connections.push(conn);
   return conn;
 }
@@ -430,3 +439,107 @@ async function waitUntil(condition: () => boolean): Promise<void> {
   }
   throw new Error("condition never held");
 }
+
+describe("ReplicaConnection batchWrites (WRITE_SECTORS)", () => {
+  /** The commands the replica received, as [kind, sectors]. */
+  function commands(): [string, number[]][] {
+    return replica!.received.map(({ event }) => {
+      if (event.kind !== "message") throw new Error(`unexpected ${event.kind}`);
+      const m = event.message;
+      if (m.kind === "clientWriteSectors") return [m.kind, m.sectors];
+      if (m.kind === "clientWrite") return [m.kind, [m.sectorIndex]];
+      throw new Error(`unexpected ${m.kind}`);
+    });
+  }
+
+  async function answerAll(from: number, store: Map<number, Buffer>): Promise<void> {
+    for (const { event, socket } of replica!.received.slice(from))
+      socket.write(encodeClientResponse(answer(event, store), clientKey));
+  }
+
+  it("sends the writes of one turn as one WRITE_SECTORS in ascending order; each write resolves with it", async () => {
+    const conn = await connect({ batchWrites: true });
+    const order = [7, 3, 900, 12];
+    const writes = order.map((sector) => conn.write(sector, sectorOf(sector)));
+    expect(conn.inflight()).toBe(4);
+    await replica!.waitFor(1);
+    expect(commands()).toEqual([["clientWriteSectors", [3, 7, 12, 900]]]);
+    const store = new Map<number, Buffer>();
+    await answerAll(0, store);
+    await Promise.all(writes);
+    for (const sector of order) expect(store.get(sector)!.equals(sectorOf(sector))).toBe(true);
+    expect(conn.inflight()).toBe(0);
+  });
+
+  it("sends a lone write as a standard WRITE, and a second write of a queued sector in a later command", async () => {
+    const conn = await connect({ batchWrites: true });
+    const store = new Map<number, Buffer>();
+    const lone = conn.write(5, sectorOf(5));
+    await replica!.waitFor(1);
+    await answerAll(0, store);
+    await lone;
+    const again = [conn.write(1, sectorOf(1)), conn.write(2, sectorOf(2)), conn.write(1, sectorOf(100))];
+    await replica!.waitFor(3);
+    expect(commands()).toEqual([
+      ["clientWrite", [5]],
+      ["clientWriteSectors", [1, 2]],
+      ["clientWrite", [1]],
+    ]);
+    await answerAll(1, store);
+    await Promise.all(again);
+    // The later write of sector 1 left last, so a replica that applies commands in order keeps it.
+    expect(store.get(1)!.equals(sectorOf(100))).toBe(true);
+  });
+
+  it("splits more than 256 writes of one turn into commands of at most 256 sectors", async () => {
+    const conn = await connect({ batchWrites: true });
+    const writes = Array.from({ length: 300 }, (_, i) => conn.write(i, sectorOf(i)));
+    await replica!.waitFor(2);
+    expect(commands().map(([kind, sectors]) => [kind, sectors.length])).toEqual([
+      ["clientWriteSectors", 256],
+      ["clientWriteSectors", 44],
+    ]);
+    await answerAll(0, new Map());
+    await Promise.all(writes);
+    expect(conn.inflight()).toBe(0);
+  });
+
+  it("fails every write of a command answered with an error or the wrong count, and queued writes on close", async () => {
+    const conn = await connect({ batchWrites: true });
+    const forged = [conn.write(1, sectorOf(1)), conn.write(2, sectorOf(2))];
+    await replica!.waitFor(1);
+    const a = commandAt(0, "clientWriteSectors");
+    const status = ResponseStatus.AuthFailure;
+    const base = { kind: "clientResponse", command: "writeSectors", status } as const;
+    a.socket.write(
+      encodeClientResponse({ ...base, requestNumber: a.message.requestNumber, sectorCount: 2 }, clientKey),
+    );
+    for (const w of forged) await expectCode(w, "AUTH_FAILED");
+    const miscounted = [conn.write(3, sectorOf(3)), conn.write(4, sectorOf(4))];
+    await replica!.waitFor(2);
+    const b = commandAt(1, "clientWriteSectors");
+    b.socket.write(
+      encodeClientResponse(
+        { ...base, status: ResponseStatus.Ok, requestNumber: b.message.requestNumber, sectorCount: 3 },
+        clientKey,
+      ),
+    );
+    for (const w of miscounted) await expectCode(w, "PROTOCOL_VIOLATION");
+    const queued = [conn.write(5, sectorOf(5)), conn.write(6, sectorOf(6))];
+    conn.close();
+    for (const w of queued) await expectCode(w, "REPLICA_UNAVAILABLE");
+    expect(conn.inflight()).toBe(0);
+  });
+
+  it("without batchWrites, writes of one turn stay one WRITE each", async () => {
+    const conn = await connect();
+    const writes = [conn.write(8, sectorOf(8)), conn.write(9, sectorOf(9))];
+    await replica!.waitFor(2);
+    expect(commands()).toEqual([
+      ["clientWrite", [8]],
+      ["clientWrite", [9]],
+    ]);
+    await answerAll(0, new Map());
+    await Promise.all(writes);
+  });
+});
