@@ -190,12 +190,13 @@ export class ReplicaConnection {
     assert(Number.isSafeInteger(sectorIndex) && sectorIndex >= 0, `bad sector index ${sectorIndex}`);
     if (this.closed) return Promise.reject(this.unavailable());
     return new Promise((resolve, reject) => {
-      this.outstandingSectors += sectorCount;
+      // Counted once sent: a command that fails to encode (a programmer error) is not in flight.
       this.dispatch(commandMessage(command, 0n, sectorIndex, sectorCount, data), { resolve, reject });
+      this.outstandingSectors += sectorCount;
     });
   }
 
-  /** Sends `cmd` under a fresh request number; its sectors are already counted in flight. */
+  /** Sends `cmd` under a fresh request number; the caller counts its sectors in flight. */
   private dispatch(cmd: ClientCommand, settle: Pick<Outstanding, "resolve" | "reject">): void {
     const requestNumber = this.nextRequestNumber;
     this.nextRequestNumber = (requestNumber + 1n) & U64_MASK;
