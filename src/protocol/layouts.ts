@@ -123,7 +123,7 @@ export const tagBodyLayout = BufferLayout.struct<TagBody>([
   BufferLayout.u8("wr"),
 ]);
 
-// Range extensions (0x82..0x8B, see MessageType in messages.ts): the standard headers with the
+// Range extensions (0x82..0x8C, see MessageType in messages.ts): the standard headers with the
 // run's sector count, a big-endian u16, in bytes 4..5 (padding in the standard types).
 
 /** Bytes 0..23 of READ_RANGE / WRITE_RANGE; WRITE_RANGE's sectorCount * 4096 data bytes follow. */
