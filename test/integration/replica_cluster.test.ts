@@ -67,6 +67,28 @@ function isAlive(pid: number | undefined): boolean {
   }
 }
 
+/**
+ * Lets `workers` (started with a stop flag) run until `acked()` reaches `least` (within 20 s),
+ * then SIGKILLs every replica mid-workload, waits for the workers to give up, and restarts the
+ * replicas from their disks.
+ */
+async function killAllMidWorkload(
+  cluster: TestCluster,
+  startWorkers: (stopped: () => boolean) => Promise<void>[],
+  acked: () => number,
+  least: number,
+): Promise<void> {
+  let stop = false;
+  const workers = startWorkers(() => stop);
+  const deadline = Date.now() + 20_000;
+  while (acked() < least && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  expect(acked()).toBeGreaterThanOrEqual(least);
+  await Promise.all([1, 2, 3].map((r) => cluster.kill(r)));
+  stop = true;
+  await Promise.all(workers);
+  await Promise.all([1, 2, 3].map((r) => cluster.start(r)));
+}
+
 describe("replica cluster (3 real processes)", () => {
   it("a write through replica 1 is read back through replicas 2 and 3", async () => {
     const cluster = await cluster3();
@@ -128,10 +150,9 @@ describe("replica cluster (3 real processes)", () => {
     const acked = new Set<number>();
     const issued: number[] = [];
     let next = 0;
-    let stop = false;
     // Writes keep flowing (16 in flight per connection) until the crash, so some are in flight.
-    const worker = async (c: ReplicaConnection) => {
-      while (!stop && next < SECTORS) {
+    const worker = async (c: ReplicaConnection, stopped: () => boolean) => {
+      while (!stopped() && next < SECTORS) {
         const i = next++;
         issued.push(i);
         try {
@@ -142,16 +163,14 @@ describe("replica cluster (3 real processes)", () => {
         }
       }
     };
-    const workers = clients.flatMap((c) => Array.from({ length: 16 }, () => worker(c)));
-    const deadline = Date.now() + 20_000;
-    while (acked.size < 300 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    expect(acked.size).toBeGreaterThanOrEqual(300);
-    await Promise.all([1, 2, 3].map((r) => cluster.kill(r)));
-    stop = true;
-    await Promise.all(workers);
+    await killAllMidWorkload(
+      cluster,
+      (stopped) => clients.flatMap((c) => Array.from({ length: 16 }, () => worker(c, stopped))),
+      () => acked.size,
+      300,
+    );
+    // Nothing is acknowledged once every replica is dead: this is what was acknowledged at the crash.
     const ackedAtCrash = new Set(acked);
-
-    await Promise.all([1, 2, 3].map((r) => cluster.start(r)));
     const reader = await connectTo(cluster, 2);
     const reads = await Promise.all(issued.map(async (i) => [i, await reader.read(i)] as const));
     for (const [i, data] of reads) {
@@ -174,9 +193,8 @@ describe("replica cluster (3 real processes)", () => {
     const runs = SECTORS / RUN;
     const acked = new Set<number>();
     let next = 0;
-    let stop = false;
-    const worker = async (c: ReplicaConnection) => {
-      while (!stop && next < runs) {
+    const worker = async (c: ReplicaConnection, stopped: () => boolean) => {
+      while (!stopped() && next < runs) {
         const r = next++;
         try {
           await c.writeRange(r * RUN, runContent(r));
@@ -186,17 +204,14 @@ describe("replica cluster (3 real processes)", () => {
         }
       }
     };
-    const workers = clients.flatMap((c) => Array.from({ length: 4 }, () => worker(c)));
-    const deadline = Date.now() + 20_000;
-    while (acked.size < 8 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-    expect(acked.size).toBeGreaterThanOrEqual(8);
-    await Promise.all([1, 2, 3].map((r) => cluster.kill(r)));
-    stop = true;
-    await Promise.all(workers);
+    await killAllMidWorkload(
+      cluster,
+      (stopped) => clients.flatMap((c) => Array.from({ length: 4 }, () => worker(c, stopped))),
+      () => acked.size,
+      8,
+    );
     const ackedAtCrash = new Set(acked);
     expect(ackedAtCrash.size).toBeLessThan(runs); // the crash really came mid-workload
-
-    await Promise.all([1, 2, 3].map((r) => cluster.start(r)));
     const reader = await connectTo(cluster, 3);
     for (let r = 0; r < runs; r++) {
       const data = await reader.readRange(r * RUN, RUN);
@@ -245,12 +260,11 @@ describe("replica cluster (3 real processes)", () => {
     // The last acknowledged round of each sector, and every round that was sent at all.
     const acked = new Map<number, number>();
     const sent = new Map<number, Set<number>>();
-    let stop = false;
     let round = 0;
     // Each worker writes 32 sectors of its own at a time (a batch), so no sector has two writes in
     // flight and "last acknowledged" is well defined.
-    const worker = async (c: ReplicaConnection, w: number) => {
-      while (!stop) {
+    const worker = async (c: ReplicaConnection, w: number, stopped: () => boolean) => {
+      while (!stopped()) {
         const r = ++round;
         const mine = Array.from({ length: 32 }, (_, i) => ((r * 7919 + i * 97) % 128) * 32 + w);
         const unique = [...new Set(mine)];
@@ -263,16 +277,14 @@ describe("replica cluster (3 real processes)", () => {
         for (const s of unique) acked.set(s, Math.max(acked.get(s) ?? 0, r));
       }
     };
-    const workers = clients.flatMap((c, k) => Array.from({ length: 4 }, (_, j) => worker(c, k * 4 + j)));
-    const deadline = Date.now() + 20_000;
-    while (acked.size < 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-    expect(acked.size).toBeGreaterThanOrEqual(200);
-    await Promise.all([1, 2, 3].map((r) => cluster.kill(r)));
-    stop = true;
-    await Promise.all(workers);
+    await killAllMidWorkload(
+      cluster,
+      (stopped) =>
+        clients.flatMap((c, k) => Array.from({ length: 4 }, (_, j) => worker(c, k * 4 + j, stopped))),
+      () => acked.size,
+      200,
+    );
     const ackedAtCrash = new Map(acked);
-
-    await Promise.all([1, 2, 3].map((r) => cluster.start(r)));
     const reader = await connectTo(cluster, 2);
     for (const [s, rounds] of sent) {
       const got = await reader.read(s);
