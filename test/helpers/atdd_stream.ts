@@ -16,3 +16,24 @@ export function feedChunks(decoder: AtddDecoder, stream: Buffer, cuts: number[])
   }
   return events;
 }
+
+/**
+ * Every copy of `original` with one byte XORed by one of `flips`, at every position, fed to a
+ * fresh decoder: returns the first (position, flip) that decoded to a message, or undefined.
+ */
+export function firstAcceptedByteChange(
+  original: Buffer,
+  newDecoder: () => AtddDecoder,
+  flips: readonly number[] = [0x01, 0x80, 0xff],
+): string | undefined {
+  for (let position = 0; position < original.length; position++) {
+    for (const flip of flips) {
+      const forged = Buffer.from(original);
+      forged[position]! ^= flip;
+      const decoder = newDecoder();
+      const events = [...decoder.push(forged), ...decoder.push(Buffer.alloc(0))];
+      if (events.some((e) => e.kind === "message")) return `byte ${position} ^ ${flip} was accepted`;
+    }
+  }
+  return undefined;
+}

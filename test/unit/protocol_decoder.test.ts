@@ -12,7 +12,7 @@ import {
   ResponseStatus,
   type SystemMessage,
 } from "../../src/protocol/messages.js";
-import { feedChunks, messageEvents } from "../helpers/atdd_stream.js";
+import { feedChunks, firstAcceptedByteChange, messageEvents } from "../helpers/atdd_stream.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0xc1);
@@ -388,17 +388,7 @@ describe("AtddDecoder resync (SPEC §1.4)", () => {
   });
 
   it("never accepts a READ with any single byte changed, at every position", () => {
-    const original = encode(read);
-    for (let position = 0; position < original.length; position++) {
-      for (const flip of [0x01, 0x80, 0xff]) {
-        const forged = Buffer.from(original);
-        forged[position]! ^= flip;
-        const decoder = replicaDecoder();
-        const events = [...decoder.push(forged), ...decoder.push(Buffer.alloc(0))];
-        const accepted = events.filter((e) => e.kind === "message");
-        if (accepted.length > 0) expect.fail(`byte ${position} ^ ${flip} was accepted`);
-      }
-    }
+    expect(firstAcceptedByteChange(encode(read), replicaDecoder)).toBeUndefined();
   });
 });
 

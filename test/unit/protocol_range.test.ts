@@ -26,7 +26,7 @@ import {
 } from "../../src/protocol/messages.js";
 import { AssertionError } from "../../src/util/assert.js";
 import { MAX_ATDD_MESSAGE_BYTES, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
-import { feedChunks, messageEvents } from "../helpers/atdd_stream.js";
+import { feedChunks, firstAcceptedByteChange, messageEvents } from "../helpers/atdd_stream.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0x3c);
@@ -1202,14 +1202,7 @@ describe("range messages: authentication and the volume bound", () => {
   ])("never accepts a %s of 3 sectors with any single byte changed, at every position", (_name, message) => {
     const original = encode(message);
     expect(replicaDecoder().push(original)).toEqual(messages(message));
-    for (let position = 0; position < original.length; position++) {
-      for (const flip of [0x01, 0x80, 0xff]) {
-        const forged = Buffer.from(original);
-        forged[position]! ^= flip;
-        const events = replicaDecoder().push(forged);
-        if (events.some((e) => e.kind === "message")) expect.fail(`byte ${position} ^ ${flip} was accepted`);
-      }
-    }
+    expect(firstAcceptedByteChange(original, replicaDecoder)).toBeUndefined();
   });
 
   it("never accepts a WRITE_RANGE_PROC of 2 sectors with any single byte changed, at every position", () => {
@@ -1221,26 +1214,22 @@ describe("range messages: authentication and the volume bound", () => {
       tags: tags(2),
       data: run(2, 24),
     });
-    for (let position = 0; position < original.length; position++) {
-      for (const flip of [0x01, 0xff]) {
-        const forged = Buffer.from(original);
-        forged[position]! ^= flip;
-        const events = replicaDecoder().push(forged);
-        if (events.some((e) => e.kind === "message")) expect.fail(`byte ${position} ^ ${flip} was accepted`);
-      }
-    }
+    expect(firstAcceptedByteChange(original, replicaDecoder, [0x01, 0xff])).toBeUndefined();
+  });
+
+  it("never executes a WRITE_SECTORS of 2 sectors with any single byte changed, at every position", () => {
+    const original = encode({
+      kind: "clientWriteSectors",
+      requestNumber: 40n,
+      ...over([3, 900]),
+      data: run(2, 25),
+    });
+    expect(replicaDecoder().push(original)).toHaveLength(1);
+    expect(firstAcceptedByteChange(original, replicaDecoder, [0x01, 0xff])).toBeUndefined();
   });
 
   it("never executes a READ_RANGE with any single byte changed, at every position", () => {
-    const original = encode(readRange);
-    for (let position = 0; position < original.length; position++) {
-      for (const flip of [0x01, 0x80, 0xff]) {
-        const forged = Buffer.from(original);
-        forged[position]! ^= flip;
-        const events = replicaDecoder().push(forged);
-        if (events.some((e) => e.kind === "message")) expect.fail(`byte ${position} ^ ${flip} was accepted`);
-      }
-    }
+    expect(firstAcceptedByteChange(encode(readRange), replicaDecoder)).toBeUndefined();
   });
 });
 
