@@ -239,12 +239,7 @@ export class ReplicaConnection {
     this.queuedSectors.clear();
     if (writes.length === 1) {
       const [only] = writes as [QueuedWrite];
-      const cmd: ClientCommand = {
-        kind: "clientWrite",
-        requestNumber: 0n,
-        sectorIndex: only.sectorIndex,
-        data: only.data,
-      };
+      const cmd = commandMessage("write", 0n, only.sectorIndex, 1, only.data);
       this.dispatch(cmd, { resolve: () => only.resolve(), reject: only.reject });
       return;
     }

@@ -25,6 +25,7 @@ import {
   RANGE_TAG_BYTES,
   RANGE_TAG_TS_OFFSET,
   RANGE_TAG_WR_OFFSET,
+  type RangeCommandHeader,
   READ_RESPONSE_DATA_OFFSET,
   rangeBodyOffset,
   rangeCommandHeaderLayout,
@@ -295,7 +296,8 @@ export class AtddDecoder {
    */
   private decodeRangeCommand(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
     const header = rangeCommandHeaderLayout.decode(buf, offset);
-    if (header.type === MessageType.WriteSectors) return this.decodeWriteSectors(buf, offset, size, owned);
+    if (header.type === MessageType.WriteSectors)
+      return this.decodeWriteSectors(header, buf, offset, size, owned);
     const isWrite = header.type === MessageType.WriteRange;
     const command = isWrite ? "writeRange" : "readRange";
     // atddMessageSize admitted only counts 1..MAX_RANGE_SECTORS; the count is echoed even when
@@ -318,8 +320,14 @@ export class AtddDecoder {
     return { kind: "message", message };
   }
 
-  private decodeWriteSectors(buf: Buffer, offset: number, size: number, owned: boolean): DecodeEvent {
-    const { sectorCount, requestNumber, sectorIndex: first } = rangeCommandHeaderLayout.decode(buf, offset);
+  private decodeWriteSectors(
+    header: RangeCommandHeader,
+    buf: Buffer,
+    offset: number,
+    size: number,
+    owned: boolean,
+  ): DecodeEvent {
+    const { sectorCount, requestNumber, sectorIndex: first } = header;
     if (!verifyMessageTag(buf, offset, size, this.clientKey)) {
       return rejected("writeSectors", requestNumber, ResponseStatus.AuthFailure, sectorCount);
     }
