@@ -6,6 +6,9 @@
 # calibrates the machine: the round trip of a 64-byte message between two processes on loopback
 # (on a VM whose idle vCPUs halt, each wakeup of another process costs far more than the copy).
 # Env: SIZE_MIB (volume size, default 256), RUNTIME (seconds per job, default 10),
+#      RAMP (seconds of each job run before fio starts counting, default 1; the processes are
+#      JIT-compiled, and sequential writes through a fresh cluster speed up for their first 10-20 s,
+#      so RAMP=10 RUNTIME=20 shows the steady state a long transfer sees),
 #      CONNS (gateway --connections-per-replica, default 2), KEEP=1 keeps the temp dir,
 #      CLI (the atomic-disk entry point, default dist/cli/main.js: another build to compare).
 set -euo pipefail
@@ -13,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 SIZE_MIB=${SIZE_MIB:-256}
 RUNTIME=${RUNTIME:-10}
+RAMP=${RAMP:-1}
 CONNS=${CONNS:-2}
 CLI=${CLI:-dist/cli/main.js}
 for tool in fio nbdkit nbdinfo node; do
@@ -119,7 +123,7 @@ loopback_rtt_us() {
 run_fio() { # uri name rw bs depth -> "iops MBps"
   local out="$TMP/fio-$2-$(echo "$1" | tr -c 'a-z0-9' _).json"
   fio --name="$2" --ioengine=nbd --uri="$1" --rw="$3" --bs="$4" --iodepth="$5" --size="${SIZE_MIB}M" \
-    --time_based --runtime="$RUNTIME" --ramp_time=1 --output-format=json >"$out" 2>"$out.err" || {
+    --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --output-format=json >"$out" 2>"$out.err" || {
     echo "bench: fio $2 against $1 failed: $(tail -2 "$out.err")" >&2; echo "0 0"; return; }
   python3 - "$out" <<'PY'
 import json, sys
@@ -130,18 +134,22 @@ print(f'{side["iops"]:.0f} {side["bw_bytes"] / 1e6:.1f}')
 PY
 }
 
-# As run_fio, plus the CPU the given processes used per operation in µs (ramp included, so a little
-# high), in all and each: "iops MBps cpu_us_per_op cpu_us_per_op_of_each,...".
+# As run_fio, plus the CPU the given processes used per operation in µs, in all and each:
+# "iops MBps cpu_us_per_op cpu_us_per_op_of_each,...". Counted from the end of fio's ramp, like
+# fio's own numbers, so that warm-up is in neither.
 run_fio_cpu() { # uri name rw bs depth pid...
   local args=("$1" "$2" "$3" "$4" "$5")
   shift 5
-  local t0 c0 t1 c1 result
+  local result="$TMP/result-${args[1]}-$(echo "${args[0]}" | tr -c 'a-z0-9' _)" job t0 c0 t1 c1
+  run_fio "${args[@]}" >"$result" &
+  job=$!
+  sleep "$RAMP"
   t0=$(date +%s.%N)
   c0=$(cpu_ticks "$@")
-  result=$(run_fio "${args[@]}")
+  wait "$job"
   c1=$(cpu_ticks "$@")
   t1=$(date +%s.%N)
-  read -r iops mbs <<<"$result"
+  read -r iops mbs <"$result"
   python3 -c "
 iops, secs, hz = $iops, $t1 - $t0, $(getconf CLK_TCK)
 each = [b - a for a, b in zip([$c0], [$c1])]
@@ -150,8 +158,8 @@ total = f'{sum(each) * 1e6 / hz / (iops * secs):.0f}' if iops else '?'
 print(iops, $mbs, total, ','.join(per_op))"
 }
 
-printf "\natomic-disk NBD gateway (3 replicas, %s MiB) vs nbdkit file + fua=force; %ss per job; %s\n\n" \
-  "$SIZE_MIB" "$RUNTIME" "$(date -u +%FT%TZ)"
+printf "\natomic-disk NBD gateway (3 replicas, %s MiB) vs nbdkit file + fua=force; %ss per job after %ss of ramp; %s\n\n" \
+  "$SIZE_MIB" "$RUNTIME" "$RAMP" "$(date -u +%FT%TZ)"
 printf "machine: loopback round trip between two processes, p50 %s µs\n\n" "$(loopback_rtt_us)"
 printf "%-18s %10s %9s %9s %12s %9s %9s %7s\n" job gw_IOPS gw_MB/s gw_us/op nbdkit_IOPS kit_MB/s kit_us/op ratio
 RESULTS=()
