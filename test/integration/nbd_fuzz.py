@@ -1,0 +1,107 @@
+# Usage: /usr/bin/python3 nbd_fuzz.py HOST PORT SEED COUNT
+# Raw-socket NBD client (no libnbd: it refuses to send most of these) that mixes random requests
+# (any command type, flags, offset and length, including past the end, 2^64-1, zero and over the
+# 32 MiB maximum) with whole-sector writes and reads of the first 64 sectors. Every request must get
+# exactly one simple reply carrying its own handle and an errno of 0, EINVAL or ENOSPC, on the same
+# connection, and every sector read back must hold what was last written to it. Writes above 40 MiB
+# (which close the connection by design) and DISC are left out. Prints one JSON line; any failure
+# exits non-zero.
+import json
+import random
+import socket
+import struct
+import sys
+
+host, port, seed, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+
+NBD_OPT_GO, NBD_REP_ACK, NBD_REP_INFO, NBD_INFO_EXPORT = 7, 1, 3, 0
+REQUEST_MAGIC, SIMPLE_REPLY_MAGIC = 0x25609513, 0x67446698
+READ, WRITE, DISC, FLUSH, TRIM, CACHE, WRITE_ZEROES, BLOCK_STATUS = range(8)
+CHANGES_DATA = {WRITE, TRIM, WRITE_ZEROES}
+ALLOWED_ERRNOS = {0, 22, 28}  # EINVAL, ENOSPC
+SECTOR = 4096
+CHECKED_SECTORS = 64
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def connect():
+    sock = socket.create_connection((host, port), timeout=60)
+    greeting = recv_exact(sock, 18)
+    assert greeting[:8] == b"NBDMAGIC", greeting
+    sock.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
+    # NBD_OPT_GO, default export, no info requests: simple replies only.
+    sock.sendall(struct.pack(">QII", 0x49484156454F5054, NBD_OPT_GO, 6) + struct.pack(">IH", 0, 0))
+    size = None
+    while True:
+        _magic, _opt, rep, length = struct.unpack(">QIII", recv_exact(sock, 20))
+        data = recv_exact(sock, length)
+        assert rep & 0x80000000 == 0, f"option error {rep:#x}"
+        if rep == NBD_REP_INFO and struct.unpack(">H", data[:2])[0] == NBD_INFO_EXPORT:
+            size = struct.unpack(">Q", data[2:10])[0]
+        if rep == NBD_REP_ACK:
+            return sock, size
+
+
+def random_request(size):
+    kind = rng.choice([READ, WRITE, FLUSH, TRIM, CACHE, WRITE_ZEROES, BLOCK_STATUS, 8, 9, 15, 255, 65535])
+    flags = rng.choice([0, 1, 2, 4, 8, 16, 0xFFFF, rng.getrandbits(16)])
+    offset = rng.choice([0, size - 1, size, size + SECTOR, 2**63, 2**64 - 1, rng.randrange(size), rng.getrandbits(64)])
+    length = rng.choice([0, 1, 511, SECTOR, 32 << 20, (32 << 20) + 1, 2**32 - 1, rng.getrandbits(32), rng.randrange(1 << 20)])
+    payload = b""
+    if kind == WRITE:
+        if length > 40 << 20:
+            length = rng.randrange(1 << 20)
+        payload = rng.randbytes(64) * (length // 64 + 1)
+        payload = payload[:length]
+    return kind, flags, offset, length, payload
+
+
+sock, size = connect()
+shadow = {}  # sector -> the 4096 bytes last written to it by a checked write
+replies = {}
+checked_reads = 0
+for i in range(count):
+    handle = rng.getrandbits(64)
+    checked = rng.random() < 0.6
+    if checked:
+        sector = rng.randrange(CHECKED_SECTORS)
+        offset, length = sector * SECTOR, SECTOR
+        if rng.random() < 0.5:
+            kind, flags, payload = WRITE, rng.choice([0, 1]), rng.randbytes(1) * SECTOR
+        else:
+            kind, flags, payload = READ, 0, b""
+    else:
+        kind, flags, offset, length, payload = random_request(size)
+    sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, flags, kind, handle, offset, length) + payload)
+    magic, err, got = struct.unpack(">IIQ", recv_exact(sock, 16))
+    where = f"request {i}: type {kind} flags {flags:#x} offset {offset} length {length}"
+    assert magic == SIMPLE_REPLY_MAGIC and got == handle, f"{where}: reply {magic:#x} handle {got:#x}"
+    assert err in ALLOWED_ERRNOS, f"{where}: errno {err}"
+    data = recv_exact(sock, length) if kind == READ and err == 0 else b""
+    replies[f"{kind}/{err}"] = replies.get(f"{kind}/{err}", 0) + 1
+    if checked:
+        assert err == 0, f"{where}: a valid request failed with errno {err}"
+        if kind == WRITE:
+            shadow[sector] = payload
+        elif sector in shadow:
+            assert data == shadow[sector], f"{where}: sector {sector} lost its last write"
+            checked_reads += 1
+    elif err == 0 and kind in CHANGES_DATA:
+        # A random write, trim or zeroing that landed on checked sectors: what they hold is its business.
+        first, end = offset // SECTOR, (offset + length + SECTOR - 1) // SECTOR
+        for s in [s for s in shadow if first <= s < end]:
+            del shadow[s]
+
+sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, 0, DISC, 0, 0, 0))
+sock.close()
+print(json.dumps({"requests": count, "checked_reads": checked_reads, "replies": replies}))
