@@ -64,16 +64,28 @@ describe("nbd gateway with real clients", () => {
     });
   }, 120_000);
 
-  it("random requests of any type, flags, offset and length each get one reply with an allowed errno, on a connection that stays usable and loses no sector", async () => {
-    const r = await python("nbd_fuzz.py", ["127.0.0.1", String(gw.port), "7", "1500"], 120_000);
-    expect(r.status, r.stderr + r.stdout).toBe(0);
-    const out = JSON.parse(r.stdout);
-    expect(out.requests).toBe(1500);
-    // The checks ran: sectors written earlier were read back, and junk got its errnos.
-    expect(out.checked_reads).toBeGreaterThan(50);
-    expect(out.replies["255/22"]).toBeGreaterThan(0);
-    expect(out.replies["1/28"]).toBeGreaterThan(0);
-  }, 120_000);
+  for (const mode of ["simple", "structured"] as const) {
+    it(`random requests of any type, flags, offset and length each get one reply (${mode} replies) with an allowed errno, on a connection that stays usable and loses no sector`, async () => {
+      const args = [
+        "127.0.0.1",
+        String(gw.port),
+        "7",
+        "1500",
+        ...(mode === "structured" ? ["structured"] : []),
+      ];
+      const r = await python("nbd_fuzz.py", args, 120_000);
+      expect(r.status, r.stderr + r.stdout).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.requests).toBe(1500);
+      // The checks ran: sectors written earlier were read back, junk got its errnos, and with
+      // structured replies negotiated the reads came as chunks.
+      expect(out.checked_reads).toBeGreaterThan(50);
+      expect(out.replies["255/22"]).toBeGreaterThan(0);
+      expect(out.replies["1/28"]).toBeGreaterThan(0);
+      if (mode === "structured") expect(out.chunks).toBeGreaterThan(500);
+      else expect(out.chunks).toBe(0);
+    }, 120_000);
+  }
 
   it("libnbd: two connections see each other's flushed and FUA writes", async () => {
     const r = await python("nbd_multiconn.py", [gw.uri, "60"], 60_000);
