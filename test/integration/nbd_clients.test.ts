@@ -65,7 +65,7 @@ describe("nbd gateway with real clients", () => {
   }, 120_000);
 
   for (const mode of ["simple", "structured"] as const) {
-    it(`random requests of any type, flags, offset and length each get one reply (${mode} replies) with an allowed errno, on a connection that stays usable and loses no sector`, async () => {
+    it(`random requests of any type, flags, offset and length each get one reply (${mode} replies) with an allowed errno, on a connection that stays usable, and every read returns what the writes before it imply`, async () => {
       const args = [
         "127.0.0.1",
         String(gw.port),
@@ -77,9 +77,9 @@ describe("nbd gateway with real clients", () => {
       expect(r.status, r.stderr + r.stdout).toBe(0);
       const out = JSON.parse(r.stdout);
       expect(out.requests).toBe(1500);
-      // The checks ran: sectors written earlier were read back, junk got its errnos, and with
+      // The checks ran: reads were compared with the model, junk got its errnos, and with
       // structured replies negotiated the reads came as chunks.
-      expect(out.checked_reads).toBeGreaterThan(50);
+      expect(out.checked_reads).toBeGreaterThan(300);
       expect(out.replies["255/22"]).toBeGreaterThan(0);
       expect(out.replies["1/28"]).toBeGreaterThan(0);
       if (mode === "structured") expect(out.chunks).toBeGreaterThan(500);
