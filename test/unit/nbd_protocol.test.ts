@@ -6,7 +6,7 @@ import { Command, NbdErrno, Option, OptionReply } from "../../src/nbd/constants.
 import { MemoryBackend } from "../../src/nbd/memory_backend.js";
 import type { SectorBackend } from "../../src/nbd/sector_backend.js";
 import { NbdServer } from "../../src/nbd/server.js";
-import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { NBD_ABSURD_PAYLOAD_BYTES, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { RawClient } from "./nbd_raw_client.js";
 
 const silent = pino({ level: "silent" });
@@ -179,6 +179,19 @@ describe("nbd transmission", () => {
     expect(await c.simpleReply()).toMatchObject({ error: NbdErrno.EINVAL, cookie: 1n });
     c.sendRequest(Command.Read, 2n, 0n, 4096);
     expect((await c.simpleReply(4096)).data).toEqual(Buffer.alloc(4096));
+  });
+
+  it("closes a connection whose WRITE announces more than 64 MiB, without reading it, and keeps serving others", async () => {
+    const port = await startServer(new MemoryBackend(16));
+    const other = await transmitting(port);
+    const c = await transmitting(port);
+    // Only the header: the announced payload is never sent, and the server must not wait for it.
+    c.sendRequest(Command.Write, 1n, 0n, NBD_ABSURD_PAYLOAD_BYTES + 1);
+    await c.closedPromise;
+    other.sendRequest(Command.Write, 2n, 0n, 4096, Buffer.alloc(4096, 3));
+    expect(await other.simpleReply()).toMatchObject({ error: 0, cookie: 2n });
+    other.sendRequest(Command.Read, 3n, 0n, 4096);
+    expect((await other.simpleReply(4096)).data).toEqual(Buffer.alloc(4096, 3));
   });
 
   it("replies EIO once on timeout, drops the late completion, and keeps serving", async () => {
