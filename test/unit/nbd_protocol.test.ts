@@ -6,7 +6,12 @@ import { Command, NbdErrno, Option, OptionReply } from "../../src/nbd/constants.
 import { MemoryBackend } from "../../src/nbd/memory_backend.js";
 import type { SectorBackend } from "../../src/nbd/sector_backend.js";
 import { NbdServer } from "../../src/nbd/server.js";
-import { NBD_ABSURD_PAYLOAD_BYTES, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import {
+  NBD_ABSURD_PAYLOAD_BYTES,
+  NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION,
+  NBD_MAX_OPTION_BYTES,
+  SECTOR_SIZE_BYTES,
+} from "../../src/util/limits.js";
 import { RawClient } from "./nbd_raw_client.js";
 
 const silent = pino({ level: "silent" });
@@ -41,6 +46,22 @@ async function transmitting(port: number): Promise<RawClient> {
   return c;
 }
 
+/**
+ * Resolves once the server closed `c`; fails if it is still open after `ms`. Far below the
+ * handshake timeout (60 s), so a server that waits for bytes it should not wait for fails here.
+ */
+async function closesSoon(c: RawClient, ms = 10_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const tooLate = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`connection still open after ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([c.closedPromise, tooLate]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
   for (const s of servers.splice(0)) await s.close();
@@ -48,9 +69,13 @@ afterEach(async () => {
 
 /** A backend whose operations wait until the test releases them. */
 class GatedBackend implements SectorBackend {
-  readonly inner = new MemoryBackend(256);
-  readonly sectors = 256;
+  readonly inner: MemoryBackend;
   gate: Promise<void> = Promise.resolve();
+  /** Sector writes that reached this backend (held or not). */
+  writesStarted = 0;
+  constructor(readonly sectors = 256) {
+    this.inner = new MemoryBackend(sectors);
+  }
   open!: () => void;
   hold(): void {
     this.gate = new Promise((resolve) => {
@@ -62,6 +87,7 @@ class GatedBackend implements SectorBackend {
     return this.inner.readSector(i);
   }
   async writeSector(i: number, d: Buffer): Promise<void> {
+    this.writesStarted++;
     await this.gate;
     return this.inner.writeSector(i, d);
   }
@@ -70,6 +96,7 @@ class GatedBackend implements SectorBackend {
     return this.inner.readSectors(i, n);
   }
   async writeSectors(i: number, d: Buffer): Promise<void> {
+    this.writesStarted += d.length / SECTOR_SIZE_BYTES;
     await this.gate;
     return this.inner.writeSectors(i, d);
   }
@@ -130,6 +157,17 @@ describe("nbd handshake", () => {
     expect(d.closed).toBe(true);
   });
 
+  it("closes on an option that announces more than 64 KiB, without waiting for its data", async () => {
+    const c = await client(await startServer(new MemoryBackend(16)));
+    await c.handshakeStart();
+    const header = Buffer.alloc(16);
+    header.writeBigUInt64BE(0x49484156454f5054n, 0); // IHAVEOPT
+    header.writeUInt32BE(Option.List, 8);
+    header.writeUInt32BE(NBD_MAX_OPTION_BYTES + 1, 12);
+    c.socket.write(header);
+    await closesSoon(c);
+  });
+
   it("supports EXPORT_NAME with NO_ZEROES: 10 bytes of size and flags", async () => {
     const c = await client(await startServer(new MemoryBackend(16)));
     await c.handshakeStart();
@@ -187,11 +225,36 @@ describe("nbd transmission", () => {
     const c = await transmitting(port);
     // Only the header: the announced payload is never sent, and the server must not wait for it.
     c.sendRequest(Command.Write, 1n, 0n, NBD_ABSURD_PAYLOAD_BYTES + 1);
-    await c.closedPromise;
+    await closesSoon(c);
     other.sendRequest(Command.Write, 2n, 0n, 4096, Buffer.alloc(4096, 3));
     expect(await other.simpleReply()).toMatchObject({ error: 0, cookie: 2n });
     other.sendRequest(Command.Read, 3n, 0n, 4096);
     expect((await other.simpleReply(4096)).data).toEqual(Buffer.alloc(4096, 3));
+  });
+
+  it(`takes at most ${NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION} requests of one connection at a time; the rest wait in the socket until replies make room`, async () => {
+    const limit = NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION;
+    const n = limit + 44;
+    const backend = new GatedBackend(n);
+    const c = await transmitting(await startServer(backend));
+    backend.hold();
+    // Distinct sectors, so that no write waits on another's sector lock instead of the limit.
+    for (let i = 0; i < n; i++) {
+      c.sendRequest(Command.Write, BigInt(i + 1), BigInt(i * SECTOR_SIZE_BYTES), 4096, Buffer.alloc(4096, i));
+    }
+    for (let t = 0; t < 1000 && backend.writesStarted < limit; t++)
+      await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(backend.writesStarted).toBe(limit);
+    backend.open();
+    const cookies = new Set<bigint>();
+    for (let i = 0; i < n; i++) {
+      const reply = await c.simpleReply();
+      expect(reply.error).toBe(0);
+      cookies.add(reply.cookie);
+    }
+    expect(cookies.size).toBe(n);
+    expect(backend.writesStarted).toBe(n);
   });
 
   it("replies EIO once on timeout, drops the late completion, and keeps serving", async () => {
