@@ -14,7 +14,7 @@ import { MAGIC, ResponseStatus } from "../../src/protocol/messages.js";
 import { initialSectorState, type SectorState } from "../../src/storage/sector_state.js";
 import type { PersistItem, SectorStore } from "../../src/storage/sector_store.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
-import { SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { setRootLogger } from "../../src/util/log.js";
 import { RawClient } from "../helpers/cluster.js";
 import { freePorts } from "../helpers/ports.js";
@@ -259,4 +259,46 @@ describe("replica server (in-process)", () => {
     while (replyBytes < COMMANDS * 4144 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(replyBytes).toBe(COMMANDS * 4144);
   });
+
+  it(`stops reading a client with ${MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION} sectors of commands in flight, and reads on once they complete`, async () => {
+    const cluster = await startInProcess(3);
+    await cluster.stop(2);
+    await cluster.stop(3); // only a minority: every write waits
+    const address = cluster.config.replicas[0]!;
+    const client = connect({ host: address.host, port: address.port });
+    cleanups.push(async () => {
+      client.destroy();
+    });
+    await new Promise((r) => client.once("connect", r));
+    let replyBytes = 0;
+    client.on("data", (chunk: Buffer) => {
+      replyBytes += chunk.length;
+    });
+    const limit = MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION;
+    const COMMANDS = limit + 1_000;
+    const commands = Array.from({ length: COMMANDS }, (_, i) =>
+      encodeClientCommand(
+        { kind: "clientWrite", requestNumber: BigInt(i), sectorIndex: i % SECTORS, data: sector(i & 0xff) },
+        cluster.config.clientKey,
+      ),
+    );
+    client.write(Buffer.concat(commands));
+    let accepted = -1;
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = cluster.replicas.get(1)!.stats().driver.clientOps;
+      if (now === accepted && now >= limit) break;
+      accepted = now;
+    }
+    // The pause comes after the socket chunk that reached the limit: at most one chunk (64 KiB,
+    // 16 WRITEs) more.
+    expect(accepted).toBeGreaterThanOrEqual(limit);
+    expect(accepted).toBeLessThanOrEqual(limit + 16);
+    expect(replyBytes).toBe(0);
+    await cluster.start(2);
+    const deadline = Date.now() + 60_000;
+    while (replyBytes < COMMANDS * 48 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(replyBytes).toBe(COMMANDS * 48);
+    expect(cluster.replicas.get(1)!.stats().driver.completedOps).toBe(COMMANDS);
+  }, 90_000);
 });
