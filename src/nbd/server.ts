@@ -4,7 +4,12 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { RateLimitedLog } from "../net/rate_limited_log.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { BAD_INPUT_LOG_INTERVAL_MS, NBD_MAX_CONNECTIONS, NBD_REQUEST_TIMEOUT_MS } from "../util/limits.js";
+import {
+  BAD_INPUT_LOG_INTERVAL_MS,
+  NBD_HANDSHAKE_TIMEOUT_MS,
+  NBD_MAX_CONNECTIONS,
+  NBD_REQUEST_TIMEOUT_MS,
+} from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 import type { ExportInfo } from "./export_info.js";
 import { formatListenAddress, type ListenAddress } from "./listen_address.js";
@@ -20,6 +25,8 @@ export interface NbdServerOptions {
   listen: ListenAddress;
   exportName?: string;
   timeoutMs?: number;
+  /** How long a client may take to finish the handshake (default NBD_HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
   maxInflightSectors?: number;
   log?: Logger;
 }
@@ -31,6 +38,7 @@ export class NbdServer {
   private readonly volume: Volume;
   private readonly exportInfo: ExportInfo;
   private readonly timeoutMs: number;
+  private readonly handshakeTimeoutMs: number;
   private nextSessionId = 1;
 
   private constructor(private readonly options: NbdServerOptions) {
@@ -38,6 +46,8 @@ export class NbdServer {
     this.volume = new Volume(options.backend, options.maxInflightSectors);
     this.timeoutMs = options.timeoutMs ?? NBD_REQUEST_TIMEOUT_MS;
     assert(this.timeoutMs > 0, "timeoutMs must be positive");
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? NBD_HANDSHAKE_TIMEOUT_MS;
+    assert(this.handshakeTimeoutMs > 0, "handshakeTimeoutMs must be positive");
     this.exportInfo = {
       name: options.exportName ?? "",
       description: "atomic-disk replicated volume",
@@ -125,6 +135,7 @@ export class NbdServer {
       exportInfo: this.exportInfo,
       volume: this.volume,
       timeoutMs: this.timeoutMs,
+      handshakeTimeoutMs: this.handshakeTimeoutMs,
       log,
     });
     this.sessions.add(session);

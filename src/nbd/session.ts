@@ -2,7 +2,7 @@
 // of here: protocol violations close this socket only, and the gateway goes on serving others.
 import type { Socket } from "node:net";
 import { TurnCorkedWriter } from "../net/turn_corked_writer.js";
-import { NBD_HANDSHAKE_TIMEOUT_MS, SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
+import { SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import { ByteQueue, isEof } from "./byte_queue.js";
 import type { ExportInfo } from "./export_info.js";
@@ -14,6 +14,7 @@ export interface SessionOptions {
   exportInfo: ExportInfo;
   volume: Volume;
   timeoutMs: number;
+  handshakeTimeoutMs: number;
   log: Logger;
 }
 
@@ -92,7 +93,7 @@ export class Session {
     const idle = setTimeout(() => {
       log.info("nbd handshake not finished in time; closing");
       this.socket.destroy();
-    }, NBD_HANDSHAKE_TIMEOUT_MS);
+    }, this.options.handshakeTimeoutMs);
     try {
       const outcome = await negotiate({ queue: this.queue, send, log }, this.options.exportInfo).finally(() =>
         clearTimeout(idle),

@@ -18,12 +18,18 @@ const silent = pino({ level: "silent" });
 const servers: NbdServer[] = [];
 const clients: RawClient[] = [];
 
-async function startServer(backend: SectorBackend, timeoutMs = 10_000, exportName = "disk"): Promise<number> {
+async function startServer(
+  backend: SectorBackend,
+  timeoutMs = 10_000,
+  exportName = "disk",
+  handshakeTimeoutMs?: number,
+): Promise<number> {
   const server = await NbdServer.start({
     backend,
     listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
     exportName,
     timeoutMs,
+    ...(handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs } : {}),
     log: silent,
   });
   servers.push(server);
@@ -166,6 +172,21 @@ describe("nbd handshake", () => {
     header.writeUInt32BE(NBD_MAX_OPTION_BYTES + 1, 12);
     c.socket.write(header);
     await closesSoon(c);
+  });
+
+  it("closes a client that does not finish the handshake in time, and keeps serving others", async () => {
+    // 2 s: short for the test, long enough for the well-behaved client below on a loaded machine.
+    const port = await startServer(new MemoryBackend(16), 10_000, "disk", 2_000);
+    const started = Date.now();
+    const silentClient = await client(port);
+    const slow = await client(port);
+    await slow.handshakeStart(); // then nothing more
+    await closesSoon(silentClient);
+    await closesSoon(slow);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+    const c = await transmitting(port);
+    c.sendRequest(Command.Read, 1n, 0n, 4096);
+    expect(await c.simpleReply(4096)).toMatchObject({ error: 0, cookie: 1n });
   });
 
   it("supports EXPORT_NAME with NO_ZEROES: 10 bytes of size and flags", async () => {
