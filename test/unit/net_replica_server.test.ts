@@ -119,6 +119,25 @@ async function startInProcess(replicaCount: number): Promise<InProcessCluster> {
   return cluster;
 }
 
+/**
+ * The client commands replica `rank` has taken in, once that count stops growing (back-pressure
+ * stopped reading) and has reached `atLeast`; polled every 100 ms for up to 10 s.
+ */
+async function commandsAcceptedOnceStopped(
+  cluster: InProcessCluster,
+  rank: number,
+  atLeast = 0,
+): Promise<number> {
+  let accepted = -1;
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = cluster.replicas.get(rank)!.stats().driver.clientOps;
+    if (now === accepted && now >= atLeast) break;
+    accepted = now;
+  }
+  return accepted;
+}
+
 function sector(fill: number): Buffer {
   return Buffer.alloc(SECTOR_SIZE_BYTES, fill);
 }
@@ -240,14 +259,7 @@ describe("replica server (in-process)", () => {
       ),
     );
     hog.write(Buffer.concat(commands));
-    // Let the replica work through what it accepts until back-pressure stops it.
-    let accepted = -1;
-    for (let i = 0; i < 100; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      const now = cluster.replicas.get(1)!.stats().driver.clientOps;
-      if (now === accepted) break;
-      accepted = now;
-    }
+    const accepted = await commandsAcceptedOnceStopped(cluster, 1);
     console.log(`replica accepted ${accepted} of ${COMMANDS} commands before back-pressure stopped it`);
     expect(accepted).toBeLessThan(COMMANDS);
     // Another client on the same replica is still served.
@@ -283,13 +295,7 @@ describe("replica server (in-process)", () => {
       ),
     );
     client.write(Buffer.concat(commands));
-    let accepted = -1;
-    for (let i = 0; i < 100; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      const now = cluster.replicas.get(1)!.stats().driver.clientOps;
-      if (now === accepted && now >= limit) break;
-      accepted = now;
-    }
+    const accepted = await commandsAcceptedOnceStopped(cluster, 1, limit);
     // The pause comes after the socket chunk that reached the limit: at most one chunk (64 KiB,
     // 16 WRITEs) more.
     expect(accepted).toBeGreaterThanOrEqual(limit);
