@@ -1,5 +1,7 @@
 // ReplicaConnection against a tiny in-test replica: a TCP server on 127.0.0.1 that decodes
 // commands with AtddDecoder and answers with encodeClientResponse, under the test's control.
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ReplicaConnection } from "../../src/client/replica_connection.js";
@@ -147,10 +149,14 @@ async function connect(options: { batchWrites?: boolean } = {}): Promise<Replica
   return conn;
 }
 
+/** Other things a test started, stopped after it whatever its outcome. */
+const cleanups: Array<() => Promise<void>> = [];
+
 afterEach(async () => {
   for (const conn of connections.splice(0)) conn.close();
   await replica?.stop();
   replica = undefined;
+  for (const cleanup of cleanups.splice(0)) await cleanup();
 });
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<AtomicDiskError> {
@@ -308,6 +314,39 @@ describe("ReplicaConnection", () => {
     expect((err.cause as NodeJS.ErrnoException).code).toBe("ECONNREFUSED");
     expect(err.message).toContain(`127.0.0.1:${port}`);
   });
+
+  // With tcp_abort_on_overflow set the kernel refuses instead of dropping SYNs: no hang to test.
+  it.skipIf(readFileSync("/proc/sys/net/ipv4/tcp_abort_on_overflow", "utf8").trim() !== "0")(
+    "fails a connect() that hangs after connectTimeoutMs, caused by ETIMEDOUT (not a refusal)",
+    async () => {
+      // A listener that never accepts, with room for one queued connection: once that is taken the
+      // kernel drops further SYNs, so a connect neither succeeds nor fails (the pool must not treat
+      // that as a dead replica, SPEC §4).
+      const listener = spawn("/usr/bin/python3", [
+        "-c",
+        "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0); print(s.getsockname()[1], flush=True); time.sleep(60)",
+      ]);
+      const filler = new net.Socket();
+      cleanups.push(async () => {
+        filler.destroy();
+        listener.kill();
+      });
+      const port = await new Promise<number>((resolve) =>
+        listener.stdout.once("data", (d: Buffer) => resolve(Number(String(d).trim()))),
+      );
+      await new Promise<void>((resolve, reject) => {
+        filler.once("error", reject);
+        filler.connect({ host: "127.0.0.1", port }, resolve);
+      });
+      const started = Date.now();
+      const err = await expectCode(
+        ReplicaConnection.connect({ host: "127.0.0.1", port, clientKey, connectTimeoutMs: 500 }),
+        "REPLICA_UNAVAILABLE",
+      );
+      expect(Date.now() - started).toBeGreaterThanOrEqual(450);
+      expect((err.cause as NodeJS.ErrnoException).code).toBe("ETIMEDOUT");
+    },
+  );
 });
 
 describe("ReplicaConnection range commands", () => {
