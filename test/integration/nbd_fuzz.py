@@ -1,12 +1,16 @@
-# Usage: /usr/bin/python3 nbd_fuzz.py HOST PORT SEED COUNT [structured]
+# Usage: /usr/bin/python3 nbd_fuzz.py HOST PORT SEED COUNT [structured] [pipelined]
 # Raw-socket NBD client (no libnbd: it refuses to send most of these) that mixes random requests
 # (any command type, flags, offset and length, including past the end, 2^64-1, zero and over the
 # 32 MiB maximum) with whole-sector writes and reads of the first 64 sectors. Every request must get
 # exactly one reply (simple; or with "structured", for READ a chain of chunks ending in one marked
-# done, for the others either form, as the NBD spec allows) carrying its own handle and an errno of 0, EINVAL or ENOSPC, on the same connection, and every
-# sector read back must hold what was last written to it. Writes above 40 MiB
-# (which close the connection by design) and DISC are left out. Prints one JSON line; any failure
-# exits non-zero.
+# done, for the others either form, as the NBD spec allows) carrying its own handle and an errno of
+# 0, EINVAL or ENOSPC, on the same connection, and every successful read must return what the
+# successful writes, zeroings and reads before it imply (Model below), at any offset and length.
+# With "pipelined", requests go in windows of 16 before any reply is read: the replies may come in
+# any order (and structured chunks of different requests interleaved); the requests of one window
+# touch disjoint byte ranges, so the model does not depend on the order they ran in. Writes above
+# 40 MiB (which close the connection by design) and DISC are left out. Prints one JSON line; any
+# failure exits non-zero.
 import json
 import random
 import socket
@@ -14,7 +18,10 @@ import struct
 import sys
 
 host, port, seed, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-structured = sys.argv[5:] == ["structured"]
+modes = set(sys.argv[5:])
+assert modes <= {"structured", "pipelined"}, f"unknown modes {modes}"
+structured = "structured" in modes
+window = 16 if "pipelined" in modes else 1
 rng = random.Random(seed)
 
 NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_INFO, NBD_INFO_EXPORT = 7, 8, 1, 3, 0
@@ -63,45 +70,54 @@ def connect():
 
 
 chunks_seen = 0
+out_of_order = 0  # replies that completed in another place than their request was sent in
 
 
-def read_reply(sock, handle, kind, offset, length, where):
-    """(errno, data read) of the reply to the request with `handle`."""
-    magic = struct.unpack(">I", recv_exact(sock, 4))[0]
-    if magic == SIMPLE_REPLY_MAGIC:
-        assert not (structured and kind == READ), f"{where}: a simple reply to a READ after structured replies"
-        err, got = struct.unpack(">IQ", recv_exact(sock, 12))
-        assert got == handle, f"{where}: reply for handle {got:#x}"
-        return err, recv_exact(sock, length) if kind == READ and err == 0 else b""
-    assert structured and magic == STRUCTURED_REPLY_MAGIC, f"{where}: reply magic {magic:#x}"
-    global chunks_seen
-    # Allocated on the first data chunk: a failing READ may ask for up to 4 GiB.
-    data, covered, err = None, 0, 0
-    while True:
+def read_replies(sock, pending):
+    """Reads replies until every request in `pending` (handle -> request) has its whole reply, in
+    whatever order they come; returns handle -> (errno, data read)."""
+    global chunks_seen, out_of_order
+    done = {}
+    order = list(pending)
+    while pending:
+        magic = struct.unpack(">I", recv_exact(sock, 4))[0]
+        if magic == SIMPLE_REPLY_MAGIC:
+            err, handle = struct.unpack(">IQ", recv_exact(sock, 12))
+            assert handle in pending, f"simple reply for unknown handle {handle:#x}"
+            req = pending.pop(handle)
+            where = req["where"]
+            assert not (structured and req["kind"] == READ), f"{where}: a simple reply to a READ after structured replies"
+            done[handle] = (err, recv_exact(sock, req["length"]) if req["kind"] == READ and err == 0 else b"")
+            continue
+        assert structured and magic == STRUCTURED_REPLY_MAGIC, f"reply magic {magic:#x}"
         chunks_seen += 1
-        flags, chunk, got, size = struct.unpack(">HHQI", recv_exact(sock, 16))
-        assert got == handle, f"{where}: chunk for handle {got:#x}"
+        flags, chunk, handle, size = struct.unpack(">HHQI", recv_exact(sock, 16))
+        assert handle in pending, f"chunk for unknown handle {handle:#x}"
+        req = pending[handle]
+        where, length = req["where"], req["length"]
         payload = recv_exact(sock, size)
         if chunk & CHUNK_ERROR_BIT:
-            assert err == 0, f"{where}: two error chunks"
-            err = struct.unpack(">I", payload[:4])[0]
+            assert req["err"] == 0, f"{where}: two error chunks"
+            req["err"] = struct.unpack(">I", payload[:4])[0]
         elif chunk in (CHUNK_OFFSET_DATA, CHUNK_OFFSET_HOLE):
-            assert kind == READ, f"{where}: data chunk for type {kind}"
-            at = struct.unpack(">Q", payload[:8])[0] - offset
+            assert req["kind"] == READ, f"{where}: data chunk for type {req['kind']}"
+            at = struct.unpack(">Q", payload[:8])[0] - req["offset"]
             piece = payload[8:] if chunk == CHUNK_OFFSET_DATA else bytes(struct.unpack(">I", payload[8:12])[0])
             assert 0 <= at and at + len(piece) <= length, f"{where}: chunk outside the request"
-            if data is None:
-                data = bytearray(length)
-            data[at : at + len(piece)] = piece
-            covered += len(piece)
+            # Allocated on the first data chunk: a failing READ may ask for up to 4 GiB.
+            if req["data"] is None:
+                req["data"] = bytearray(length)
+            req["data"][at : at + len(piece)] = piece
+            req["covered"] += len(piece)
         else:
             assert chunk == CHUNK_NONE, f"{where}: chunk type {chunk}"
         if flags & CHUNK_DONE:
-            break
-        magic = struct.unpack(">I", recv_exact(sock, 4))[0]
-        assert magic == STRUCTURED_REPLY_MAGIC, f"{where}: chunk magic {magic:#x} inside a chain"
-    assert err != 0 or kind != READ or covered == length, f"{where}: read covered {covered} of {length}"
-    return err, bytes(data) if err == 0 and data is not None else b""
+            del pending[handle]
+            err, data = req["err"], req["data"]
+            assert err != 0 or req["kind"] != READ or req["covered"] == length, f"{where}: read covered {req['covered']} of {length}"
+            done[handle] = (err, bytes(data) if err == 0 and data is not None else b"")
+    out_of_order += sum(1 for sent_as, got in zip(order, done) if sent_as != got)
+    return done
 
 
 def random_request(size):
@@ -150,40 +166,73 @@ class Model:
         return offset + len(data) - 1 - (diff.bit_length() - 1) // 8
 
 
-sock, size = connect()
-model = Model(size)
-replies = {}
-checked_reads = 0
-for i in range(count):
-    handle = rng.getrandbits(64)
+def next_request(size):
     # Most requests are whole-sector writes and reads of a few sectors, so reads often follow writes.
     if rng.random() < 0.6:
         offset, length = rng.randrange(CHECKED_SECTORS) * SECTOR, SECTOR
         if rng.random() < 0.5:
-            kind, flags, payload = WRITE, rng.choice([0, 1]), rng.randbytes(1) * SECTOR
+            return WRITE, rng.choice([0, 1]), offset, length, rng.randbytes(1) * SECTOR
+        return READ, 0, offset, length, b""
+    return random_request(size)
+
+
+def span(offset, length, size):
+    """The bytes of the volume a request touches, as (start, end); empty if it is outside."""
+    return (offset, min(offset + length, size)) if offset < size else (0, 0)
+
+
+sock, size = connect()
+model = Model(size)
+replies = {}
+checked_reads = 0
+sent = 0
+while sent < count:
+    batch = {}
+    spans = []
+    while len(batch) < window and sent < count:
+        for _attempt in range(20):
+            kind, flags, offset, length, payload = next_request(size)
+            start, end = span(offset, length, size)
+            if start == end or all(end <= a or b <= start for a, b in spans):
+                break
         else:
-            kind, flags, payload = READ, 0, b""
-    else:
-        kind, flags, offset, length, payload = random_request(size)
-    sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, flags, kind, handle, offset, length) + payload)
-    where = f"request {i}: type {kind} flags {flags:#x} offset {offset} length {length}"
-    err, data = read_reply(sock, handle, kind, offset, length, where)
-    assert err in ALLOWED_ERRNOS, f"{where}: errno {err}"
-    replies[f"{kind}/{err}"] = replies.get(f"{kind}/{err}", 0) + 1
-    if err != 0:
-        continue
-    if kind == READ:
-        bad = model.mismatch(offset, data)
-        assert bad is None, f"{where}: byte {bad} reads {data[bad - offset]:#x}, not {model.data[bad]:#x}"
-        checked_reads += 1
-        model.learn(offset, data)
-    elif kind == WRITE:
-        model.learn(offset, payload)
-    elif kind == WRITE_ZEROES:
-        model.learn(offset, bytes(length))
-    elif kind == TRIM:
-        model.forget(offset, length)
+            break  # no disjoint request found: this window is full enough
+        spans.append((start, end))
+        handle = rng.getrandbits(64)
+        while handle in batch:
+            handle = rng.getrandbits(64)
+        where = f"request {sent}: type {kind} flags {flags:#x} offset {offset} length {length}"
+        batch[handle] = {"kind": kind, "offset": offset, "length": length, "payload": payload, "where": where,
+                         "data": None, "covered": 0, "err": 0}
+        sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, flags, kind, handle, offset, length) + payload)
+        sent += 1
+    results = read_replies(sock, dict(batch))
+    # The requests of a window touch disjoint bytes: reads are checked against the model as it was
+    # before the window, then every effect is applied.
+    for handle, req in batch.items():
+        err, data = results[handle]
+        kind, offset, length, where = req["kind"], req["offset"], req["length"], req["where"]
+        assert err in ALLOWED_ERRNOS, f"{where}: errno {err}"
+        replies[f"{kind}/{err}"] = replies.get(f"{kind}/{err}", 0) + 1
+        if err == 0 and kind == READ:
+            bad = model.mismatch(offset, data)
+            assert bad is None, f"{where}: byte {bad} reads {data[bad - offset]:#x}, not {model.data[bad]:#x}"
+            checked_reads += 1
+    for handle, req in batch.items():
+        err, data = results[handle]
+        kind, offset, length = req["kind"], req["offset"], req["length"]
+        if err != 0:
+            continue
+        if kind == READ:
+            model.learn(offset, data)
+        elif kind == WRITE:
+            model.learn(offset, req["payload"])
+        elif kind == WRITE_ZEROES:
+            model.learn(offset, bytes(length))
+        elif kind == TRIM:
+            model.forget(offset, length)
 
 sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, 0, DISC, 0, 0, 0))
 sock.close()
-print(json.dumps({"requests": count, "checked_reads": checked_reads, "chunks": chunks_seen, "replies": replies}))
+print(json.dumps({"requests": sent, "checked_reads": checked_reads, "chunks": chunks_seen,
+                  "out_of_order": out_of_order, "replies": replies}))
