@@ -8,8 +8,10 @@ import type { SectorBackend } from "../../src/nbd/sector_backend.js";
 import { NbdServer } from "../../src/nbd/server.js";
 import {
   NBD_ABSURD_PAYLOAD_BYTES,
+  NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION,
   NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION,
   NBD_MAX_OPTION_BYTES,
+  NBD_MAX_PAYLOAD_BYTES,
   SECTOR_SIZE_BYTES,
 } from "../../src/util/limits.js";
 import { RawClient } from "./nbd_raw_client.js";
@@ -77,8 +79,9 @@ afterEach(async () => {
 class GatedBackend implements SectorBackend {
   readonly inner: MemoryBackend;
   gate: Promise<void> = Promise.resolve();
-  /** Sector writes that reached this backend (held or not). */
+  /** Sector writes and reads that reached this backend (held or not). */
   writesStarted = 0;
+  readsStarted = 0;
   constructor(readonly sectors = 256) {
     this.inner = new MemoryBackend(sectors);
   }
@@ -89,6 +92,7 @@ class GatedBackend implements SectorBackend {
     });
   }
   async readSector(i: number): Promise<Buffer> {
+    this.readsStarted++;
     await this.gate;
     return this.inner.readSector(i);
   }
@@ -98,6 +102,7 @@ class GatedBackend implements SectorBackend {
     return this.inner.writeSector(i, d);
   }
   async readSectors(i: number, n: number): Promise<Buffer> {
+    this.readsStarted += n;
     await this.gate;
     return this.inner.readSectors(i, n);
   }
@@ -277,6 +282,35 @@ describe("nbd transmission", () => {
     expect(cookies.size).toBe(n);
     expect(backend.writesStarted).toBe(n);
   });
+
+  it(`keeps at most ${NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION >> 20} MiB of one connection's requests in flight; the rest wait in the socket`, async () => {
+    const requestBytes = NBD_MAX_PAYLOAD_BYTES;
+    const requestSectors = requestBytes / SECTOR_SIZE_BYTES;
+    const fit = NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION / requestBytes;
+    const backend = new GatedBackend(requestSectors);
+    // A sector window wide enough that only the byte limit binds.
+    const server = await NbdServer.start({
+      backend,
+      listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
+      exportName: "disk",
+      timeoutMs: 60_000,
+      maxInflightSectors: (fit + 2) * requestSectors,
+      log: silent,
+    });
+    servers.push(server);
+    const address = server.address();
+    if (address.kind !== "tcp") throw new Error("tcp expected");
+    const c = await transmitting(address.port);
+    backend.hold();
+    for (let i = 0; i < fit + 2; i++) c.sendRequest(Command.Read, BigInt(i + 1), 0n, requestBytes);
+    for (let t = 0; t < 1000 && backend.readsStarted < fit * requestSectors; t++)
+      await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(backend.readsStarted).toBe(fit * requestSectors);
+    backend.open();
+    for (let i = 0; i < fit + 2; i++) expect((await c.simpleReply(requestBytes)).error).toBe(0);
+    expect(backend.readsStarted).toBe((fit + 2) * requestSectors);
+  }, 60_000);
 
   it("replies EIO once on timeout, drops the late completion, and keeps serving", async () => {
     const backend = new GatedBackend();
