@@ -24,6 +24,7 @@ structured = "structured" in modes
 window = 16 if "pipelined" in modes else 1
 rng = random.Random(seed)
 
+IHAVEOPT = 0x49484156454F5054
 NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_INFO, NBD_INFO_EXPORT = 7, 8, 1, 3, 0
 REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC = 0x25609513, 0x67446698, 0x668E33EF
 CHUNK_DONE, CHUNK_NONE, CHUNK_OFFSET_DATA, CHUNK_OFFSET_HOLE, CHUNK_ERROR_BIT = 1, 0, 1, 2, 0x8000
@@ -62,10 +63,10 @@ def connect():
     assert greeting[:8] == b"NBDMAGIC", greeting
     sock.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
     if structured:
-        sock.sendall(struct.pack(">QII", 0x49484156454F5054, NBD_OPT_STRUCTURED_REPLY, 0))
+        sock.sendall(struct.pack(">QII", IHAVEOPT, NBD_OPT_STRUCTURED_REPLY, 0))
         option_replies(sock)
     # NBD_OPT_GO, default export, no info requests.
-    sock.sendall(struct.pack(">QII", 0x49484156454F5054, NBD_OPT_GO, 6) + struct.pack(">IH", 0, 0))
+    sock.sendall(struct.pack(">QII", IHAVEOPT, NBD_OPT_GO, 6) + struct.pack(">IH", 0, 0))
     return sock, option_replies(sock)
 
 

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Command, NbdErrno, Option, OptionReply } from "../../src/nbd/constants.js";
 import { MemoryBackend } from "../../src/nbd/memory_backend.js";
 import type { SectorBackend } from "../../src/nbd/sector_backend.js";
-import { NbdServer } from "../../src/nbd/server.js";
+import { NbdServer, type NbdServerOptions } from "../../src/nbd/server.js";
 import {
   NBD_ABSURD_PAYLOAD_BYTES,
   NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION,
@@ -20,18 +20,17 @@ const silent = pino({ level: "silent" });
 const servers: NbdServer[] = [];
 const clients: RawClient[] = [];
 
+/** A server for export "disk" on a free port, with a 10 s request timeout unless `options` say otherwise. */
 async function startServer(
   backend: SectorBackend,
-  timeoutMs = 10_000,
-  exportName = "disk",
-  handshakeTimeoutMs?: number,
+  options: Pick<NbdServerOptions, "timeoutMs" | "handshakeTimeoutMs" | "maxInflightSectors"> = {},
 ): Promise<number> {
   const server = await NbdServer.start({
     backend,
     listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
-    exportName,
-    timeoutMs,
-    ...(handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs } : {}),
+    exportName: "disk",
+    timeoutMs: 10_000,
+    ...options,
     log: silent,
   });
   servers.push(server);
@@ -171,17 +170,13 @@ describe("nbd handshake", () => {
   it("closes on an option that announces more than 64 KiB, without waiting for its data", async () => {
     const c = await client(await startServer(new MemoryBackend(16)));
     await c.handshakeStart();
-    const header = Buffer.alloc(16);
-    header.writeBigUInt64BE(0x49484156454f5054n, 0); // IHAVEOPT
-    header.writeUInt32BE(Option.List, 8);
-    header.writeUInt32BE(NBD_MAX_OPTION_BYTES + 1, 12);
-    c.socket.write(header);
+    c.sendOption(Option.List, Buffer.alloc(0), NBD_MAX_OPTION_BYTES + 1);
     await closesSoon(c);
   });
 
   it("closes a client that does not finish the handshake in time, and keeps serving others", async () => {
     // 2 s: short for the test, long enough for the well-behaved client below on a loaded machine.
-    const port = await startServer(new MemoryBackend(16), 10_000, "disk", 2_000);
+    const port = await startServer(new MemoryBackend(16), { handshakeTimeoutMs: 2_000 });
     const started = Date.now();
     const silentClient = await client(port);
     const slow = await client(port);
@@ -289,18 +284,11 @@ describe("nbd transmission", () => {
     const fit = NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION / requestBytes;
     const backend = new GatedBackend(requestSectors);
     // A sector window wide enough that only the byte limit binds.
-    const server = await NbdServer.start({
-      backend,
-      listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
-      exportName: "disk",
+    const port = await startServer(backend, {
       timeoutMs: 60_000,
       maxInflightSectors: (fit + 2) * requestSectors,
-      log: silent,
     });
-    servers.push(server);
-    const address = server.address();
-    if (address.kind !== "tcp") throw new Error("tcp expected");
-    const c = await transmitting(address.port);
+    const c = await transmitting(port);
     backend.hold();
     for (let i = 0; i < fit + 2; i++) c.sendRequest(Command.Read, BigInt(i + 1), 0n, requestBytes);
     for (let t = 0; t < 1000 && backend.readsStarted < fit * requestSectors; t++)
@@ -314,7 +302,7 @@ describe("nbd transmission", () => {
 
   it("replies EIO once on timeout, drops the late completion, and keeps serving", async () => {
     const backend = new GatedBackend();
-    const c = await transmitting(await startServer(backend, 300));
+    const c = await transmitting(await startServer(backend, { timeoutMs: 300 }));
     backend.hold();
     c.sendRequest(Command.Write, 1n, 0n, 4096, Buffer.alloc(4096, 9));
     expect(await c.simpleReply()).toMatchObject({ error: NbdErrno.EIO, cookie: 1n });
@@ -361,7 +349,7 @@ describe("nbd transmission", () => {
 
   it("zeroes a gigabyte-sized range of a fresh disk without storing a single sector", async () => {
     const backend = new MemoryBackend(256 * 1024);
-    const c = await transmitting(await startServer(backend, 60_000));
+    const c = await transmitting(await startServer(backend, { timeoutMs: 60_000 }));
     c.sendRequest(Command.WriteZeroes, 1n, 0n, 0x40000000);
     expect(await c.simpleReply()).toMatchObject({ error: 0, cookie: 1n });
     c.sendRequest(Command.Trim, 2n, 0n, 0x40000000);
@@ -386,7 +374,7 @@ describe("nbd transmission", () => {
       writeSectors: (i, d) => inner.writeSectors(i, d),
       close: async () => {},
     };
-    const c = await transmitting(await startServer(counting, 300));
+    const c = await transmitting(await startServer(counting, { timeoutMs: 300 }));
     c.sendRequest(Command.WriteZeroes, 1n, 0n, 0x40000000);
     expect(await c.simpleReply()).toMatchObject({ error: NbdErrno.EIO, cookie: 1n });
     await new Promise((r) => setTimeout(r, 100));

@@ -37,11 +37,12 @@ export class RawClient {
     return greeting;
   }
 
-  sendOption(option: number, data: Buffer = Buffer.alloc(0)): void {
+  /** `announcedBytes` other than data.length sends a header that lies about what follows. */
+  sendOption(option: number, data: Buffer = Buffer.alloc(0), announcedBytes = data.length): void {
     const h = Buffer.alloc(16);
     h.writeBigUInt64BE(IHAVEOPT, 0);
     h.writeUInt32BE(option, 8);
-    h.writeUInt32BE(data.length, 12);
+    h.writeUInt32BE(announcedBytes, 12);
     this.socket.write(Buffer.concat([h, data]));
   }
 
