@@ -135,18 +135,19 @@ const stateSize = (count: number) =>
   MessageSize.RangeStateBase +
   count * (MessageSize.RangeSectorListPerSector + MessageSize.RangeStatePerSector);
 
+type RangeCommandName = "readRange" | "writeRange" | "writeSectors";
+/** A message's name, the message, the size messages.ts gives it, and the decoder that reads it. */
+type RangeCase = [string, AtddMessage, number, () => AtddDecoder];
+
 /**
  * Every range message kind with `count` sectors, the size messages.ts gives it, and its decoder.
  * System messages cover `sectors` (by default the last `count` sectors of a 2^40-sector volume).
  */
-function rangeCases(
-  count: number,
-  sectors = consecutive(2 ** 40 - count, count),
-): [string, AtddMessage, number, () => AtddDecoder][] {
+function rangeCases(count: number, sectors = consecutive(2 ** 40 - count, count)): RangeCase[] {
   expect(sectors.length).toBe(count);
   const header = { sender: 3, opId, ...over(sectors) };
   const response = (
-    command: "readRange" | "writeRange" | "writeSectors",
+    command: RangeCommandName,
     status: ClientResponse["status"],
     data?: Buffer,
   ): ClientResponse => ({
@@ -157,6 +158,13 @@ function rangeCases(
     sectorCount: count,
     ...(data !== undefined ? { data } : {}),
   });
+  /** A response without data: only a successful READ_RANGE carries any. */
+  const bare = (name: string, command: RangeCommandName, status: ClientResponse["status"]): RangeCase => [
+    name,
+    response(command, status),
+    MessageSize.RangeResponseBase,
+    clientDecoder,
+  ];
   return [
     [
       "READ_RANGE",
@@ -182,42 +190,17 @@ function rangeCases(
       MessageSize.RangeCommandBase + count * (8 + 4096),
       wideReplicaDecoder,
     ],
-    [
-      "WRITE_SECTORS response Ok",
-      response("writeSectors", ResponseStatus.Ok),
-      MessageSize.RangeResponseBase,
-      clientDecoder,
-    ],
-    [
-      "WRITE_SECTORS response AuthFailure",
-      response("writeSectors", ResponseStatus.AuthFailure),
-      MessageSize.RangeResponseBase,
-      clientDecoder,
-    ],
+    bare("WRITE_SECTORS response Ok", "writeSectors", ResponseStatus.Ok),
+    bare("WRITE_SECTORS response AuthFailure", "writeSectors", ResponseStatus.AuthFailure),
     [
       "READ_RANGE response Ok",
       response("readRange", ResponseStatus.Ok, run(count, 3)),
       MessageSize.RangeResponseBase + count * 4096,
       clientDecoder,
     ],
-    [
-      "READ_RANGE response AuthFailure",
-      response("readRange", ResponseStatus.AuthFailure),
-      MessageSize.RangeResponseBase,
-      clientDecoder,
-    ],
-    [
-      "WRITE_RANGE response Ok",
-      response("writeRange", ResponseStatus.Ok),
-      MessageSize.RangeResponseBase,
-      clientDecoder,
-    ],
-    [
-      "WRITE_RANGE response InvalidSectorIndex",
-      response("writeRange", ResponseStatus.InvalidSectorIndex),
-      MessageSize.RangeResponseBase,
-      clientDecoder,
-    ],
+    bare("READ_RANGE response AuthFailure", "readRange", ResponseStatus.AuthFailure),
+    bare("WRITE_RANGE response Ok", "writeRange", ResponseStatus.Ok),
+    bare("WRITE_RANGE response InvalidSectorIndex", "writeRange", ResponseStatus.InvalidSectorIndex),
     ["READ_RANGE_PROC", { kind: "readRangeProc", ...header }, procSize(count), wideReplicaDecoder],
     ["READ_TAG_RANGE_PROC", { kind: "readTagRangeProc", ...header }, procSize(count), wideReplicaDecoder],
     ["RANGE_ACK", { kind: "rangeAck", ...header }, procSize(count), wideReplicaDecoder],
