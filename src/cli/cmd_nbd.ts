@@ -4,9 +4,11 @@ import type { CommandModule } from "yargs";
 import { parseListenAddress } from "../nbd/listen_address.js";
 import { ReplicaPool } from "../nbd/replica_pool.js";
 import { NbdServer } from "../nbd/server.js";
+import { startActivityLog } from "../util/activity_log.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { NBD_REQUEST_TIMEOUT_MS } from "../util/limits.js";
 import { componentLogger } from "../util/log.js";
+import { type ActivityLogArgs, activityLogMs, withActivityLogOption } from "./activity_option.js";
 import { stopWhenParentExits } from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { loadClusterConfig } from "./config.js";
@@ -14,7 +16,7 @@ import { loadClusterConfig } from "./config.js";
 /** Two connections per replica keep a replica busy while the other connection's replies are parsed. */
 const DEFAULT_CONNECTIONS_PER_REPLICA = 2;
 
-interface NbdArgs {
+interface NbdArgs extends ActivityLogArgs {
   config: string;
   listen: string;
   export: string;
@@ -26,7 +28,7 @@ export const nbdCommand: CommandModule<object, NbdArgs> = {
   command: "nbd",
   describe: "Run the NBD gateway in front of the cluster's replicas",
   builder: (y) =>
-    y
+    withActivityLogOption(y)
       .option("config", { type: "string", demandOption: true, describe: "cluster file" })
       .option("listen", {
         type: "string",
@@ -61,6 +63,7 @@ export const nbdCommand: CommandModule<object, NbdArgs> = {
         `--connections-per-replica must be in 1..64, got ${connections}`,
       );
     }
+    const activityMs = activityLogMs(args);
     const log = componentLogger("nbd");
     const pool = ReplicaPool.forCluster(config, connections);
     let server: NbdServer;
@@ -72,11 +75,16 @@ export const nbdCommand: CommandModule<object, NbdArgs> = {
     }
     // Listening first: clients may connect while replicas are still coming up (their requests wait).
     await pool.start();
+    const activityLog =
+      activityMs > 0
+        ? startActivityLog({ logger: log, intervalMs: activityMs, take: () => server.activity.take() })
+        : undefined;
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping");
+      activityLog?.stop();
       server.close().then(
         () => process.exit(0),
         (err) => {

@@ -3,11 +3,12 @@ import type { CommandModule } from "yargs";
 import { type RunningReplica, startReplica } from "../net/replica_server.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { componentLogger } from "../util/log.js";
+import { type ActivityLogArgs, activityLogMs, withActivityLogOption } from "./activity_option.js";
 import { stopWhenParentExits } from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { loadClusterConfig } from "./config.js";
 
-interface ReplicaArgs {
+interface ReplicaArgs extends ActivityLogArgs {
   config: string;
   rank: number;
   data: string;
@@ -18,7 +19,7 @@ export const replicaCommand: CommandModule<object, ReplicaArgs> = {
   command: "replica",
   describe: "Run one replica",
   builder: (y) =>
-    y
+    withActivityLogOption(y)
       .option("config", { type: "string", demandOption: true, describe: "cluster file" })
       .option("rank", { type: "number", demandOption: true, describe: "this replica's rank (1-based)" })
       .option("data", { type: "string", demandOption: true, describe: "data directory (created if missing)" })
@@ -35,6 +36,7 @@ export const replicaCommand: CommandModule<object, ReplicaArgs> = {
         `--rank must be in 1..${config.replicas.length}, got ${rank}`,
       );
     }
+    const activityMs = activityLogMs(args);
     const logger = componentLogger("replica", { rank });
     // Handlers go in before the listener opens: a SIGTERM that lands while the replica starts
     // (a supervisor that saw the port open) must still stop it cleanly, lock file released.
@@ -63,6 +65,7 @@ export const replicaCommand: CommandModule<object, ReplicaArgs> = {
       rank,
       dataDir: args.data,
       logger,
+      activityLogMs: activityMs,
       ...(args["listen-host"] !== undefined ? { listenHost: args["listen-host"] } : {}),
     });
     if (stopRequested) closeAndExit(replica);

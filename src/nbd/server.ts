@@ -11,6 +11,7 @@ import {
   NBD_REQUEST_TIMEOUT_MS,
 } from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
+import { NbdActivity } from "./activity.js";
 import type { ExportInfo } from "./export_info.js";
 import { formatListenAddress, type ListenAddress } from "./listen_address.js";
 import type { SectorBackend } from "./sector_backend.js";
@@ -40,6 +41,8 @@ export class NbdServer {
   private readonly timeoutMs: number;
   private readonly handshakeTimeoutMs: number;
   private nextSessionId = 1;
+  /** Every request of every session, for the activity log. */
+  readonly activity = new NbdActivity();
 
   private constructor(private readonly options: NbdServerOptions) {
     this.log = options.log ?? componentLogger("nbd");
@@ -135,6 +138,7 @@ export class NbdServer {
       exportInfo: this.exportInfo,
       volume: this.volume,
       timeoutMs: this.timeoutMs,
+      activity: this.activity,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
       log,
     });

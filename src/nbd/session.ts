@@ -4,6 +4,7 @@ import type { Socket } from "node:net";
 import { TurnCorkedWriter } from "../net/turn_corked_writer.js";
 import { SOCKET_HIGH_WATER_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
+import type { NbdActivity } from "./activity.js";
 import { ByteQueue, isEof } from "./byte_queue.js";
 import type { ExportInfo } from "./export_info.js";
 import { negotiate } from "./handshake.js";
@@ -16,6 +17,7 @@ export interface SessionOptions {
   timeoutMs: number;
   handshakeTimeoutMs: number;
   log: Logger;
+  activity?: NbdActivity;
 }
 
 export class Session {
@@ -117,7 +119,12 @@ export class Session {
           open: () => !this.closed,
           log,
         },
-        { volume: this.options.volume, negotiated: outcome.negotiated, timeoutMs: this.options.timeoutMs },
+        {
+          volume: this.options.volume,
+          negotiated: outcome.negotiated,
+          timeoutMs: this.options.timeoutMs,
+          ...(this.options.activity !== undefined ? { activity: this.options.activity } : {}),
+        },
       );
       const end = await this.transmission.run();
       if (end === "violation") this.socket.destroy();

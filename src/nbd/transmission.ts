@@ -10,6 +10,7 @@ import {
   NBD_MAX_PAYLOAD_BYTES,
 } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
+import type { NbdActivity } from "./activity.js";
 import type { ByteQueue } from "./byte_queue.js";
 import { Command, KNOWN_COMMAND_FLAGS, NbdErrno, REQUEST_HEADER_BYTES, REQUEST_MAGIC } from "./constants.js";
 import { nbdErrnoFor, type RequestKind } from "./errno.js";
@@ -40,6 +41,8 @@ export interface TransmissionOptions {
   volume: Volume;
   negotiated: Negotiated;
   timeoutMs: number;
+  /** Counts every replied request (the gateway's activity log). */
+  activity?: NbdActivity;
 }
 
 interface Request {
@@ -100,8 +103,9 @@ export class Transmission {
           return "violation";
         }
         if (request.length > NBD_MAX_PAYLOAD_BYTES) {
+          const startedMs = performance.now();
           await queue.skip(request.length);
-          this.reply(this.errorReply(request, NbdErrno.EINVAL));
+          this.replyError(request, NbdErrno.EINVAL, startedMs);
           continue;
         }
         request.payload = await queue.takeOwned(request.length);
@@ -113,7 +117,7 @@ export class Transmission {
       if (this.debug) {
         log.debug({ type: request.type, offset: request.offset, length: request.length }, "nbd request");
       }
-      if (this.stopping) this.reply(this.errorReply(request, NbdErrno.ESHUTDOWN));
+      if (this.stopping) this.replyError(request, NbdErrno.ESHUTDOWN, performance.now());
       else this.dispatch(request);
     }
   }
@@ -151,13 +155,15 @@ export class Transmission {
     this.inflightBytes += bytes;
     let done = false;
     const cancel = { aborted: false };
-    const finish = (reply: Buffer | undefined) => {
+    const startedMs = performance.now();
+    const finish = (reply: Buffer, errno: number) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       this.inflightRequests--;
       this.inflightBytes -= bytes;
-      if (reply !== undefined) this.reply(reply);
+      this.options.activity?.replied(request.type, request.length, startedMs, errno);
+      this.reply(reply);
       const waiters = this.waiters.splice(0);
       for (const w of waiters) w();
     };
@@ -171,17 +177,17 @@ export class Transmission {
         },
         "nbd request timed out; replying EIO",
       );
-      finish(this.errorReply(request, NbdErrno.EIO));
+      finish(this.errorReply(request, NbdErrno.EIO), NbdErrno.EIO);
       cancel.aborted = true;
     }, this.options.timeoutMs);
     this.execute(request, cancel).then(
-      (reply) => finish(reply),
+      (reply) => finish(reply, 0),
       (err: unknown) => {
         const errno = err instanceof RequestError ? err.errno : nbdErrnoFor(err, kindOf(request.type));
         if (!(err instanceof RequestError) && errno === NbdErrno.EIO) {
           this.io.log.warn({ err, type: request.type, offset: request.offset }, "nbd request failed");
         }
-        finish(this.errorReply(request, errno));
+        finish(this.errorReply(request, errno), errno);
       },
     );
   }
@@ -189,6 +195,12 @@ export class Transmission {
   private reply(data: Buffer): void {
     // A reply for a connection that is gone is dropped: replies belong to the socket that asked.
     if (this.io.open()) this.io.send(data);
+  }
+
+  /** An error reply to a request that never ran. */
+  private replyError(request: Request, errno: number, startedMs: number): void {
+    this.options.activity?.replied(request.type, request.length, startedMs, errno);
+    this.reply(this.errorReply(request, errno));
   }
 
   private errorReply(request: Request, errno: number): Buffer {

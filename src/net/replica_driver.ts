@@ -14,6 +14,7 @@ import {
 import type { ClientBatchOp, CoreEffect, CoreEvent } from "../register/core_types.js";
 import { RegisterCore } from "../register/register_core.js";
 import type { SectorStore } from "../storage/sector_store.js";
+import { LatencyWindow } from "../util/activity_log.js";
 import { assert, unreachable } from "../util/assert.js";
 import { isAtomicDiskError } from "../util/errors.js";
 import { CORE_TICK_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
@@ -33,6 +34,10 @@ interface PendingClientOp {
   command: ClientCommandName;
   /** Range commands: echoed in the response. */
   sectorCount: number | undefined;
+  /** Sectors the command covers (activity counts). */
+  sectors: number;
+  /** performance.now() at arrival (activity latencies). */
+  startedMs: number;
   /**
    * WRITE_SECTORS: its sectors' writes not yet complete. Each sector is a write of its own with
    * its own token, all mapped to this one record; the response goes out when the last completes.
@@ -68,6 +73,30 @@ export interface ReplicaDriverStats {
   spoofedSelfMessages: number;
 }
 
+/** What the replica did since the activity log last asked (activity_log.ts). */
+interface ActivityWindow {
+  readCommands: LatencyWindow;
+  writeCommands: LatencyWindow;
+  /** From the persist effect to durable: the group commit's share of a write's latency. */
+  persists: LatencyWindow;
+  sectorsRead: number;
+  sectorsWritten: number;
+  sectorsPersisted: number;
+  peerMessagesIn: number;
+}
+
+function emptyActivity(): ActivityWindow {
+  return {
+    readCommands: new LatencyWindow(),
+    writeCommands: new LatencyWindow(),
+    persists: new LatencyWindow(),
+    sectorsRead: 0,
+    sectorsWritten: 0,
+    sectorsPersisted: 0,
+    peerMessagesIn: 0,
+  };
+}
+
 export class ReplicaDriver {
   private readonly core: RegisterCore;
   private readonly pending = new Map<number, PendingClientOp>();
@@ -84,6 +113,7 @@ export class ReplicaDriver {
   /** Broadcasts repeat one message object per rank: encode (and HMAC) it once. */
   private lastEncoded: SystemMessage | null = null;
   private lastFrame: Frame | null = null;
+  private activity = emptyActivity();
   readonly stats: ReplicaDriverStats = {
     clientOps: 0,
     completedOps: 0,
@@ -137,30 +167,59 @@ export class ReplicaDriver {
     if (this.stopped) return;
     const token = this.nextToken++;
     const { requestNumber, sectorIndex } = command;
+    const startedMs = performance.now();
     this.stats.clientOps++;
     switch (command.kind) {
       // Single-sector commands of one event-loop turn go to the core together, so that it can
       // let them share messages (rule 8 of the core).
       case "clientRead":
-        this.pending.set(token, { connection, requestNumber, command: "read", sectorCount: undefined });
+        this.pending.set(token, {
+          connection,
+          requestNumber,
+          command: "read",
+          sectorCount: undefined,
+          sectors: 1,
+          startedMs,
+        });
         this.batch({ kind: "read", token, sectorIndex });
         return;
       case "clientWrite":
-        this.pending.set(token, { connection, requestNumber, command: "write", sectorCount: undefined });
+        this.pending.set(token, {
+          connection,
+          requestNumber,
+          command: "write",
+          sectorCount: undefined,
+          sectors: 1,
+          startedMs,
+        });
         this.batch({ kind: "write", token, sectorIndex, data: command.data });
         return;
       case "clientReadRange": {
         // Batched commands arrived first: they go first (per-sector arrival order).
         this.flushBatch();
         const { sectorCount } = command;
-        this.pending.set(token, { connection, requestNumber, command: "readRange", sectorCount });
+        this.pending.set(token, {
+          connection,
+          requestNumber,
+          command: "readRange",
+          sectorCount,
+          sectors: sectorCount,
+          startedMs,
+        });
         this.run({ kind: "clientRead", token, sectorIndex, sectorCount });
         return;
       }
       case "clientWriteRange": {
         this.flushBatch();
         const { sectorCount, data } = command;
-        this.pending.set(token, { connection, requestNumber, command: "writeRange", sectorCount });
+        this.pending.set(token, {
+          connection,
+          requestNumber,
+          command: "writeRange",
+          sectorCount,
+          sectors: sectorCount,
+          startedMs,
+        });
         this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
         return;
       }
@@ -172,6 +231,8 @@ export class ReplicaDriver {
           requestNumber,
           command: "writeSectors",
           sectorCount,
+          sectors: sectorCount,
+          startedMs,
           remaining: sectorCount,
         };
         for (let i = 0; i < sectorCount; i++) {
@@ -213,6 +274,7 @@ export class ReplicaDriver {
       return;
     }
     this.stats.peerMessagesIn++;
+    this.activity.peerMessagesIn++;
     this.options.peers.get(message.sender)?.kick();
     this.run({ kind: "message", message });
   }
@@ -256,12 +318,17 @@ export class ReplicaDriver {
         const token = effect.token;
         const { store } = this.options;
         const items = effect.items;
+        const startedMs = performance.now();
         const durable =
           items.length === 1
             ? store.persist(items[0]!.sectorIndex, items[0]!.state)
             : store.persistMany(items);
         durable.then(
-          () => this.run({ kind: "persisted", token }),
+          () => {
+            this.activity.persists.record(startedMs);
+            this.activity.sectorsPersisted += items.length;
+            this.run({ kind: "persisted", token });
+          },
           (err) => this.fatal(err),
         );
         return;
@@ -335,6 +402,13 @@ export class ReplicaDriver {
     if (op.remaining !== undefined && --op.remaining > 0) return;
     this.stats.completedOps++;
     const isRead = op.command === "read" || op.command === "readRange";
+    if (isRead) {
+      this.activity.readCommands.record(op.startedMs);
+      this.activity.sectorsRead += op.sectors;
+    } else {
+      this.activity.writeCommands.record(op.startedMs);
+      this.activity.sectorsWritten += op.sectors;
+    }
     if (isRead) assert(data !== undefined, "a completed read carries its value");
     // A client that went away simply loses its reply.
     if (!op.connection.isOpen()) return;
@@ -346,6 +420,29 @@ export class ReplicaDriver {
       ...(op.sectorCount !== undefined ? { sectorCount: op.sectorCount } : {}),
       ...(isRead ? { data } : {}),
     });
+  }
+
+  /**
+   * Completed client commands (count and latency from arrival to answer, reads and writes), sectors
+   * read, written and made durable, and peer messages since the last call; null if nothing happened.
+   */
+  takeActivity(): Record<string, unknown> | null {
+    const a = this.activity;
+    this.activity = emptyActivity();
+    const reads = a.readCommands.take();
+    const writes = a.writeCommands.take();
+    const persists = a.persists.take();
+    if (reads === undefined && writes === undefined && persists === undefined && a.peerMessagesIn === 0)
+      return null;
+    return {
+      ...(reads !== undefined ? { reads } : {}),
+      ...(writes !== undefined ? { writes } : {}),
+      ...(persists !== undefined ? { persists } : {}),
+      sectorsRead: a.sectorsRead,
+      sectorsWritten: a.sectorsWritten,
+      sectorsPersisted: a.sectorsPersisted,
+      peerMessagesIn: a.peerMessagesIn,
+    };
   }
 
   private fatal(err: unknown): void {

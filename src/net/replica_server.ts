@@ -6,9 +6,11 @@ import { join } from "node:path";
 import { type ClusterConfig, formatHostPort } from "../cli/config.js";
 import type { SectorStore } from "../storage/sector_store.js";
 import { TagReservation } from "../storage/tag_reservation.js";
+import { startActivityLog } from "../util/activity_log.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
+  ACTIVITY_LOG_INTERVAL_MS,
   BAD_INPUT_LOG_INTERVAL_MS,
   MAX_CLIENT_CONNECTIONS,
   MAX_UNIDENTIFIED_CONNECTIONS,
@@ -33,6 +35,8 @@ export interface StartReplicaOptions {
   openStore?: (dir: string, logger: Logger) => Promise<SectorStore>;
   /** Called after a storage failure; the default logs and exits the process (recovery is from disk). */
   onFatal?: (err: unknown) => void;
+  /** Interval of the activity log lines (default ACTIVITY_LOG_INTERVAL_MS); 0: none. */
+  activityLogMs?: number;
 }
 
 export interface ReplicaStats {
@@ -193,6 +197,18 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
     await listen(server, host, address.port);
     driver.start();
     for (const link of peers.values()) link.start();
+    const activityLogMs = options.activityLogMs ?? ACTIVITY_LOG_INTERVAL_MS;
+    const activityLog =
+      activityLogMs > 0
+        ? startActivityLog({
+            logger,
+            intervalMs: activityLogMs,
+            take: () => {
+              const activity = driver.takeActivity();
+              return activity === null ? null : { ...activity, connections: connections.size };
+            },
+          })
+        : undefined;
     const boundAddress = server.address();
     const port = typeof boundAddress === "object" && boundAddress !== null ? boundAddress.port : address.port;
     logger.info(
@@ -212,6 +228,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
       }),
       close: () => {
         closing ??= (async () => {
+          activityLog?.stop();
           driver.stop();
           for (const link of peers.values()) link.close();
           for (const connection of connections) connection.destroy();

@@ -191,6 +191,13 @@ export const REPLICA_CONNECT_TIMEOUT_MS = 5_000;
 /** Bad input from the network (bad tags, garbage) is counted always but logged at most this often. */
 export const BAD_INPUT_LOG_INTERVAL_MS = 10_000;
 
+/**
+ * Replica and gateway log one "activity" line (rates, latency percentiles, event-loop delay) per
+ * this interval in which anything happened: often enough to follow a load as it changes, few
+ * enough lines (8,640 a day at most) to keep in any log. `--activity-log-ms 0` turns them off.
+ */
+export const ACTIVITY_LOG_INTERVAL_MS = 10_000;
+
 /** TCP keepalive on peer links: notices a peer host that vanished without a reset. */
 export const PEER_KEEPALIVE_DELAY_MS = 1_000;
 

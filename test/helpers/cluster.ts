@@ -140,6 +140,8 @@ export interface StartClusterOptions {
   dir?: string;
   /** Extra environment for the replica processes (e.g. ATOMIC_DISK_LOG_LEVEL). */
   env?: Record<string, string>;
+  /** Extra arguments of every `atomic-disk replica` (e.g. --activity-log-ms). */
+  replicaArgs?: string[];
 }
 
 export async function startCluster(options: StartClusterOptions): Promise<TestCluster> {
@@ -177,7 +179,17 @@ export async function startCluster(options: StartClusterOptions): Promise<TestCl
     const logFd = openSync(logPath(rank), "a");
     const child = spawn(
       process.execPath,
-      [CLI_MAIN, "replica", "--config", configPath, "--rank", String(rank), "--data", dataDir(rank)],
+      [
+        CLI_MAIN,
+        "replica",
+        "--config",
+        configPath,
+        "--rank",
+        String(rank),
+        "--data",
+        dataDir(rank),
+        ...(options.replicaArgs ?? []),
+      ],
       { cwd: REPO_ROOT, stdio: ["ignore", logFd, logFd], env: { ...process.env, ...options.env } },
     );
     closeSync(logFd);

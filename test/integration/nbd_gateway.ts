@@ -31,8 +31,13 @@ export async function startGateway(options: {
   sectors: number;
   timeoutMs?: number;
   extraArgs?: string[];
+  replicaArgs?: string[];
 }): Promise<Gateway> {
-  const cluster = await startCluster({ replicas: 3, sectors: options.sectors });
+  const cluster = await startCluster({
+    replicas: 3,
+    sectors: options.sectors,
+    ...(options.replicaArgs !== undefined ? { replicaArgs: options.replicaArgs } : {}),
+  });
   const port = await freePort();
   const logPath = join(cluster.dir, "gateway.log");
   const logFd = openSync(logPath, "a");
