@@ -18,6 +18,11 @@ const STOP_GRACE_MS = 5_000;
 
 export const CLI_MAIN_PATH = join(dirname(fileURLToPath(import.meta.url)), "main.js");
 
+/** Arguments of `atomic-disk replica` for one rank of a cluster file, its data in `<dir>/replica-<rank>`. */
+export function replicaArgs(configPath: string, rank: number, dir: string): string[] {
+  return ["replica", "--config", configPath, "--rank", String(rank), "--data", join(dir, `replica-${rank}`)];
+}
+
 /**
  * Starts `node [nodeArgs] main.js <args>` with stdout and stderr appended to logPath (or inherited).
  * The child also gets an IPC channel, used for nothing but its end: a child that sees it close

@@ -11,7 +11,7 @@ import type { CommandModule } from "yargs";
 import { ReplicaConnection } from "../client/replica_connection.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
-import { freeLoopbackPorts, spawnCli, stopChild, waitListening } from "./child_processes.js";
+import { freeLoopbackPorts, replicaArgs, spawnCli, stopChild, waitListening } from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { type ClusterConfig, loadClusterConfig, newClusterConfigJson } from "./config.js";
 
@@ -229,19 +229,7 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
     try {
       for (let rank = 1; rank <= args.replicas; rank++) {
         children.push(
-          spawnCli(
-            [
-              "replica",
-              "--config",
-              configPath,
-              "--rank",
-              String(rank),
-              "--data",
-              join(dir, `replica-${rank}`),
-            ],
-            join(dir, `replica-${rank}.log`),
-            nodeArgs,
-          ),
+          spawnCli(replicaArgs(configPath, rank, dir), join(dir, `replica-${rank}.log`), nodeArgs),
         );
       }
       await Promise.all(

@@ -6,7 +6,14 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { CommandModule } from "yargs";
 import { AtomicDiskError } from "../util/errors.js";
-import { freeLoopbackPorts, hasExited, spawnCli, stopChild, waitListening } from "./child_processes.js";
+import {
+  freeLoopbackPorts,
+  hasExited,
+  replicaArgs,
+  spawnCli,
+  stopChild,
+  waitListening,
+} from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { DEFAULT_SECTORS } from "./cmd_init.js";
 import { loadClusterConfig, newClusterConfigJson, parseHostPort } from "./config.js";
@@ -76,10 +83,7 @@ export const devCommand: CommandModule<object, DevArgs> = {
     try {
       for (let rank = 1; rank <= config.replicas.length; rank++) {
         const logPath = join(dir, `replica-${rank}.log`);
-        const child = spawnCli(
-          ["replica", "--config", configPath, "--rank", String(rank), "--data", join(dir, `replica-${rank}`)],
-          logPath,
-        );
+        const child = spawnCli(replicaArgs(configPath, rank, dir), logPath);
         children.push(child);
         watch(child, `replica ${rank}`, logPath, false);
       }

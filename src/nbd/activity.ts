@@ -51,10 +51,11 @@ export class NbdActivity {
     const writes = w.writes.take();
     const other = w.other.take();
     if (reads === undefined && writes === undefined && other === undefined) return null;
+    // The summary of an empty kind is undefined, which the JSON line leaves out.
     return {
-      ...(reads !== undefined ? { reads } : {}),
-      ...(writes !== undefined ? { writes } : {}),
-      ...(other !== undefined ? { other } : {}),
+      reads,
+      writes,
+      other,
       bytesRead: w.bytesRead,
       bytesWritten: w.bytesWritten,
       ...(Object.keys(w.errors).length > 0 ? { errorsByErrno: w.errors } : {}),

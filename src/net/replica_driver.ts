@@ -434,10 +434,11 @@ export class ReplicaDriver {
     const persists = a.persists.take();
     if (reads === undefined && writes === undefined && persists === undefined && a.peerMessagesIn === 0)
       return null;
+    // The summary of an empty kind is undefined, which the JSON line leaves out.
     return {
-      ...(reads !== undefined ? { reads } : {}),
-      ...(writes !== undefined ? { writes } : {}),
-      ...(persists !== undefined ? { persists } : {}),
+      reads,
+      writes,
+      persists,
       sectorsRead: a.sectorsRead,
       sectorsWritten: a.sectorsWritten,
       sectorsPersisted: a.sectorsPersisted,

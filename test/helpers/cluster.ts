@@ -17,6 +17,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { replicaArgs } from "../../src/cli/child_processes.js";
 import {
   type ClusterConfig,
   type HostPort,
@@ -158,6 +159,7 @@ export async function startCluster(options: StartClusterOptions): Promise<TestCl
   const config = parseClusterConfig(JSON.parse(readFileSync(configPath, "utf8")));
   const children = new Map<number, ChildProcess>();
 
+  // The layout replicaArgs gives them.
   const dataDir = (rank: number) => join(dir, `replica-${rank}`);
   const logPath = (rank: number) => join(dir, `replica-${rank}.log`);
   const checkRank = (rank: number) => {
@@ -179,17 +181,7 @@ export async function startCluster(options: StartClusterOptions): Promise<TestCl
     const logFd = openSync(logPath(rank), "a");
     const child = spawn(
       process.execPath,
-      [
-        CLI_MAIN,
-        "replica",
-        "--config",
-        configPath,
-        "--rank",
-        String(rank),
-        "--data",
-        dataDir(rank),
-        ...(options.replicaArgs ?? []),
-      ],
+      [CLI_MAIN, ...replicaArgs(configPath, rank, dir), ...(options.replicaArgs ?? [])],
       { cwd: REPO_ROOT, stdio: ["ignore", logFd, logFd], env: { ...process.env, ...options.env } },
     );
     closeSync(logFd);

@@ -2,9 +2,9 @@
 // the requests a client made, and say nothing while the cluster is idle.
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Command, NbdErrno, OptionReply } from "../../src/nbd/constants.js";
-import { RawClient } from "../unit/nbd_raw_client.js";
-import { type Gateway, startGateway } from "./nbd_gateway.js";
+import { Command, NbdErrno } from "../../src/nbd/constants.js";
+import type { RawClient } from "../unit/nbd_raw_client.js";
+import { type Gateway, startGateway, transmissionClient } from "./nbd_gateway.js";
 
 const S = 4096;
 const INTERVAL_MS = 200;
@@ -49,9 +49,7 @@ async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> 
 beforeAll(async () => {
   const args = ["--activity-log-ms", String(INTERVAL_MS)];
   gw = await startGateway({ sectors: 1024, extraArgs: args, replicaArgs: args });
-  c = await RawClient.connect(gw.port);
-  await c.handshakeStart();
-  expect((await c.go("")).at(-1)?.type).toBe(OptionReply.Ack);
+  c = await transmissionClient(gw);
 }, 60_000);
 
 afterAll(async () => {

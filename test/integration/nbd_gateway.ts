@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { OptionReply } from "../../src/nbd/constants.js";
 import {
   CLI_MAIN,
   REPO_ROOT,
@@ -12,6 +13,7 @@ import {
   waitListening,
 } from "../helpers/cluster.js";
 import { freePort } from "../helpers/ports.js";
+import { RawClient } from "../unit/nbd_raw_client.js";
 
 export const PROBE_DIR = join(REPO_ROOT, "test/integration");
 /** Debian's python has python3-libnbd; pyenv's may shadow it on PATH. */
@@ -62,6 +64,18 @@ export async function startGateway(options: {
     throw new Error(`gateway did not start: ${(err as Error).message}\n${log}`);
   }
   return { cluster, port, uri: `nbd://127.0.0.1:${port}`, logPath, child, stop };
+}
+
+/** A raw NBD client of the gateway, past the handshake (GO of the default export). */
+export async function transmissionClient(gw: Gateway): Promise<RawClient> {
+  const c = await RawClient.connect(gw.port);
+  await c.handshakeStart();
+  const last = (await c.go("")).at(-1);
+  if (last?.type !== OptionReply.Ack) {
+    c.close();
+    throw new Error(`GO of the default export answered ${last?.type}`);
+  }
+  return c;
 }
 
 export interface Run {

@@ -1,9 +1,9 @@
 // Range commands end to end: a real gateway process cuts NBD requests into READ_RANGE/WRITE_RANGE
 // runs plus single-sector read-modify-writes, against a real 3-replica cluster.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Command, OptionReply } from "../../src/nbd/constants.js";
-import { RawClient } from "../unit/nbd_raw_client.js";
-import { type Gateway, startGateway } from "./nbd_gateway.js";
+import { Command } from "../../src/nbd/constants.js";
+import type { RawClient } from "../unit/nbd_raw_client.js";
+import { type Gateway, startGateway, transmissionClient } from "./nbd_gateway.js";
 
 const S = 4096;
 const SECTORS = 16 * 1024; // 64 MiB
@@ -15,9 +15,7 @@ const model = Buffer.alloc(24 * 1024 * 1024);
 
 beforeAll(async () => {
   gw = await startGateway({ sectors: SECTORS });
-  c = await RawClient.connect(gw.port);
-  await c.handshakeStart();
-  expect((await c.go("")).at(-1)?.type).toBe(OptionReply.Ack);
+  c = await transmissionClient(gw);
 }, 60_000);
 
 afterAll(async () => {
