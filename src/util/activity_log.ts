@@ -1,7 +1,12 @@
 // Periodic "activity" lines at info: what a process did over the last interval (rates, latency
 // percentiles, its event loop's delay), so that an operator sees load and where time goes without
 // a metrics stack. Nothing is logged for an interval in which nothing happened.
-import { createHistogram, monitorEventLoopDelay, type RecordableHistogram } from "node:perf_hooks";
+import {
+  createHistogram,
+  type IntervalHistogram,
+  monitorEventLoopDelay,
+  type RecordableHistogram,
+} from "node:perf_hooks";
 import type { Logger } from "./log.js";
 
 export interface LatencySummary {
@@ -51,38 +56,53 @@ export interface ActivityLog {
   stop(): void;
 }
 
-/** Logs `take()` every intervalMs, with the event loop's delay over the interval. */
+/** The delay monitor's sampling period: delays below it say nothing an operator acts on. */
+const LOOP_DELAY_RESOLUTION_MS = 10;
+
+/**
+ * Logs `take()` every intervalMs, with the event loop's delay over the interval. The delay monitor
+ * wakes the process every 10 ms, so it runs only while the process is busy: from the interval
+ * after the first one with activity (whose line has no delay yet) until an idle interval. An idle
+ * process wakes for this once per interval.
+ */
 export function startActivityLog(options: ActivityLogOptions): ActivityLog {
   const { logger, intervalMs } = options;
-  // 10 ms sampling: a delay below it says nothing an operator acts on, and finer costs wakeups.
-  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
-  loopDelay.enable();
+  let loopDelay: IntervalHistogram | undefined;
+  const stopMonitor = () => {
+    loopDelay?.disable();
+    loopDelay = undefined;
+  };
   const timer = setInterval(() => {
     const fields = options.take();
-    if (fields !== null) {
-      // The monitor's own 10 ms period is in every sample: what is left is the delay.
-      const delayMs = (ns: number) => Math.max(0, Math.round(ns / 1e3 - 10 * US_PER_MS) / US_PER_MS);
-      logger.info(
-        {
-          intervalMs,
-          ...fields,
-          eventLoopDelayMs: {
-            p50: delayMs(loopDelay.percentile(50)),
-            p99: delayMs(loopDelay.percentile(99)),
-            max: delayMs(loopDelay.max),
-          },
-        },
-        "activity",
-      );
+    if (fields === null) {
+      stopMonitor();
+      return;
     }
-    loopDelay.reset();
+    logger.info({ intervalMs, ...fields, eventLoopDelayMs: loopDelaySummary(loopDelay) }, "activity");
+    if (loopDelay === undefined) {
+      loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+      loopDelay.enable();
+    } else {
+      loopDelay.reset();
+    }
   }, intervalMs);
   // Never what keeps a process alive.
   timer.unref();
   return {
     stop() {
       clearInterval(timer);
-      loopDelay.disable();
+      stopMonitor();
     },
   };
+}
+
+/** p50/p99/max of the monitor in ms (undefined, left out of the line, when it did not run). */
+function loopDelaySummary(
+  h: IntervalHistogram | undefined,
+): { p50: number; p99: number; max: number } | undefined {
+  if (h === undefined || h.count === 0) return undefined;
+  // Every sample includes the monitor's own period: what is left is the delay.
+  const delayMs = (ns: number) =>
+    Math.max(0, Math.round(ns / 1e3 - LOOP_DELAY_RESOLUTION_MS * US_PER_MS) / US_PER_MS);
+  return { p50: delayMs(h.percentile(50)), p99: delayMs(h.percentile(99)), max: delayMs(h.max) };
 }
