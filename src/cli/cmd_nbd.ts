@@ -77,7 +77,17 @@ export const nbdCommand: CommandModule<object, NbdArgs> = {
     await pool.start();
     const activityLog =
       activityMs > 0
-        ? startActivityLog({ logger: log, intervalMs: activityMs, take: () => server.activity.take() })
+        ? startActivityLog({
+            logger: log,
+            intervalMs: activityMs,
+            take: () => {
+              const requests = server.activity.take();
+              // Which replica answered how fast: a slow or overloaded one stands out.
+              const replicas = pool.takeActivity();
+              if (requests === null && replicas === undefined) return null;
+              return { ...(requests ?? {}), replicas };
+            },
+          })
         : undefined;
     let stopping = false;
     const stop = (signal: string) => {

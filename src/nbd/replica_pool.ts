@@ -24,6 +24,7 @@
 // (readAnywhere, writeWithoutZombies).
 import type { ClusterConfig } from "../cli/config.js";
 import { ReplicaConnection } from "../client/replica_connection.js";
+import { type LatencySummary, LatencyWindow } from "../util/activity_log.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
@@ -69,6 +70,8 @@ class Replica {
   private waiters: Array<{ after: number; resolve: (outcome: Outcome) => void }> = [];
   /** Numbers connect attempts to this replica in the order they started. */
   private attempts = 0;
+  /** Reads and writes this replica completed since the activity log last asked. */
+  readonly completed = new LatencyWindow();
 
   constructor(
     readonly rank: number,
@@ -230,8 +233,11 @@ export class ReplicaPool implements SectorBackend {
     for (;;) {
       const found = this.anyLink();
       const link = found instanceof Promise ? await found : found;
+      const startedMs = performance.now();
       try {
-        return await read(link);
+        const data = await read(link);
+        this.replicaOf(link)?.completed.record(startedMs);
+        return data;
       } catch (err) {
         if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE") || this.closed) throw err;
         // Reads are safe to retry anywhere.
@@ -254,8 +260,10 @@ export class ReplicaPool implements SectorBackend {
     for (;;) {
       const link = replica.bestLink();
       if (link !== undefined) {
+        const startedMs = performance.now();
         try {
           await write(link);
+          replica.completed.record(startedMs);
           return;
         } catch (err) {
           if (!isAtomicDiskError(err, "REPLICA_UNAVAILABLE") || this.closed) throw err;
@@ -273,6 +281,26 @@ export class ReplicaPool implements SectorBackend {
         replica = await this.anyReplica(replica);
       }
     }
+  }
+
+  /**
+   * Per replica rank, the reads and writes (a run counts once) it completed since the last call,
+   * with their latency from sent to answered; undefined if none did.
+   */
+  takeActivity(): Record<number, LatencySummary> | undefined {
+    const out: Record<number, LatencySummary> = {};
+    let any = false;
+    for (const replica of this.replicas) {
+      const summary = replica.completed.take();
+      if (summary === undefined) continue;
+      out[replica.rank] = summary;
+      any = true;
+    }
+    return any ? out : undefined;
+  }
+
+  private replicaOf(link: ReplicaLink): Replica | undefined {
+    return this.replicas.find((r) => r.links.includes(link));
   }
 
   async close(): Promise<void> {

@@ -82,6 +82,12 @@ describe("activity log", () => {
       expect(
         sum(lines, (l) => (l.errorsByErrno as Record<string, number> | undefined)?.[NbdErrno.EINVAL]),
       ).toBe(1);
+      // The replica commands behind them, by rank: 10 WRITEs, one 16-sector run and 3 reads.
+      const byRank = lines.flatMap((l) =>
+        Object.entries((l.replicas ?? {}) as Record<string, { count: number }>),
+      );
+      expect(byRank.every(([rank]) => ["1", "2", "3"].includes(rank))).toBe(true);
+      expect(byRank.reduce((total, [, summary]) => total + summary.count, 0)).toBe(14);
     });
     await eventually(() => {
       const lines = replicaLines();
