@@ -34,8 +34,6 @@ interface PendingClientOp {
   command: ClientCommandName;
   /** Range commands: echoed in the response. */
   sectorCount: number | undefined;
-  /** Sectors the command covers (activity counts). */
-  sectors: number;
   /** performance.now() at arrival (activity latencies). */
   startedMs: number;
   /**
@@ -178,7 +176,6 @@ export class ReplicaDriver {
           requestNumber,
           command: "read",
           sectorCount: undefined,
-          sectors: 1,
           startedMs,
         });
         this.batch({ kind: "read", token, sectorIndex });
@@ -189,7 +186,6 @@ export class ReplicaDriver {
           requestNumber,
           command: "write",
           sectorCount: undefined,
-          sectors: 1,
           startedMs,
         });
         this.batch({ kind: "write", token, sectorIndex, data: command.data });
@@ -203,7 +199,6 @@ export class ReplicaDriver {
           requestNumber,
           command: "readRange",
           sectorCount,
-          sectors: sectorCount,
           startedMs,
         });
         this.run({ kind: "clientRead", token, sectorIndex, sectorCount });
@@ -217,7 +212,6 @@ export class ReplicaDriver {
           requestNumber,
           command: "writeRange",
           sectorCount,
-          sectors: sectorCount,
           startedMs,
         });
         this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
@@ -231,7 +225,6 @@ export class ReplicaDriver {
           requestNumber,
           command: "writeSectors",
           sectorCount,
-          sectors: sectorCount,
           startedMs,
           remaining: sectorCount,
         };
@@ -402,12 +395,14 @@ export class ReplicaDriver {
     if (op.remaining !== undefined && --op.remaining > 0) return;
     this.stats.completedOps++;
     const isRead = op.command === "read" || op.command === "readRange";
+    // Single-sector commands carry no sector count.
+    const sectors = op.sectorCount ?? 1;
     if (isRead) {
       this.activity.readCommands.record(op.startedMs);
-      this.activity.sectorsRead += op.sectors;
+      this.activity.sectorsRead += sectors;
     } else {
       this.activity.writeCommands.record(op.startedMs);
-      this.activity.sectorsWritten += op.sectors;
+      this.activity.sectorsWritten += sectors;
     }
     if (isRead) assert(data !== undefined, "a completed read carries its value");
     // A client that went away simply loses its reply.
