@@ -18,9 +18,14 @@ const STOP_GRACE_MS = 5_000;
 
 export const CLI_MAIN_PATH = join(dirname(fileURLToPath(import.meta.url)), "main.js");
 
-/** Arguments of `atomic-disk replica` for one rank of a cluster file, its data in `<dir>/replica-<rank>`. */
+/** Where `dev`, the benchmarks and the tests keep rank `rank`'s data under their directory. */
+export function replicaDataDir(dir: string, rank: number): string {
+  return join(dir, `replica-${rank}`);
+}
+
+/** Arguments of `atomic-disk replica` for one rank of a cluster file, its data in replicaDataDir. */
 export function replicaArgs(configPath: string, rank: number, dir: string): string[] {
-  return ["replica", "--config", configPath, "--rank", String(rank), "--data", join(dir, `replica-${rank}`)];
+  return ["replica", "--config", configPath, "--rank", String(rank), "--data", replicaDataDir(dir, rank)];
 }
 
 /**
