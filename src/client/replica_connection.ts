@@ -8,6 +8,7 @@ import net from "node:net";
 import { TurnCorkedWriter } from "../net/turn_corked_writer.js";
 import { encodeClientCommandFrame, type Frame } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
+import { bitmapBytes } from "../protocol/layouts.js";
 import {
   CLIENT_KEY_BYTES,
   type ClientCommand,
@@ -17,7 +18,12 @@ import {
 } from "../protocol/messages.js";
 import { AssertionError, assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { MAX_RANGE_SECTORS, REPLICA_CONNECT_TIMEOUT_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import {
+  HELD_MAP_MAX_SECTORS,
+  MAX_RANGE_SECTORS,
+  REPLICA_CONNECT_TIMEOUT_MS,
+  SECTOR_SIZE_BYTES,
+} from "../util/limits.js";
 import { componentLogger, type Logger } from "../util/log.js";
 
 export interface ReplicaConnectionOptions {
@@ -146,6 +152,30 @@ export class ReplicaConnection {
     const data = await this.send("readRange", sectorIndex, sectorCount, undefined);
     assert(data !== undefined, "a successful READ_RANGE carries its sectors");
     return data;
+  }
+
+  /**
+   * One ZERO_MAP of sectors [sectorIndex, sectorIndex + sectorCount): a bit per sector, most
+   * significant first, set when the sector reads as all zeros (a register read, so it reflects
+   * every write acknowledged before it).
+   */
+  async zeroMap(sectorIndex: number, sectorCount: number): Promise<Buffer> {
+    assertRunLength(sectorCount);
+    const bits = await this.send("zeroMap", sectorIndex, sectorCount, undefined);
+    assert(bits !== undefined, "a successful ZERO_MAP carries its bitmap");
+    return bits;
+  }
+
+  /**
+   * One HELD_MAP of sectors [sectorIndex, sectorIndex + sectorCount), count up to
+   * HELD_MAP_MAX_SECTORS: a bit per sector, most significant first, set when this replica's store
+   * holds a record of the sector. No register operation: this one replica's view only.
+   */
+  async heldMap(sectorIndex: number, sectorCount: number): Promise<Buffer> {
+    assertRunLength(sectorCount, HELD_MAP_MAX_SECTORS);
+    const bits = await this.send("heldMap", sectorIndex, sectorCount, undefined);
+    assert(bits !== undefined, "a successful HELD_MAP carries its bitmap");
+    return bits;
   }
 
   /** One WRITE_RANGE of data.length / 4096 whole sectors starting at sectorIndex. */
@@ -360,10 +390,10 @@ export class ReplicaConnection {
   }
 }
 
-function assertRunLength(sectorCount: number): void {
+function assertRunLength(sectorCount: number, maxSectors = MAX_RANGE_SECTORS): void {
   assert(
-    Number.isSafeInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
-    `a range holds 1..${MAX_RANGE_SECTORS} sectors, not ${sectorCount}`,
+    Number.isSafeInteger(sectorCount) && sectorCount >= 1 && sectorCount <= maxSectors,
+    `a range holds 1..${maxSectors} sectors, not ${sectorCount}`,
   );
 }
 
@@ -383,6 +413,10 @@ function commandMessage(
       return { kind: "clientReadRange", requestNumber, sectorIndex, sectorCount };
     case "writeRange":
       return { kind: "clientWriteRange", requestNumber, sectorIndex, sectorCount, data: data! };
+    case "zeroMap":
+      return { kind: "clientZeroMap", requestNumber, sectorIndex, sectorCount };
+    case "heldMap":
+      return { kind: "clientHeldMap", requestNumber, sectorIndex, sectorCount };
     case "writeSectors":
       throw new AssertionError("WRITE_SECTORS is built from queued writes (flushWrites)");
   }
@@ -394,6 +428,8 @@ const COMMAND_NAMES: Record<ClientCommand["kind"], ClientCommandName> = {
   clientReadRange: "readRange",
   clientWriteRange: "writeRange",
   clientWriteSectors: "writeSectors",
+  clientZeroMap: "zeroMap",
+  clientHeldMap: "heldMap",
 };
 
 const WIRE_NAMES: Record<ClientCommandName, string> = {
@@ -402,11 +438,13 @@ const WIRE_NAMES: Record<ClientCommandName, string> = {
   readRange: "READ_RANGE",
   writeRange: "WRITE_RANGE",
   writeSectors: "WRITE_SECTORS",
+  zeroMap: "ZERO_MAP",
+  heldMap: "HELD_MAP",
 };
 
 /** Commands whose response echoes their sector count. */
 function isRange(command: ClientCommandName): boolean {
-  return command === "readRange" || command === "writeRange" || command === "writeSectors";
+  return command !== "read" && command !== "write";
 }
 
 function describeRun(entry: Outstanding): string {
@@ -425,8 +463,17 @@ function responseMismatch(entry: Outstanding, response: ClientResponse): string 
   if (isRange(entry.command) && response.sectorCount !== entry.sectorCount) {
     return `a ${WIRE_NAMES[entry.command]} of ${entry.sectorCount} sectors with a count of ${response.sectorCount}`;
   }
-  if (response.status === ResponseStatus.Ok && (entry.command === "read" || entry.command === "readRange")) {
-    const expected = entry.sectorCount * SECTOR_SIZE_BYTES;
+  if (
+    response.status === ResponseStatus.Ok &&
+    (entry.command === "read" ||
+      entry.command === "readRange" ||
+      entry.command === "zeroMap" ||
+      entry.command === "heldMap")
+  ) {
+    const expected =
+      entry.command === "zeroMap" || entry.command === "heldMap"
+        ? bitmapBytes(entry.sectorCount)
+        : entry.sectorCount * SECTOR_SIZE_BYTES;
     if (response.data?.length !== expected) {
       return `a ${WIRE_NAMES[entry.command]} with ${response.data?.length ?? 0} bytes instead of ${expected}`;
     }

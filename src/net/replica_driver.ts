@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { v4 as uuidv4 } from "uuid";
 import { encodeSystemMessageFrame, type Frame } from "../protocol/codec.js";
+import { bitmapBytes, setBit, zeroBitmap } from "../protocol/layouts.js";
 import {
   type ClientCommand,
   type ClientCommandName,
@@ -190,14 +191,16 @@ export class ReplicaDriver {
         });
         this.batch({ kind: "write", token, sectorIndex, data: command.data });
         return;
-      case "clientReadRange": {
+      case "clientReadRange":
+      case "clientZeroMap": {
         // Batched commands arrived first: they go first (per-sector arrival order).
         this.flushBatch();
         const { sectorCount } = command;
         this.pending.set(token, {
           connection,
           requestNumber,
-          command: "readRange",
+          // A ZERO_MAP is the run's register read; only its answer differs (see complete()).
+          command: command.kind === "clientZeroMap" ? "zeroMap" : "readRange",
           sectorCount,
           startedMs,
         });
@@ -215,6 +218,25 @@ export class ReplicaDriver {
           startedMs,
         });
         this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
+        return;
+      }
+      case "clientHeldMap": {
+        // Not a register operation: this replica's own index, answered at once.
+        const { sectorCount } = command;
+        const { store } = this.options;
+        const bits = Buffer.alloc(bitmapBytes(sectorCount));
+        for (let i = 0; i < sectorCount; i++) {
+          if (store.holds(sectorIndex + i)) setBit(bits, i);
+        }
+        this.stats.completedOps++;
+        connection.completeCommand({
+          kind: "clientResponse",
+          command: "heldMap",
+          status: ResponseStatus.Ok,
+          requestNumber,
+          sectorCount,
+          data: bits,
+        });
         return;
       }
       case "clientWriteSectors": {
@@ -394,7 +416,7 @@ export class ReplicaDriver {
     this.pending.delete(token);
     if (op.remaining !== undefined && --op.remaining > 0) return;
     this.stats.completedOps++;
-    const isRead = op.command === "read" || op.command === "readRange";
+    const isRead = op.command === "read" || op.command === "readRange" || op.command === "zeroMap";
     // Single-sector commands carry no sector count.
     const sectors = op.sectorCount ?? 1;
     if (isRead) {
@@ -413,7 +435,7 @@ export class ReplicaDriver {
       status: ResponseStatus.Ok,
       requestNumber: op.requestNumber,
       ...(op.sectorCount !== undefined ? { sectorCount: op.sectorCount } : {}),
-      ...(isRead ? { data } : {}),
+      ...(isRead ? { data: op.command === "zeroMap" ? zeroBitmap(data!, sectors) : data } : {}),
     });
   }
 

@@ -4,8 +4,10 @@ import { AssertionError, assert, unreachable } from "../util/assert.js";
 import { MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { signMessage, tagOf } from "./hmac.js";
 import {
+  bitmapBytes,
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
+  maxSectorsOf,
   RANGE_COMMAND_DATA_OFFSET,
   RANGE_RESPONSE_DATA_OFFSET,
   RANGE_SECTOR_BYTES,
@@ -90,11 +92,11 @@ function assertSectorData(data: Buffer | undefined): asserts data is Buffer {
   assert(data !== undefined && data.length === SECTOR_SIZE_BYTES, "sector data must be 4096 bytes");
 }
 
-/** A run [sectorIndex, sectorIndex + sectorCount) of 1..MAX_RANGE_SECTORS safe sector indexes. */
-function assertRun(sectorIndex: number, sectorCount: number): void {
+/** A run [sectorIndex, sectorIndex + sectorCount) of 1..maxSectors safe sector indexes. */
+function assertRun(sectorIndex: number, sectorCount: number, maxSectors = MAX_RANGE_SECTORS): void {
   assert(
-    Number.isInteger(sectorCount) && sectorCount >= 1 && sectorCount <= MAX_RANGE_SECTORS,
-    `a range holds 1..${MAX_RANGE_SECTORS} sectors, not ${sectorCount}`,
+    Number.isInteger(sectorCount) && sectorCount >= 1 && sectorCount <= maxSectors,
+    `a range holds 1..${maxSectors} sectors, not ${sectorCount}`,
   );
   // Subtract rather than add: sectorIndex + sectorCount could round back below 2^53.
   assert(sectorIndex <= Number.MAX_SAFE_INTEGER - (sectorCount - 1), "range ends beyond 2^53");
@@ -173,11 +175,13 @@ export function encodeClientCommandFrame(cmd: ClientCommand, clientKey: Buffer):
       break;
     }
     case "clientReadRange":
+    case "clientZeroMap":
+    case "clientHeldMap":
     case "clientWriteRange": {
-      assertRun(cmd.sectorIndex, cmd.sectorCount);
+      const type = RANGE_COMMAND_TYPES[cmd.kind];
+      assertRun(cmd.sectorIndex, cmd.sectorCount, maxSectorsOf(type));
       const isWrite = cmd.kind === "clientWriteRange";
       if (isWrite) assertRunData(cmd.data, cmd.sectorCount);
-      const type = isWrite ? MessageType.WriteRange : MessageType.ReadRange;
       const header = {
         magic: MAGIC,
         sectorCount: cmd.sectorCount,
@@ -218,12 +222,21 @@ export function encodeClientCommandFrame(cmd: ClientCommand, clientKey: Buffer):
   return [message];
 }
 
+const RANGE_COMMAND_TYPES = {
+  clientReadRange: MessageType.ReadRange,
+  clientZeroMap: MessageType.ZeroMap,
+  clientHeldMap: MessageType.HeldMap,
+  clientWriteRange: MessageType.WriteRange,
+} as const;
+
 const RESPONSE_TYPES: Record<ClientCommandName, number> = {
   read: MessageType.ReadResponse,
   write: MessageType.WriteResponse,
   readRange: MessageType.ReadRangeResponse,
   writeRange: MessageType.WriteRangeResponse,
   writeSectors: MessageType.WriteSectorsResponse,
+  zeroMap: MessageType.ZeroMapResponse,
+  heldMap: MessageType.HeldMapResponse,
 };
 
 export function encodeClientResponse(res: ClientResponse, clientKey: Buffer): Buffer {
@@ -235,9 +248,11 @@ export function encodeClientResponseFrame(res: ClientResponse, clientKey: Buffer
   assertRequestNumber(res.requestNumber);
   const type = RESPONSE_TYPES[res.command];
   assert(type !== undefined, "unknown response command");
+  const isBitmap = res.command === "zeroMap" || res.command === "heldMap";
   const carriesData =
-    (res.command === "read" || res.command === "readRange") && res.status === ResponseStatus.Ok;
-  if (!carriesData) assert(res.data === undefined, "only a successful READ response carries data");
+    (res.command === "read" || res.command === "readRange" || isBitmap) && res.status === ResponseStatus.Ok;
+  if (!carriesData)
+    assert(res.data === undefined, "only a successful READ, ZERO_MAP or HELD_MAP response carries data");
   let message: Buffer;
   if (res.command === "read" || res.command === "write") {
     assert(res.sectorCount === undefined, "only a range response carries a sector count");
@@ -251,16 +266,22 @@ export function encodeClientResponseFrame(res: ClientResponse, clientKey: Buffer
   } else {
     const sectorCount = res.sectorCount;
     assert(sectorCount !== undefined, "a range response echoes its sector count");
-    assertRun(0, sectorCount);
-    if (carriesData) assertRunData(res.data, sectorCount);
+    assertRun(0, sectorCount, maxSectorsOf(type));
     const header = { magic: MAGIC, sectorCount, status: res.status, type, requestNumber: res.requestNumber };
-    if (carriesData) {
+    if (carriesData && isBitmap) {
+      assert(res.data?.length === bitmapBytes(sectorCount), "a bitmap has a bit per sector");
+      message = Buffer.alloc(rangeResponseSize(type, res.status, sectorCount));
+      rangeResponseHeaderLayout.encode(header, message);
+      res.data.copy(message, RANGE_RESPONSE_DATA_OFFSET);
+    } else if (carriesData) {
+      assertRunData(res.data, sectorCount);
       const head = Buffer.alloc(RANGE_RESPONSE_DATA_OFFSET);
       rangeResponseHeaderLayout.encode(header, head);
       return frameWithData(head, res.data!, clientKey);
+    } else {
+      message = Buffer.alloc(rangeResponseSize(type, res.status, sectorCount));
+      rangeResponseHeaderLayout.encode(header, message);
     }
-    message = Buffer.alloc(rangeResponseSize(false, sectorCount));
-    rangeResponseHeaderLayout.encode(header, message);
   }
   signMessage(message, clientKey);
   return [message];

@@ -15,6 +15,7 @@ import { MAX_ATDD_MESSAGE_BYTES, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util
 import { verifyMessageTag } from "./hmac.js";
 import {
   atddMessageSize,
+  bitmapBytes,
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
   isRangeType,
@@ -289,7 +290,8 @@ export class AtddDecoder {
   }
 
   /**
-   * READ_RANGE / WRITE_RANGE: as READ / WRITE, with the whole run checked against the volume.
+   * READ_RANGE / WRITE_RANGE / ZERO_MAP / HELD_MAP: as READ / WRITE, with the whole run checked
+   * against the volume.
    * WRITE_SECTORS: as that many WRITEs; an authentic one whose sector list is not strictly
    * increasing, does not start with the header's sector or reaches beyond the volume is answered
    * InvalidSectorIndex, and none of its sectors is written.
@@ -299,7 +301,7 @@ export class AtddDecoder {
     if (header.type === MessageType.WriteSectors)
       return this.decodeWriteSectors(header, buf, offset, size, owned);
     const isWrite = header.type === MessageType.WriteRange;
-    const command = isWrite ? "writeRange" : "readRange";
+    const command = RANGE_COMMAND_NAMES[header.type]!;
     // atddMessageSize admitted only counts 1..MAX_RANGE_SECTORS; the count is echoed even when
     // the tag is bad (the client needs it to match the response), never used for anything else.
     const { sectorCount, requestNumber } = header;
@@ -315,7 +317,9 @@ export class AtddDecoder {
       const data = takeData(buf, offset + RANGE_COMMAND_DATA_OFFSET, sectorCount * SECTOR_SIZE_BYTES, owned);
       message = { kind: "clientWriteRange", requestNumber, sectorIndex, sectorCount, data };
     } else {
-      message = { kind: "clientReadRange", requestNumber, sectorIndex, sectorCount };
+      const kind =
+        command === "zeroMap" ? "clientZeroMap" : command === "heldMap" ? "clientHeldMap" : "clientReadRange";
+      message = { kind, requestNumber, sectorIndex, sectorCount };
     }
     return { kind: "message", message };
   }
@@ -394,8 +398,9 @@ export class AtddDecoder {
       requestNumber: header.requestNumber,
       sectorCount: header.sectorCount,
     };
-    if (command === "readRange" && status === ResponseStatus.Ok) {
-      const length = header.sectorCount * SECTOR_SIZE_BYTES;
+    const isBitmap = command === "zeroMap" || command === "heldMap";
+    if ((command === "readRange" || isBitmap) && status === ResponseStatus.Ok) {
+      const length = isBitmap ? bitmapBytes(header.sectorCount) : header.sectorCount * SECTOR_SIZE_BYTES;
       message.data = takeData(buf, offset + RANGE_RESPONSE_DATA_OFFSET, length, owned);
     }
     return { kind: "message", message };
@@ -537,7 +542,9 @@ function isClientCommandType(type: number): boolean {
     type === MessageType.Write ||
     type === MessageType.ReadRange ||
     type === MessageType.WriteRange ||
-    type === MessageType.WriteSectors
+    type === MessageType.WriteSectors ||
+    type === MessageType.ZeroMap ||
+    type === MessageType.HeldMap
   );
 }
 
@@ -554,6 +561,16 @@ const RANGE_RESPONSE_COMMANDS: Partial<Record<number, ClientCommandName>> = {
   [MessageType.ReadRangeResponse]: "readRange",
   [MessageType.WriteRangeResponse]: "writeRange",
   [MessageType.WriteSectorsResponse]: "writeSectors",
+  [MessageType.ZeroMapResponse]: "zeroMap",
+  [MessageType.HeldMapResponse]: "heldMap",
+};
+
+/** The command a range command type (other than WRITE_SECTORS) is. */
+const RANGE_COMMAND_NAMES: Partial<Record<number, ClientCommandName>> = {
+  [MessageType.ReadRange]: "readRange",
+  [MessageType.WriteRange]: "writeRange",
+  [MessageType.ZeroMap]: "zeroMap",
+  [MessageType.HeldMap]: "heldMap",
 };
 
 /** 2^32 and the high word from which a u64 is at least 2^53 (beyond any sector limit). */

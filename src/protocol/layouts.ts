@@ -4,7 +4,12 @@
 // decoders never read them (client padding is "never checked on input").
 import * as BufferLayout from "@solana/buffer-layout";
 import { assert } from "../util/assert.js";
-import { MAX_ATDD_MESSAGE_BYTES, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import {
+  HELD_MAP_MAX_SECTORS,
+  MAX_ATDD_MESSAGE_BYTES,
+  MAX_RANGE_SECTORS,
+  SECTOR_SIZE_BYTES,
+} from "../util/limits.js";
 import { HMAC_TAG_BYTES, MAGIC, MessageSize, MessageType, OP_ID_BYTES, ResponseStatus } from "./messages.js";
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -258,17 +263,20 @@ assert(
     rangeCommandSize(MessageType.WriteRange, MAX_RANGE_SECTORS) <= MAX_ATDD_MESSAGE_BYTES &&
     rangeCommandSize(MessageType.WriteSectors, MAX_RANGE_SECTORS) <= MAX_ATDD_MESSAGE_BYTES &&
     MessageSize.RangeResponseBase + MAX_RANGE_SECTORS * SECTOR_SIZE_BYTES <= MAX_ATDD_MESSAGE_BYTES &&
-    MessageSize.Value <= MAX_ATDD_MESSAGE_BYTES,
+    MessageSize.Value <= MAX_ATDD_MESSAGE_BYTES &&
+    MessageSize.RangeResponseBase + bitmapBytes(HELD_MAP_MAX_SECTORS) <= MAX_ATDD_MESSAGE_BYTES,
   "MAX_ATDD_MESSAGE_BYTES bounds every message",
 );
 
 /** True for the extension types whose byte 4..5 holds a sector count. */
 export function isRangeType(type: number): boolean {
   return (
-    (type >= MessageType.ReadRangeProc && type <= MessageType.WriteSectors) ||
+    (type >= MessageType.ReadRangeProc && type <= MessageType.HeldMap) ||
     type === MessageType.ReadRangeResponse ||
     type === MessageType.WriteRangeResponse ||
-    type === MessageType.WriteSectorsResponse
+    type === MessageType.WriteSectorsResponse ||
+    type === MessageType.ZeroMapResponse ||
+    type === MessageType.HeldMapResponse
   );
 }
 
@@ -301,7 +309,10 @@ export function rangeStateMessageSize(sectorCount: number): number {
   );
 }
 
-/** Size of a READ_RANGE (type 0x88), WRITE_RANGE (0x89) or WRITE_SECTORS (0x8C) of `sectorCount` sectors. */
+/**
+ * Size of a READ_RANGE (type 0x88), WRITE_RANGE (0x89), WRITE_SECTORS (0x8C) or ZERO_MAP (0x8D) of
+ * `sectorCount` sectors.
+ */
 export function rangeCommandSize(type: number, sectorCount: number): number {
   switch (type) {
     case MessageType.WriteRange:
@@ -318,11 +329,48 @@ export function writeSectorsDataOffset(sectorCount: number): number {
   return RANGE_COMMAND_DATA_OFFSET + sectorCount * RANGE_SECTOR_BYTES;
 }
 
-/** Size of a range response; only a successful READ_RANGE carries data. */
-export function rangeResponseSize(carriesData: boolean, sectorCount: number): number {
-  return carriesData
-    ? MessageSize.RangeResponseBase + sectorCount * SECTOR_SIZE_BYTES
-    : MessageSize.RangeResponseBase;
+/** Bytes of a ZERO_MAP or HELD_MAP response's bitmap: a bit per sector. */
+export function bitmapBytes(sectorCount: number): number {
+  return Math.ceil(sectorCount / 8);
+}
+
+const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
+
+/** A ZERO_MAP's answer for `sectorCount` sectors of `data`: bit (7 - i % 8) of byte i / 8 set when sector i is all zeros. */
+export function zeroBitmap(data: Buffer, sectorCount: number): Buffer {
+  assert(data.length === sectorCount * SECTOR_SIZE_BYTES, "zeroBitmap: data must be sectorCount sectors");
+  const bits = Buffer.alloc(bitmapBytes(sectorCount));
+  for (let i = 0; i < sectorCount; i++) {
+    const sector = data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
+    if (sector.equals(ZERO_SECTOR)) setBit(bits, i);
+  }
+  return bits;
+}
+
+/** Bit i of a ZERO_MAP / HELD_MAP bitmap (bit 7 - i % 8 of byte i / 8). */
+export function bitAt(bits: Buffer, i: number): boolean {
+  return (bits[i >> 3]! & (0x80 >> (i & 7))) !== 0;
+}
+
+export function setBit(bits: Buffer, i: number): void {
+  bits[i >> 3] = bits[i >> 3]! | (0x80 >> (i & 7));
+}
+
+/**
+ * Size of a range response of type `type`: a successful READ_RANGE carries the data, a successful
+ * ZERO_MAP its bitmap, anything else nothing.
+ */
+export function rangeResponseSize(type: number, status: number, sectorCount: number): number {
+  if (status !== ResponseStatus.Ok) return MessageSize.RangeResponseBase;
+  switch (type) {
+    case MessageType.ReadRangeResponse:
+      return MessageSize.RangeResponseBase + sectorCount * SECTOR_SIZE_BYTES;
+    case MessageType.ZeroMapResponse:
+    case MessageType.HeldMapResponse:
+      return MessageSize.RangeResponseBase + bitmapBytes(sectorCount);
+    default:
+      return MessageSize.RangeResponseBase;
+  }
 }
 
 function isDefinedStatus(status: number): boolean {
@@ -371,13 +419,20 @@ export function atddMessageSize(buf: Buffer, offset: number): number | undefined
   }
 }
 
+/** Largest count a range type may carry: HELD_MAP's answer holds no data, so it may ask about more. */
+export function maxSectorsOf(type: number): number {
+  return type === MessageType.HeldMap || type === MessageType.HeldMapResponse
+    ? HELD_MAP_MAX_SECTORS
+    : MAX_RANGE_SECTORS;
+}
+
 /**
  * The range types' sizes grow with the count at offset 4, which is bounded here before anything
  * uses it: a count of 0 or above MAX_RANGE_SECTORS makes the type unknown (SPEC §1.4).
  */
 function rangeMessageSize(buf: Buffer, offset: number, type: number): number | undefined {
   const sectorCount = buf.readUInt16BE(offset + SECTOR_COUNT_OFFSET);
-  if (sectorCount < 1 || sectorCount > MAX_RANGE_SECTORS) return undefined;
+  if (sectorCount < 1 || sectorCount > maxSectorsOf(type)) return undefined;
   switch (type) {
     case MessageType.ReadRangeProc:
     case MessageType.ReadTagRangeProc:
@@ -394,16 +449,17 @@ function rangeMessageSize(buf: Buffer, offset: number, type: number): number | u
     case MessageType.ReadRange:
     case MessageType.WriteRange:
     case MessageType.WriteSectors:
+    case MessageType.ZeroMap:
+    case MessageType.HeldMap:
       return rangeCommandSize(type, sectorCount);
     case MessageType.ReadRangeResponse:
     case MessageType.WriteRangeResponse:
-    case MessageType.WriteSectorsResponse: {
+    case MessageType.WriteSectorsResponse:
+    case MessageType.ZeroMapResponse:
+    case MessageType.HeldMapResponse: {
       const status = buf[offset + STATUS_OFFSET]!;
       if (!isDefinedStatus(status)) return undefined;
-      return rangeResponseSize(
-        type === MessageType.ReadRangeResponse && status === ResponseStatus.Ok,
-        sectorCount,
-      );
+      return rangeResponseSize(type, status, sectorCount);
     }
     default:
       return undefined;

@@ -60,9 +60,21 @@ export const MessageType = {
   // one response instead of one each. Every sector is still its own register and its own write,
   // as if sent as separate WRITEs at once; the response comes once all of them completed.
   WriteSectors: 0x8c,
+  // Which sectors of a run read as all zeros, for NBD BLOCK_STATUS: the replica runs the run's
+  // register read (a READ_RANGE) and answers a bitmap instead of the data. Layout as READ_RANGE;
+  // response with status Ok: the range response header, then ceil(count / 8) bytes @16, bit
+  // (7 - i % 8) of byte i / 8 set when sector first + i is all zeros: 48 + ceil(count / 8) bytes.
+  ZeroMap: 0x8d,
+  // Which sectors of a run this replica's store holds at all (a record, durable or queued): no
+  // register operation, answered at once from the replica's index. Layout as READ_RANGE, with a
+  // count of up to HELD_MAP_MAX_SECTORS; response as ZERO_MAP's, bit set when the sector is held.
+  // A sector that none of a majority holds was never written by an acknowledged write.
+  HeldMap: 0x8e,
   ReadRangeResponse: 0xc8,
   WriteRangeResponse: 0xc9,
   WriteSectorsResponse: 0xcc,
+  ZeroMapResponse: 0xcd,
+  HeldMapResponse: 0xce,
 } as const;
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
@@ -133,6 +145,24 @@ export interface ClientReadRangeCommand {
   sectorCount: number;
 }
 
+/** Extension 0x8D: which sectors of [sectorIndex, sectorIndex + sectorCount) read as zeros. */
+export interface ClientZeroMapCommand {
+  kind: "clientZeroMap";
+  requestNumber: RequestNumber;
+  sectorIndex: number;
+  /** 1..MAX_RANGE_SECTORS. */
+  sectorCount: number;
+}
+
+/** Extension 0x8E: which sectors of [sectorIndex, sectorIndex + sectorCount) this replica holds. */
+export interface ClientHeldMapCommand {
+  kind: "clientHeldMap";
+  requestNumber: RequestNumber;
+  sectorIndex: number;
+  /** 1..HELD_MAP_MAX_SECTORS. */
+  sectorCount: number;
+}
+
 /** Extension 0x89: write sectors [sectorIndex, sectorIndex + sectorCount). */
 export interface ClientWriteRangeCommand {
   kind: "clientWriteRange";
@@ -163,20 +193,32 @@ export type ClientCommand =
   | ClientWriteCommand
   | ClientReadRangeCommand
   | ClientWriteRangeCommand
-  | ClientWriteSectorsCommand;
+  | ClientWriteSectorsCommand
+  | ClientZeroMapCommand
+  | ClientHeldMapCommand;
 
 /** Which command a response answers. */
-export type ClientCommandName = "read" | "write" | "readRange" | "writeRange" | "writeSectors";
+export type ClientCommandName =
+  | "read"
+  | "write"
+  | "readRange"
+  | "writeRange"
+  | "writeSectors"
+  | "zeroMap"
+  | "heldMap";
 
 export interface ClientResponse {
   kind: "clientResponse";
-  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 / 0xCC on the wire). */
+  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 / 0xCC / 0xCD / 0xCE on the wire). */
   command: ClientCommandName;
   status: ResponseStatusCode;
   requestNumber: RequestNumber;
   /** Range commands (and WRITE_SECTORS) only: the command's sector count, echoed. */
   sectorCount?: number;
-  /** Present only for a READ (sectorCount * 4096 bytes for READ_RANGE) with status Ok. */
+  /**
+   * Present only with status Ok, for a READ (sectorCount * 4096 bytes for READ_RANGE) and a
+   * ZERO_MAP or HELD_MAP (its bitmap, bitmapBytes(sectorCount) bytes).
+   */
   data?: Buffer;
 }
 
@@ -306,15 +348,32 @@ export type SystemMessage =
 
 export type AtddMessage = ClientCommand | ClientResponse | SystemMessage;
 
+/** Every message kind, so that a new kind cannot be added without saying which side it is on. */
+const IS_CLIENT_COMMAND: Record<AtddMessage["kind"], boolean> = {
+  clientRead: true,
+  clientWrite: true,
+  clientReadRange: true,
+  clientWriteRange: true,
+  clientWriteSectors: true,
+  clientZeroMap: true,
+  clientHeldMap: true,
+  clientResponse: false,
+  readProc: false,
+  value: false,
+  writeProc: false,
+  ack: false,
+  readTagProc: false,
+  tagValue: false,
+  readRangeProc: false,
+  readTagRangeProc: false,
+  readTagsRangeProc: false,
+  rangeAck: false,
+  tagRangeValue: false,
+  tagsRangeValue: false,
+  rangeValue: false,
+  writeRangeProc: false,
+};
+
 export function isClientCommand(message: AtddMessage): message is ClientCommand {
-  switch (message.kind) {
-    case "clientRead":
-    case "clientWrite":
-    case "clientReadRange":
-    case "clientWriteRange":
-    case "clientWriteSectors":
-      return true;
-    default:
-      return false;
-  }
+  return IS_CLIENT_COMMAND[message.kind];
 }

@@ -17,6 +17,14 @@ export interface SectorStore {
   load(sectorIndex: number): Promise<SectorState>;
 
   /**
+   * Whether the store has any record of the sector: a state that is durable, or queued to become
+   * durable, or known to be damaged. False only for a sector never written here (or whose only
+   * record was lost with a torn batch at recovery). A persist counts from the call on, so once it
+   * resolved this stays true.
+   */
+  holds(sectorIndex: number): boolean;
+
+  /**
    * The tag of what `load` would return, without reading the data: the store knows it from its
    * index. Rejects with STORAGE_CORRUPT for a sector known to be damaged (data damage that only a
    * data read can detect is not seen here).

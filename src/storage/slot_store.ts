@@ -696,6 +696,13 @@ export class SlotStore implements SectorStore {
     return { buf, start, n };
   }
 
+  holds(sectorIndex: number): boolean {
+    checkSector(sectorIndex);
+    return (
+      this.pending.has(sectorIndex) || this.index.has(sectorIndex) || this.corruptSectors.has(sectorIndex)
+    );
+  }
+
   loadTag(sectorIndex: number): Promise<SectorTag> {
     checkSector(sectorIndex);
     try {

@@ -14,6 +14,14 @@ export const MAX_REPLICAS = 254;
 export const MAX_RANGE_SECTORS = 256;
 
 /**
+ * Most sectors one HELD_MAP (0x8E) asks about: 128 MiB of volume, a 4 KiB bitmap in the answer.
+ * It is answered from the replica's in-memory index with no register operation and no data, so
+ * it can span far more than a range message; BLOCK_STATUS over a big sparse volume then costs a
+ * command per 128 MiB per replica, not one per MiB.
+ */
+export const HELD_MAP_MAX_SECTORS = 32_768;
+
+/**
  * Largest atdd message (a full WRITE_RANGE_PROC / RANGE_VALUE: 64 + 256 * (8 + 16 + 4096) bytes);
  * decoders never buffer more than this per message.
  */
@@ -158,6 +166,19 @@ export const SLOT_FREE_RESERVE_DIVISOR = 16;
 
 /** NBD: largest READ/WRITE payload accepted (the kernel's max_hw_sectors is 32 MiB). */
 export const NBD_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+
+/**
+ * NBD: most bytes one BLOCK_STATUS reply describes: 8 HELD_MAPs (HELD_MAP_MAX_SECTORS each) per
+ * replica, asked at once. A reply may describe less than was asked (proto.md), and clients ask
+ * again from where it ended, so this bounds one request's work, not what can be mapped.
+ */
+export const NBD_BLOCK_STATUS_MAX_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * NBD: most extents in one BLOCK_STATUS reply (8 bytes each, so a 128 KiB reply). A volume that
+ * alternates written and unwritten sectors would otherwise need one per sector of the 1 GiB.
+ */
+export const NBD_BLOCK_STATUS_MAX_EXTENTS = 16_384;
 
 /** NBD: handshake options one client may send before we close (as nbdkit's MAX_NR_OPTIONS). */
 export const NBD_MAX_OPTIONS = 32;

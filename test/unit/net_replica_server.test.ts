@@ -25,6 +25,9 @@ class MemoryStore implements SectorStore {
   async load(sectorIndex: number): Promise<SectorState> {
     return this.sectors.get(sectorIndex) ?? initialSectorState();
   }
+  holds(sectorIndex: number): boolean {
+    return this.sectors.has(sectorIndex);
+  }
   async loadTag(sectorIndex: number): Promise<{ ts: bigint; wr: number }> {
     const { ts, wr } = await this.load(sectorIndex);
     return { ts, wr };

@@ -223,8 +223,8 @@ describe("AtddDecoder resync (SPEC §1.4)", () => {
 
   it.each([
     ["replica", 0x99],
-    // The first type after the range extensions 0x82..0x8C.
-    ["replica", 0x8d],
+    // The first type after the extensions 0x82..0x8D.
+    ["replica", 0x8e],
     ["replica", 0x41],
     ["replica", 0x00],
     ["client", 0x01],

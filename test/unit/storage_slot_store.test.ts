@@ -95,6 +95,41 @@ describe("SlotStore on real files", () => {
     });
   });
 
+  it("holds a sector from its persist call on, durable, rewritten and after reopen; never a never-written one", async () => {
+    await withTempDir(async (dir) => {
+      let store = await open(dir);
+      expect(store.holds(3)).toBe(false);
+      const pending = store.persist(3, stateOf(3, 1));
+      expect(store.holds(3)).toBe(true); // queued, not yet durable
+      await pending;
+      await store.persistMany([
+        { sectorIndex: 3, state: stateOf(3, 2) },
+        { sectorIndex: 700, state: stateOf(700, 1) },
+      ]);
+      expect([2, 3, 4, 699, 700, 701].map((s) => store.holds(s))).toEqual([
+        false,
+        true,
+        false,
+        false,
+        true,
+        false,
+      ]);
+      await store.close();
+      store = await open(dir);
+      const before = store.stats().readCalls;
+      expect([2, 3, 4, 699, 700, 701].map((s) => store.holds(s))).toEqual([
+        false,
+        true,
+        false,
+        false,
+        true,
+        false,
+      ]);
+      expect(store.stats().readCalls).toBe(before); // from memory
+      await store.close();
+    });
+  });
+
   it("loadTag reports the tag load would report, from memory, queued, durable and after reopen", async () => {
     await withTempDir(async (dir) => {
       let store = await open(dir);

@@ -1,0 +1,238 @@
+// ZERO_MAP (0x8D) and HELD_MAP (0x8E): the byte layout built by hand, round trips at the edges of
+// the count, the count bound of each type (SPEC §1.4: unknown type, drop 8 bytes), authentication
+// and the volume bound, and the bitmap helpers.
+import { createHmac } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { encodeClientCommand, encodeClientResponse } from "../../src/protocol/codec.js";
+import { AtddDecoder } from "../../src/protocol/decoder.js";
+import { atddMessageSize, bitAt, bitmapBytes, setBit, zeroBitmap } from "../../src/protocol/layouts.js";
+import { type ClientCommand, type ClientResponse, ResponseStatus } from "../../src/protocol/messages.js";
+import { AssertionError } from "../../src/util/assert.js";
+import { HELD_MAP_MAX_SECTORS, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
+
+const clientKey = Buffer.alloc(32, 0x5a);
+const SECTORS = 100_000;
+
+const replica = () => new AtddDecoder({ role: "replica", clientKey, sectors: SECTORS });
+const client = () => new AtddDecoder({ role: "client", clientKey });
+
+function bits(count: number, set: number[]): Buffer {
+  const b = Buffer.alloc(bitmapBytes(count));
+  for (const i of set) setBit(b, i);
+  return b;
+}
+
+function header(type: number, count: number, requestNumber: bigint, sector: bigint): Buffer {
+  const b = Buffer.alloc(24);
+  b.write("atdd", 0, "ascii");
+  b.writeUInt16BE(count, 4);
+  b[7] = type;
+  b.writeBigUInt64BE(requestNumber, 8);
+  b.writeBigUInt64BE(sector, 16);
+  return b;
+}
+
+function signed(body: Buffer, key = clientKey): Buffer {
+  return Buffer.concat([body, createHmac("sha256", key).update(body).digest()]);
+}
+
+describe("ZERO_MAP and HELD_MAP byte layout (messages.ts, built by hand)", () => {
+  it("ZERO_MAP: the READ_RANGE header with type 0x8D, 56 bytes", () => {
+    const cmd: ClientCommand = {
+      kind: "clientZeroMap",
+      requestNumber: 9n,
+      sectorIndex: 300,
+      sectorCount: 256,
+    };
+    expect(encodeClientCommand(cmd, clientKey)).toEqual(signed(header(0x8d, 256, 9n, 300n)));
+  });
+
+  it("HELD_MAP: the READ_RANGE header with type 0x8E and a count up to 32768", () => {
+    const cmd: ClientCommand = {
+      kind: "clientHeldMap",
+      requestNumber: 2n ** 64n - 1n,
+      sectorIndex: 5,
+      sectorCount: HELD_MAP_MAX_SECTORS,
+    };
+    expect(encodeClientCommand(cmd, clientKey)).toEqual(signed(header(0x8e, 32_768, 2n ** 64n - 1n, 5n)));
+  });
+
+  it("responses Ok: count at 4, status at 6, type 0xCD / 0xCE, request number, ceil(count / 8) bytes of bitmap", () => {
+    for (const [command, type] of [
+      ["zeroMap", 0xcd],
+      ["heldMap", 0xce],
+    ] as const) {
+      const map = bits(9, [0, 8]);
+      const res: ClientResponse = {
+        kind: "clientResponse",
+        command,
+        status: ResponseStatus.Ok,
+        requestNumber: 77n,
+        sectorCount: 9,
+        data: map,
+      };
+      const head = Buffer.alloc(16);
+      head.write("atdd", 0, "ascii");
+      head.writeUInt16BE(9, 4);
+      head[7] = type;
+      head.writeBigUInt64BE(77n, 8);
+      expect(map).toEqual(Buffer.from([0x80, 0x80]));
+      expect(encodeClientResponse(res, clientKey)).toEqual(signed(Buffer.concat([head, map])));
+    }
+  });
+});
+
+describe("ZERO_MAP and HELD_MAP round trips", () => {
+  const commands: [string, ClientCommand][] = [
+    ["ZERO_MAP of 1", { kind: "clientZeroMap", requestNumber: 1n, sectorIndex: 0, sectorCount: 1 }],
+    [
+      "ZERO_MAP of 256",
+      { kind: "clientZeroMap", requestNumber: 2n, sectorIndex: SECTORS - 256, sectorCount: 256 },
+    ],
+    ["HELD_MAP of 1", { kind: "clientHeldMap", requestNumber: 3n, sectorIndex: SECTORS - 1, sectorCount: 1 }],
+    ["HELD_MAP of 32768", { kind: "clientHeldMap", requestNumber: 4n, sectorIndex: 7, sectorCount: 32_768 }],
+  ];
+  it.each(commands)("decodes an encoded %s back to the same command", (_name, cmd) => {
+    const bytes = encodeClientCommand(cmd, clientKey);
+    expect(bytes.length).toBe(atddMessageSize(bytes, 0));
+    expect(replica().push(bytes)).toEqual([{ kind: "message", message: cmd }]);
+  });
+
+  const responses: [string, ClientResponse][] = [
+    [
+      "ZERO_MAP response of 256",
+      {
+        kind: "clientResponse",
+        command: "zeroMap",
+        status: ResponseStatus.Ok,
+        requestNumber: 5n,
+        sectorCount: 256,
+        data: bits(256, [0, 7, 8, 255]),
+      },
+    ],
+    [
+      "HELD_MAP response of 32768",
+      {
+        kind: "clientResponse",
+        command: "heldMap",
+        status: ResponseStatus.Ok,
+        requestNumber: 6n,
+        sectorCount: 32_768,
+        data: bits(32_768, [1, 32_767]),
+      },
+    ],
+    [
+      "HELD_MAP response AuthFailure",
+      {
+        kind: "clientResponse",
+        command: "heldMap",
+        status: ResponseStatus.AuthFailure,
+        requestNumber: 7n,
+        sectorCount: 3,
+      },
+    ],
+  ];
+  it.each(responses)("decodes an encoded %s back to the same response", (_name, res) => {
+    const bytes = encodeClientResponse(res, clientKey);
+    expect(bytes.length).toBe(atddMessageSize(bytes, 0));
+    expect(client().push(bytes)).toEqual([{ kind: "message", message: res }]);
+  });
+
+  it("refuses to encode a count beyond each type's bound, or a bitmap of the wrong length", () => {
+    const zero: ClientCommand = {
+      kind: "clientZeroMap",
+      requestNumber: 1n,
+      sectorIndex: 0,
+      sectorCount: 257,
+    };
+    expect(() => encodeClientCommand(zero, clientKey)).toThrow(AssertionError);
+    const held: ClientCommand = {
+      kind: "clientHeldMap",
+      requestNumber: 1n,
+      sectorIndex: 0,
+      sectorCount: 32_769,
+    };
+    expect(() => encodeClientCommand(held, clientKey)).toThrow(AssertionError);
+    const res: ClientResponse = {
+      kind: "clientResponse",
+      command: "heldMap",
+      status: ResponseStatus.Ok,
+      requestNumber: 1n,
+      sectorCount: 9,
+      data: Buffer.alloc(1),
+    };
+    expect(() => encodeClientResponse(res, clientKey)).toThrow(AssertionError);
+  });
+});
+
+describe("ZERO_MAP and HELD_MAP on input", () => {
+  it.each([
+    ["ZERO_MAP", 0x8d, MAX_RANGE_SECTORS + 1],
+    ["HELD_MAP", 0x8e, HELD_MAP_MAX_SECTORS + 1],
+    ["ZERO_MAP", 0x8d, 0],
+    ["HELD_MAP", 0x8e, 0],
+  ])(
+    "a %s with count %i is an unknown type: 8 bytes dropped, then the next message decodes",
+    (_n, type, count) => {
+      const bad = signed(header(type, count, 1n, 0n));
+      const next: ClientCommand = {
+        kind: "clientHeldMap",
+        requestNumber: 2n,
+        sectorIndex: 0,
+        sectorCount: 1,
+      };
+      const events = replica().push(
+        Buffer.concat([bad.subarray(0, 8), encodeClientCommand(next, clientKey)]),
+      );
+      expect(events).toEqual([
+        { kind: "dropped", reason: "unknownType", bytes: 8 },
+        { kind: "message", message: next },
+      ]);
+    },
+  );
+
+  it("a forged HELD_MAP is rejected as AuthFailure with its count; one past the volume as InvalidSectorIndex", () => {
+    const forged = signed(header(0x8e, 1000, 3n, 0n), Buffer.alloc(32, 1));
+    expect(replica().push(forged)).toEqual([
+      {
+        kind: "rejected",
+        command: "heldMap",
+        requestNumber: 3n,
+        status: ResponseStatus.AuthFailure,
+        sectorCount: 1000,
+      },
+    ]);
+    const past = signed(header(0x8d, 2, 4n, BigInt(SECTORS - 1)));
+    expect(replica().push(past)).toEqual([
+      {
+        kind: "rejected",
+        command: "zeroMap",
+        requestNumber: 4n,
+        status: ResponseStatus.InvalidSectorIndex,
+        sectorCount: 2,
+      },
+    ]);
+  });
+});
+
+describe("bitmaps", () => {
+  it("zeroBitmap sets bit i (most significant first) exactly for the all-zero sectors", () => {
+    const data = Buffer.alloc(10 * 4096);
+    data[3 * 4096 + 4095] = 1; // the last byte of sector 3
+    data[9 * 4096] = 1; // the first byte of sector 9
+    const map = zeroBitmap(data, 10);
+    expect(map).toEqual(Buffer.from([0b1110_1111, 0b1000_0000]));
+    expect(Array.from({ length: 10 }, (_, i) => bitAt(map, i))).toEqual([
+      true,
+      true,
+      true,
+      false,
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]);
+  });
+});
