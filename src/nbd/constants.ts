@@ -91,6 +91,12 @@ export const KNOWN_COMMAND_FLAGS =
 
 export const ReplyFlag = { Done: 1 << 0 } as const;
 
+/** base:allocation extent flags. */
+export const AllocationState = {
+  Hole: 1 << 0,
+  Zero: 1 << 1,
+} as const;
+
 export const ChunkType = {
   None: 0,
   OffsetData: 1,

@@ -1,4 +1,5 @@
 // An in-process SectorBackend holding only written sectors: for protocol tests and local experiments.
+import { bitmapBytes, setBit, zeroBitmap } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
@@ -28,6 +29,18 @@ export class MemoryBackend implements SectorBackend {
     const out = Buffer.alloc(count * SECTOR_SIZE_BYTES);
     for (let i = 0; i < count; i++) this.data.get(index + i)?.copy(out, i * SECTOR_SIZE_BYTES);
     return out;
+  }
+
+  async zeroMap(index: number, count: number): Promise<Buffer> {
+    return zeroBitmap(await this.readSectors(index, count), count);
+  }
+
+  async heldMap(index: number, count: number): Promise<Buffer> {
+    await this.pause();
+    this.check(index, count);
+    const bits = Buffer.alloc(bitmapBytes(count));
+    for (let i = 0; i < count; i++) if (this.data.has(index + i)) setBit(bits, i);
+    return bits;
   }
 
   async writeSectors(index: number, data: Buffer): Promise<void> {

@@ -24,11 +24,13 @@
 // (readAnywhere, writeWithoutZombies).
 import type { ClusterConfig } from "../cli/config.js";
 import { ReplicaConnection } from "../client/replica_connection.js";
+import { bitmapBytes } from "../protocol/layouts.js";
 import { type LatencySummary, LatencyWindow } from "../util/activity_log.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
   GATEWAY_WRITE_PACK_SECTORS,
+  HELD_MAP_MAX_SECTORS,
   MAX_RANGE_SECTORS,
   RECONNECT_INITIAL_MS,
   RECONNECT_MAX_MS,
@@ -43,6 +45,8 @@ export interface ReplicaLink {
   read(sectorIndex: number): Promise<Buffer>;
   write(sectorIndex: number, data: Buffer): Promise<void>;
   readRange(sectorIndex: number, sectorCount: number): Promise<Buffer>;
+  zeroMap(sectorIndex: number, sectorCount: number): Promise<Buffer>;
+  heldMap(sectorIndex: number, sectorCount: number): Promise<Buffer>;
   writeRange(sectorIndex: number, data: Buffer): Promise<void>;
   /** Load: sectors of the commands in flight on this link (a range of k counts k). */
   inflight(): number;
@@ -218,6 +222,69 @@ export class ReplicaPool implements SectorBackend {
     assertRun(count);
     if (count === 1) return this.readSector(index);
     return this.readAnywhere((link) => link.readRange(index, count));
+  }
+
+  zeroMap(index: number, count: number): Promise<Buffer> {
+    assertRun(count);
+    return this.readAnywhere((link) => link.zeroMap(index, count));
+  }
+
+  /**
+   * The OR of the HELD_MAP answers of a majority of the replicas, each from its own store. A write
+   * acknowledged before this call is durable on a majority, and any two majorities share a
+   * replica, so a sector that none of the answering majority holds was never so written and reads
+   * as zeros. Asks every live replica and settles with the first majority of answers, so one slow
+   * or dead replica does not hold it up; waits while fewer than a majority are up.
+   */
+  heldMap(index: number, count: number): Promise<Buffer> {
+    assert(
+      Number.isSafeInteger(count) && count >= 1 && count <= HELD_MAP_MAX_SECTORS,
+      `a HELD_MAP covers 1..${HELD_MAP_MAX_SECTORS} sectors, not ${count}`,
+    );
+    const quorum = Math.floor(this.replicas.length / 2) + 1;
+    const held = Buffer.alloc(bitmapBytes(count));
+    const answered = new Set<Replica>();
+    const asking = new Set<Replica>();
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (err: unknown) => {
+        settled = true;
+        reject(err);
+      };
+      const askAll = (): void => {
+        if (settled) return;
+        if (this.closed) {
+          fail(shuttingDown());
+          return;
+        }
+        for (const replica of this.replicas) {
+          if (answered.has(replica) || asking.has(replica)) continue;
+          const link = replica.bestLink();
+          if (link === undefined) continue;
+          asking.add(replica);
+          link.heldMap(index, count).then(
+            (bits) => {
+              asking.delete(replica);
+              if (settled) return;
+              for (let i = 0; i < held.length; i++) held[i] = held[i]! | bits[i]!;
+              answered.add(replica);
+              if (answered.size >= quorum) {
+                settled = true;
+                resolve(held);
+              }
+            },
+            (err: unknown) => {
+              asking.delete(replica);
+              if (settled) return;
+              if (isAtomicDiskError(err, "REPLICA_UNAVAILABLE")) void this.forget(link).then(askAll);
+              else fail(err);
+            },
+          );
+        }
+        if (answered.size + asking.size < quorum) this.anyUpWaiters.push(askAll);
+      };
+      askAll();
+    });
   }
 
   writeSectors(index: number, data: Buffer): Promise<void> {

@@ -24,5 +24,17 @@ export interface SectorBackend {
    * for `data` as writeSector.
    */
   writeSectors(index: number, data: Buffer): Promise<void>;
+  /**
+   * Which sectors of [index, index + count), count in 1..MAX_RANGE_SECTORS, read as all zeros: a
+   * register read of the run (it sees every write acknowledged before it) that answers a bit per
+   * sector, bit (7 - i % 8) of byte i / 8 for sector index + i, instead of the data.
+   */
+  zeroMap(index: number, count: number): Promise<Buffer>;
+  /**
+   * Which sectors of [index, index + count), count in 1..HELD_MAP_MAX_SECTORS, may have been
+   * written: same bitmap layout, bit set unless the sector certainly reads as zeros because no
+   * write of it was ever acknowledged. Cheap (no register operation, no data), for BLOCK_STATUS.
+   */
+  heldMap(index: number, count: number): Promise<Buffer>;
   close(): Promise<void>;
 }

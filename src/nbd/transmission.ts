@@ -5,6 +5,8 @@
 
 import {
   NBD_ABSURD_PAYLOAD_BYTES,
+  NBD_BLOCK_STATUS_MAX_BYTES,
+  NBD_BLOCK_STATUS_MAX_EXTENTS,
   NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION,
   NBD_MAX_INFLIGHT_REQUESTS_PER_CONNECTION,
   NBD_MAX_PAYLOAD_BYTES,
@@ -12,7 +14,15 @@ import {
 import type { Logger } from "../util/log.js";
 import type { NbdActivity } from "./activity.js";
 import type { ByteQueue } from "./byte_queue.js";
-import { Command, KNOWN_COMMAND_FLAGS, NbdErrno, REQUEST_HEADER_BYTES, REQUEST_MAGIC } from "./constants.js";
+import {
+  AllocationState,
+  Command,
+  CommandFlag,
+  KNOWN_COMMAND_FLAGS,
+  NbdErrno,
+  REQUEST_HEADER_BYTES,
+  REQUEST_MAGIC,
+} from "./constants.js";
 import { nbdErrnoFor, type RequestKind } from "./errno.js";
 import type { Negotiated } from "./handshake.js";
 import {
@@ -240,9 +250,21 @@ export class Transmission {
         return simpleReply(cookie, 0);
       case Command.BlockStatus: {
         if (!negotiated.structured || !negotiated.baseAllocation) throw new RequestError(NbdErrno.EINVAL);
-        volume.checkRange(offset, length);
-        // Status 0 ("data") is always correct and costs no replica round trip.
-        return blockStatusChunk(cookie, [{ lengthBytes: length, flags: 0 }]);
+        const firstOnly = (flags & CommandFlag.ReqOne) !== 0;
+        const extents = await volume.allocation(
+          offset,
+          length,
+          NBD_BLOCK_STATUS_MAX_BYTES,
+          firstOnly,
+          signal,
+        );
+        const holeFlags = AllocationState.Hole | AllocationState.Zero;
+        return blockStatusChunk(
+          cookie,
+          extents
+            .slice(0, NBD_BLOCK_STATUS_MAX_EXTENTS)
+            .map((e) => ({ lengthBytes: e.lengthBytes, flags: e.hole ? holeFlags : 0 })),
+        );
       }
       default:
         throw new RequestError(NbdErrno.EINVAL);

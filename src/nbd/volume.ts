@@ -7,9 +7,15 @@
 // flight at once across all connections (a run of k sectors counts k); big requests stream through
 // that window piece by piece and never allocate more than their own payload (TRIM/WRITE_ZEROES
 // allocate one run's read at a time per piece in flight, and share one zero buffer).
+import { bitAt } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { GATEWAY_MAX_INFLIGHT_SECTORS, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import {
+  GATEWAY_MAX_INFLIGHT_SECTORS,
+  HELD_MAP_MAX_SECTORS,
+  MAX_RANGE_SECTORS,
+  SECTOR_SIZE_BYTES,
+} from "../util/limits.js";
 import type { SectorBackend } from "./sector_backend.js";
 import { SectorLocks } from "./sector_locks.js";
 import { Semaphore } from "./semaphore.js";
@@ -69,6 +75,12 @@ export function* piecesOf(offset: number, length: number, maxRun: number): Gener
 
 function sectorsOf(piece: Piece): number {
   return piece.partial ? 1 : piece.count;
+}
+
+/** `lengthBytes` consecutive bytes that were never written (a hole, reads as zeros), or may have been. */
+export interface AllocationExtent {
+  lengthBytes: number;
+  hole: boolean;
 }
 
 export class Volume {
@@ -139,13 +151,36 @@ export class Volume {
   }
 
   /**
-   * Makes the range read as zeros. A sector that already reads as zero is left alone: a register
-   * read costs no durable write, so zeroing never-written space (mkfs, nbdcopy) stays cheap. A run
-   * is read with one range command and only its sub-runs that are not zero yet are written.
+   * Makes the range read as zeros. Space that no write ever reached is left alone: HELD_MAPs find
+   * it (see allocation), a command per 128 MiB per replica, so zeroing never-written space (mkfs,
+   * nbdcopy of a sparse image) stays cheap. The rest is zeroed run by run (zeroHeld).
    */
   async writeZeroes(offset: number, length: number, signal?: Cancellation): Promise<void> {
     this.checkRange(offset, length);
-    await this.forEachPiece(offset, length, signal, (piece) => {
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      // One HELD_MAP's worth at a time (up to a sector boundary), so a huge request holds one
+      // bitmap, not one per 128 MiB.
+      const chunkEnd = (Math.floor(pos / SECTOR_SIZE_BYTES) + HELD_MAP_MAX_SECTORS) * SECTOR_SIZE_BYTES;
+      const extents = await this.allocation(pos, end - pos, chunkEnd - pos, false, signal);
+      // The held extents zero concurrently; the window bounds their sectors in flight together.
+      const zeroing: Promise<void>[] = [];
+      for (const extent of extents) {
+        if (!extent.hole) zeroing.push(this.zeroHeld(pos, extent.lengthBytes, signal));
+        pos += extent.lengthBytes;
+      }
+      await settleAll(zeroing);
+    }
+  }
+
+  /**
+   * Zeroes [offset, offset + length), leaving alone the sectors that already read as zero: a
+   * register read costs no durable write. A run is read with one ZERO_MAP (a register read that
+   * answers a bit per sector, not the data) and only its sub-runs that are not zero yet are written.
+   */
+  private zeroHeld(offset: number, length: number, signal?: Cancellation): Promise<void> {
+    return this.forEachPiece(offset, length, signal, (piece) => {
       if (piece.partial) {
         return this.locks.withLock(piece.sector, async () => {
           const current = await this.backend.readSector(piece.sector);
@@ -155,9 +190,9 @@ export class Volume {
         });
       }
       return this.locks.withLocks(piece.sector, piece.count, async () => {
-        const current = await this.backend.readSectors(piece.sector, piece.count);
+        const zeros = await this.backend.zeroMap(piece.sector, piece.count);
         const writes: Promise<void>[] = [];
-        for (const [first, count] of nonZeroRuns(current)) {
+        for (const [first, count] of nonZeroRuns(zeros, piece.count)) {
           writes.push(
             this.backend.writeSectors(piece.sector + first, ZERO_RUN.subarray(0, count * SECTOR_SIZE_BYTES)),
           );
@@ -165,6 +200,58 @@ export class Volume {
         await settleAll(writes);
       });
     });
+  }
+
+  /**
+   * Which bytes from `offset` on were never written: consecutive extents covering [offset, offset
+   * + length), or only its first maxBytes (a BLOCK_STATUS reply may describe less than was asked).
+   * With `firstOnly` (NBD_CMD_FLAG_REQ_ONE) only the first extent is wanted, so the range is
+   * examined HELD_MAP_MAX_SECTORS at a time until that extent has ended. The sectors touched are
+   * each looked at whole; the extents are clipped to the range at its ends. A hole (see
+   * SectorBackend.heldMap) reads as zeros: no write to it was acknowledged before the call.
+   */
+  async allocation(
+    offset: number,
+    length: number,
+    maxBytes: number,
+    firstOnly: boolean,
+    signal?: Cancellation,
+  ): Promise<AllocationExtent[]> {
+    this.checkRange(offset, length);
+    assert(maxBytes >= SECTOR_SIZE_BYTES, "allocation: maxBytes must hold a sector");
+    const end = offset + Math.min(length, maxBytes);
+    const first = Math.floor(offset / SECTOR_SIZE_BYTES);
+    const sectors = Math.ceil(end / SECTOR_SIZE_BYTES) - first;
+    const held = new Uint8Array(sectors);
+    let examined = 0;
+    while (examined < sectors) {
+      if (signal?.aborted === true) throw aborted();
+      const round = Math.min(firstOnly ? HELD_MAP_MAX_SECTORS : sectors, sectors - examined);
+      const maps: Promise<void>[] = [];
+      for (let at = examined; at < examined + round; at += HELD_MAP_MAX_SECTORS) {
+        const count = Math.min(HELD_MAP_MAX_SECTORS, examined + round - at);
+        maps.push(
+          this.backend.heldMap(first + at, count).then((bits) => {
+            for (let i = 0; i < count; i++) held[at + i] = bitAt(bits, i) ? 1 : 0;
+          }),
+        );
+      }
+      await settleAll(maps);
+      examined += round;
+      if (firstOnly && held.subarray(0, examined).indexOf(held[0]! ^ 1) >= 0) break;
+    }
+    const extents: AllocationExtent[] = [];
+    let pos = offset;
+    for (let i = 0; i < examined; ) {
+      let j = i + 1;
+      while (j < examined && held[j] === held[i]) j++;
+      const stop = Math.min(end, (first + j) * SECTOR_SIZE_BYTES);
+      extents.push({ lengthBytes: stop - pos, hole: held[i] === 0 });
+      if (firstOnly) break;
+      pos = stop;
+      i = j;
+    }
+    return extents;
   }
 
   /**
@@ -221,12 +308,11 @@ export class Volume {
   }
 }
 
-/** [first, count] of each maximal run of sectors of `data` that are not all zero. */
-function* nonZeroRuns(data: Buffer): Generator<[number, number]> {
-  const sectors = data.length / SECTOR_SIZE_BYTES;
+/** [first, count] of each maximal run of the `sectors` sectors of a ZERO_MAP bitmap that are not all zero. */
+function* nonZeroRuns(zeros: Buffer, sectors: number): Generator<[number, number]> {
   let start = -1;
   for (let i = 0; i <= sectors; i++) {
-    const zero = i === sectors || isZero(data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES));
+    const zero = i === sectors || bitAt(zeros, i);
     if (!zero && start < 0) start = i;
     if (zero && start >= 0) {
       yield [start, i - start];

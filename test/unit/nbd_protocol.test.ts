@@ -6,6 +6,7 @@ import { Command, NbdErrno, Option, OptionReply } from "../../src/nbd/constants.
 import { MemoryBackend } from "../../src/nbd/memory_backend.js";
 import type { SectorBackend } from "../../src/nbd/sector_backend.js";
 import { NbdServer, type NbdServerOptions } from "../../src/nbd/server.js";
+import { bitmapBytes } from "../../src/protocol/layouts.js";
 import {
   NBD_ABSURD_PAYLOAD_BYTES,
   NBD_MAX_INFLIGHT_BYTES_PER_CONNECTION,
@@ -104,6 +105,15 @@ class GatedBackend implements SectorBackend {
     this.readsStarted += n;
     await this.gate;
     return this.inner.readSectors(i, n);
+  }
+  async zeroMap(i: number, n: number): Promise<Buffer> {
+    this.readsStarted += n;
+    await this.gate;
+    return this.inner.zeroMap(i, n);
+  }
+  async heldMap(i: number, n: number): Promise<Buffer> {
+    await this.gate;
+    return this.inner.heldMap(i, n);
   }
   async writeSectors(i: number, d: Buffer): Promise<void> {
     this.writesStarted += d.length / SECTOR_SIZE_BYTES;
@@ -371,6 +381,12 @@ describe("nbd transmission", () => {
         reads += n;
         return inner.readSectors(i, n);
       },
+      zeroMap: (i, n) => {
+        reads += n;
+        return inner.zeroMap(i, n);
+      },
+      // Claims every sector may be written, so that zeroing has every run to read.
+      heldMap: async (_i, n) => Buffer.alloc(bitmapBytes(n), 0xff),
       writeSectors: (i, d) => inner.writeSectors(i, d),
       close: async () => {},
     };

@@ -9,7 +9,7 @@ import { AtomicDiskError } from "../../src/util/errors.js";
 import { GATEWAY_WRITE_PACK_SECTORS } from "../../src/util/limits.js";
 
 interface Pending {
-  kind: "read" | "write";
+  kind: "read" | "write" | "held";
   /** Sent as a range command (READ_RANGE / WRITE_RANGE) rather than READ / WRITE. */
   range: boolean;
   sector: number;
@@ -36,7 +36,13 @@ class FakeLink implements ReplicaLink {
   writeRange(sector: number, data: Buffer): Promise<void> {
     return this.send("write", true, sector, data.length / 4096).then(() => {});
   }
-  private send(kind: "read" | "write", range: boolean, sector: number, count: number) {
+  zeroMap(sector: number, count: number): Promise<Buffer> {
+    return this.send("read", true, sector, count) as Promise<Buffer>;
+  }
+  heldMap(sector: number, count: number): Promise<Buffer> {
+    return this.send("held", true, sector, count) as Promise<Buffer>;
+  }
+  private send(kind: Pending["kind"], range: boolean, sector: number, count: number) {
     if (this.closed) return Promise.reject(unavailable());
     return new Promise<Buffer | undefined>((resolve, reject) =>
       this.pending.push({ kind, range, sector, count, resolve, reject }),
@@ -300,6 +306,71 @@ describe("ReplicaPool placement", () => {
     expect(sectorsAt(packed[0]!, "read")).toBe(0);
     for (const l of links) l.completeAll();
     await Promise.all([...writes, ...runs, ...reads]);
+    await pool.close();
+  });
+});
+
+describe("ReplicaPool HELD_MAP (BLOCK_STATUS)", () => {
+  const heldAt = (links: FakeLink[], rank: number) =>
+    links.filter((l) => l.rank === rank).flatMap((l) => l.pending.filter((p) => p.kind === "held"));
+  const answer = (links: FakeLink[], rank: number, bits: number[]) => {
+    for (const p of heldAt(links, rank).splice(0)) {
+      const link = links.find((l) => l.pending.includes(p))!;
+      link.pending.splice(link.pending.indexOf(p), 1);
+      p.resolve(Buffer.from(bits));
+    }
+  };
+
+  it("asks every replica and answers with the OR of the first majority of answers", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    let result: Buffer | undefined;
+    const held = pool.heldMap(0, 16).then((b) => {
+      result = b;
+    });
+    await until(() => [1, 2, 3].every((r) => heldAt(links, r).length === 1), "a HELD_MAP at every replica");
+    answer(links, 3, [0b1000_0000, 0]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(result, "one answer is not a majority").toBeUndefined();
+    answer(links, 1, [0b0000_0001, 0b1000_0000]);
+    await held;
+    // Replica 2 never answered: it does not hold the map up.
+    expect(result).toEqual(Buffer.from([0b1000_0001, 0b1000_0000]));
+    await pool.close();
+  });
+
+  it("a sector only the replica that did not answer holds is reported not held (a majority said so)", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const held = pool.heldMap(0, 8);
+    await until(() => [1, 2, 3].every((r) => heldAt(links, r).length === 1), "a HELD_MAP at every replica");
+    answer(links, 1, [0]);
+    answer(links, 2, [0]);
+    expect(await held).toEqual(Buffer.from([0]));
+    await pool.close();
+  });
+
+  it("waits while fewer than a majority are up, and asks a replica again after its connection failed", async () => {
+    const { pool, links, mode, live } = makePool();
+    await pool.start();
+    mode.set(2, "hang");
+    mode.set(3, "hang");
+    for (const l of [...live(2), ...live(3)]) l.close();
+    let result: Buffer | undefined;
+    const held = pool.heldMap(0, 8).then((b) => {
+      result = b;
+    });
+    await until(() => heldAt(links, 1).length === 1, "a HELD_MAP at replica 1");
+    answer(links, 1, [0]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(result, "one of three is no majority").toBeUndefined();
+    mode.set(3, "ok");
+    await until(() => heldAt(links, 3).length === 1, "a HELD_MAP at replica 3 once it is up");
+    for (const l of live(3)) l.close(); // fails: asked again after the reconnect
+    await until(() => heldAt(links, 3).length === 1, "the HELD_MAP asked again at replica 3");
+    answer(links, 3, [0b0100_0000]);
+    await held;
+    expect(result).toEqual(Buffer.from([0b0100_0000]));
     await pool.close();
   });
 });

@@ -6,13 +6,13 @@ import type { SectorBackend } from "../../src/nbd/sector_backend.js";
 import { SectorLocks } from "../../src/nbd/sector_locks.js";
 import { Semaphore } from "../../src/nbd/semaphore.js";
 import { Volume } from "../../src/nbd/volume.js";
-import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { HELD_MAP_MAX_SECTORS, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const S = SECTOR_SIZE_BYTES;
 
 interface Call {
-  op: "readSector" | "writeSector" | "readSectors" | "writeSectors";
+  op: "readSector" | "writeSector" | "readSectors" | "writeSectors" | "zeroMap" | "heldMap";
   index: number;
   count: number;
 }
@@ -41,6 +41,12 @@ class RecordingBackend implements SectorBackend {
   readSectors(index: number, count: number): Promise<Buffer> {
     return this.run({ op: "readSectors", index, count }, () => this.inner.readSectors(index, count));
   }
+  zeroMap(index: number, count: number): Promise<Buffer> {
+    return this.run({ op: "zeroMap", index, count }, () => this.inner.zeroMap(index, count));
+  }
+  heldMap(index: number, count: number): Promise<Buffer> {
+    return this.run({ op: "heldMap", index, count }, () => this.inner.heldMap(index, count));
+  }
   writeSectors(index: number, data: Buffer): Promise<void> {
     const count = data.length / S;
     return this.run({ op: "writeSectors", index, count }, () => this.inner.writeSectors(index, data));
@@ -51,7 +57,9 @@ class RecordingBackend implements SectorBackend {
   }
   private async run<T>(call: Call, fn: () => Promise<T>): Promise<T> {
     this.calls.push(call);
-    this.inflight += call.count;
+    // A HELD_MAP carries no sector data, so the gateway's window does not count it.
+    const weight = call.op === "heldMap" ? 0 : call.count;
+    this.inflight += weight;
     this.maxInflight = Math.max(this.maxInflight, this.inflight);
     try {
       await this.hops();
@@ -60,7 +68,7 @@ class RecordingBackend implements SectorBackend {
       await this.hops();
       return result;
     } finally {
-      this.inflight -= call.count;
+      this.inflight -= weight;
     }
   }
   private async hops(): Promise<void> {
@@ -280,8 +288,10 @@ describe("Volume over range commands", () => {
     }
   });
 
-  it("zeroes a mostly-zero area with range reads and writes only to its non-zero runs", async () => {
+  it("zeroes a written, mostly-zero area with zero maps and writes only to its non-zero runs", async () => {
     const inner = new MemoryBackend(2048);
+    // Written as zeros first: held, so only a register read (ZERO_MAP) can tell them zero.
+    for (let i = 0; i < 1024; i += 256) await inner.writeSectors(i, Buffer.alloc(256 * S));
     await inner.writeSectors(10, Buffer.alloc(2 * S, 1));
     await inner.writeSector(300, Buffer.alloc(S, 2));
     await inner.writeSectors(510, Buffer.alloc(4 * S, 3)); // crosses the run boundary at 512
@@ -289,7 +299,7 @@ describe("Volume over range commands", () => {
     const backend = new RecordingBackend(inner);
     const volume = new Volume(backend);
     await volume.writeZeroes(0, 1024 * S);
-    const reads = backend.calls.filter((c) => c.op === "readSectors");
+    const reads = backend.calls.filter((c) => c.op === "zeroMap");
     expect(reads.map((c) => [c.index, c.count])).toEqual([
       [0, 256],
       [256, 256],
@@ -307,6 +317,29 @@ describe("Volume over range commands", () => {
     const disk = Buffer.alloc(1024 * S, 0xff);
     await volume.read(0, disk.length, disk, 0);
     expect(disk.equals(Buffer.alloc(1024 * S))).toBe(true);
+  });
+
+  it("skips never-written space with one HELD_MAP and zero-maps only the sectors some write reached", async () => {
+    const inner = new MemoryBackend(65_536);
+    await inner.writeSectors(10, Buffer.alloc(2 * S, 1));
+    await inner.writeSectors(40_000, Buffer.alloc(3 * S)); // written, but as zeros
+    const backend = new RecordingBackend(inner);
+    const volume = new Volume(backend);
+    await volume.writeZeroes(5 * S + 7, 60_000 * S);
+    const calls = backend.calls.map((c) => [c.op, c.index, c.count]);
+    expect(calls.filter((c) => c[0] === "heldMap")).toEqual([
+      ["heldMap", 5, HELD_MAP_MAX_SECTORS],
+      ["heldMap", 5 + HELD_MAP_MAX_SECTORS, 60_001 - HELD_MAP_MAX_SECTORS],
+    ]);
+    // The two held extents run concurrently: which of their calls comes first is not fixed.
+    expect(calls.filter((c) => c[0] !== "heldMap").sort()).toEqual([
+      ["writeSectors", 10, 2],
+      ["zeroMap", 10, 2],
+      ["zeroMap", 40_000, 3],
+    ]);
+    const disk = Buffer.alloc(16 * S, 0xff);
+    await volume.read(0, disk.length, disk, 0);
+    expect(disk.equals(Buffer.alloc(16 * S))).toBe(true);
   });
 
   it("zeroes partial head and tail sectors by RMW and leaves already-zero sectors unwritten", async () => {
@@ -330,7 +363,10 @@ describe("Volume over range commands", () => {
   });
 
   it("starts no new run after the request's signal aborted and fails with QUORUM_TIMEOUT", async () => {
-    const backend = new RecordingBackend(new MemoryBackend(16_384, 5));
+    const inner = new MemoryBackend(16_384, 5);
+    // Written (as zeros), so that zeroing has runs to read.
+    for (let i = 0; i < 16_384; i += 256) await inner.writeSectors(i, Buffer.alloc(256 * S));
+    const backend = new RecordingBackend(inner);
     const volume = new Volume(backend, 512);
     const controller = new AbortController();
     const zeroing = volume.writeZeroes(0, 16_384 * S, controller.signal);
