@@ -7,7 +7,7 @@ export const SECTOR_SIZE_BYTES = 4096;
 export const MAX_REPLICAS = 254;
 
 /**
- * Most sectors in one range message (extensions 0x82..0x8C): 1 MiB of data, so one message per
+ * Most sectors in one range message (extensions 0x82..0x8D): 1 MiB of data, so one message per
  * hop carries a typical sequential request (the kernel and qemu split at 128 KiB..1 MiB) while a
  * single message never holds a peer link for more than about a millisecond.
  */
