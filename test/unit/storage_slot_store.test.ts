@@ -98,6 +98,8 @@ describe("SlotStore on real files", () => {
   it("holds a sector from its persist call on, durable, rewritten and after reopen; never a never-written one", async () => {
     await withTempDir(async (dir) => {
       let store = await open(dir);
+      const held = () => [2, 3, 4, 699, 700, 701].map((s) => store.holds(s));
+      const expected = [false, true, false, false, true, false];
       expect(store.holds(3)).toBe(false);
       const pending = store.persist(3, stateOf(3, 1));
       expect(store.holds(3)).toBe(true); // queued, not yet durable
@@ -106,25 +108,11 @@ describe("SlotStore on real files", () => {
         { sectorIndex: 3, state: stateOf(3, 2) },
         { sectorIndex: 700, state: stateOf(700, 1) },
       ]);
-      expect([2, 3, 4, 699, 700, 701].map((s) => store.holds(s))).toEqual([
-        false,
-        true,
-        false,
-        false,
-        true,
-        false,
-      ]);
+      expect(held()).toEqual(expected);
       await store.close();
       store = await open(dir);
       const before = store.stats().readCalls;
-      expect([2, 3, 4, 699, 700, 701].map((s) => store.holds(s))).toEqual([
-        false,
-        true,
-        false,
-        false,
-        true,
-        false,
-      ]);
+      expect(held()).toEqual(expected);
       expect(store.stats().readCalls).toBe(before); // from memory
       await store.close();
     });
