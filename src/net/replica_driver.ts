@@ -145,9 +145,23 @@ export class ReplicaDriver {
     return uuidv4({ random }, Buffer.allocUnsafe(OP_ID_BYTES));
   }
 
+  /**
+   * Ticks only while the core needs them (an operation it coordinates may have to retransmit): an
+   * idle replica then sleeps instead of waking 20 times a second. Before any other event after a
+   * pause the core gets one tick with the current time, so a new phase's retransmission time is
+   * counted from now, not from when the ticks stopped.
+   */
   start(): void {
     this.run({ kind: "tick", nowMs: performance.now() });
-    this.tickTimer = setInterval(() => this.run({ kind: "tick", nowMs: performance.now() }), CORE_TICK_MS);
+  }
+
+  private readonly tick = (): void => {
+    this.run({ kind: "tick", nowMs: performance.now() });
+  };
+
+  /** Whether the core's clock is being ticked (tests: an idle replica does not tick). */
+  isTicking(): boolean {
+    return this.tickTimer !== null;
   }
 
   /** Stops ticking and ignores every later completion; in-flight client ops get no answer. */
@@ -296,10 +310,22 @@ export class ReplicaDriver {
 
   private run(event: CoreEvent): void {
     if (this.stopped) return;
+    if (this.tickTimer === null && event.kind !== "tick") {
+      // Nothing in the clock's way: the core is idle, so this tick has no effects.
+      const effects = this.core.step({ kind: "tick", nowMs: performance.now() });
+      assert(effects.length === 0, "a tick of an idle core does nothing");
+    }
     const effects = this.core.step(event);
     try {
       for (const effect of effects) this.apply(effect);
       if (this.loads.length > 0) this.startLoads();
+      if (this.core.needsTicks() !== (this.tickTimer !== null)) {
+        if (this.tickTimer === null) this.tickTimer = setInterval(this.tick, CORE_TICK_MS);
+        else {
+          clearInterval(this.tickTimer);
+          this.tickTimer = null;
+        }
+      }
     } finally {
       // The encoding cache only spans one step, so a message object the core reuses later is
       // never sent with stale bytes.

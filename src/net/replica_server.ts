@@ -41,6 +41,8 @@ export interface StartReplicaOptions {
 
 export interface ReplicaStats {
   driver: ReplicaDriverStats;
+  /** Whether the register core is being ticked: only while an operation may need to retransmit. */
+  ticking: boolean;
   inbound: InboundCounters;
   connections: number;
   admission: ConnectionAdmissionStats;
@@ -221,6 +223,7 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
       port,
       stats: () => ({
         driver: { ...driver.stats },
+        ticking: driver.isTicking(),
         inbound: { ...counters },
         connections: connections.size,
         admission: admission.stats(),

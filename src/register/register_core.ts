@@ -1413,6 +1413,16 @@ export class RegisterCore {
 
   // ---- time -----------------------------------------------------------------------------------
 
+  /**
+   * Whether a tick could do anything: some operation this replica coordinates is in a phase that
+   * may need retransmission. Otherwise a tick only moves the clock, so a driver may stop ticking
+   * (and must tick once, with the current time, before the next event: a phase's retransmission
+   * time is counted from the core's clock).
+   */
+  needsTicks(): boolean {
+    return this.#activeSectors.size > 0;
+  }
+
   #onTick(nowMs: number): void {
     assert(nowMs >= this.#nowMs, "time never goes backwards");
     this.#nowMs = nowMs;

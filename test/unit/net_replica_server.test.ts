@@ -14,7 +14,11 @@ import { MAGIC, ResponseStatus } from "../../src/protocol/messages.js";
 import { initialSectorState, type SectorState } from "../../src/storage/sector_state.js";
 import type { PersistItem, SectorStore } from "../../src/storage/sector_store.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
-import { MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import {
+  MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION,
+  RETRANSMIT_INITIAL_MS,
+  SECTOR_SIZE_BYTES,
+} from "../../src/util/limits.js";
 import { setRootLogger } from "../../src/util/log.js";
 import { RawClient } from "../helpers/cluster.js";
 import { freePorts } from "../helpers/ports.js";
@@ -220,6 +224,39 @@ describe("replica server (in-process)", () => {
     const stats = cluster.replicas.get(2)!.stats();
     expect(stats.inbound.badTags).toBe(1);
     expect(stats.inbound.droppedBytes).toBeGreaterThan(10_000);
+  });
+
+  it("ticks the core only while a write waits for a majority: idle before and after, retransmitting between", async () => {
+    const cluster = await startInProcess(3);
+    const c = await cluster.connect(1);
+    await c.write(1, sector(1));
+    const ticking = () => cluster.replicas.get(1)!.stats().ticking;
+    expect(ticking()).toBe(false);
+    await cluster.stop(2);
+    await cluster.stop(3);
+    // Idle for a while: the write's first retransmission time must count from now, not from then.
+    await new Promise((r) => setTimeout(r, 600));
+    const attempts = () => {
+      const link = cluster.replicas.get(1)!.stats().peers[2]!;
+      return link.sentFrames + link.droppedFrames;
+    };
+    const before = attempts();
+    const startedMs = performance.now();
+    const pending = c.write(5, sector(5));
+    await new Promise((r) => setTimeout(r, 60));
+    expect(ticking()).toBe(true);
+    // Past the first tick (50 ms) only the first query went to rank 2 (its link drops what it
+    // cannot send, so count attempts): a clock stale by the idle 600 ms would have retransmitted
+    // at that tick. The first due retransmission comes at 250 ms; only an event loop stalled
+    // that long could see it too.
+    const sent = attempts() - before;
+    if (performance.now() - startedMs < RETRANSMIT_INITIAL_MS) expect(sent).toBe(1);
+    else expect(sent).toBeLessThanOrEqual(2);
+    await cluster.start(2);
+    await pending;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(ticking()).toBe(false);
+    expect((await c.read(5)).equals(sector(5))).toBe(true);
   });
 
   it("a write waits while only a minority is up and completes when a majority returns", async () => {
