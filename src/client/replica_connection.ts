@@ -222,7 +222,7 @@ export class ReplicaConnection {
     return new Promise((resolve, reject) => {
       // Counted once sent: a command that fails to encode (a programmer error) is not in flight.
       this.dispatch(commandMessage(command, 0n, sectorIndex, sectorCount, data), { resolve, reject });
-      this.outstandingSectors += sectorCount;
+      this.outstandingSectors += inflightWeight(command, sectorCount);
     });
   }
 
@@ -331,7 +331,7 @@ export class ReplicaConnection {
       return;
     }
     this.outstanding.delete(response.requestNumber);
-    this.outstandingSectors -= entry.sectorCount;
+    this.outstandingSectors -= inflightWeight(entry.command, entry.sectorCount);
     const mismatch = responseMismatch(entry, response);
     if (mismatch !== undefined) {
       entry.reject(new AtomicDiskError("PROTOCOL_VIOLATION", `replica ${this.address} answered ${mismatch}`));
@@ -388,6 +388,14 @@ export class ReplicaConnection {
       cause: this.closeError,
     });
   }
+}
+
+/**
+ * What a command adds to inflight(): its sectors, except a HELD_MAP, which the replica answers at
+ * once from memory and which would otherwise look like 32768 sectors of queued work to the pool.
+ */
+function inflightWeight(command: ClientCommandName, sectorCount: number): number {
+  return command === "heldMap" ? 1 : sectorCount;
 }
 
 function assertRunLength(sectorCount: number, maxSectors = MAX_RANGE_SECTORS): void {

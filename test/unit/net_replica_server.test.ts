@@ -10,6 +10,7 @@ import { type ClusterConfig, newClusterConfigJson, parseClusterConfig } from "..
 import { ReplicaConnection } from "../../src/client/replica_connection.js";
 import { type RunningReplica, startReplica } from "../../src/net/replica_server.js";
 import { encodeClientCommand } from "../../src/protocol/codec.js";
+import { bitAt } from "../../src/protocol/layouts.js";
 import { MAGIC, ResponseStatus } from "../../src/protocol/messages.js";
 import { initialSectorState, type SectorState } from "../../src/storage/sector_state.js";
 import type { PersistItem, SectorStore } from "../../src/storage/sector_store.js";
@@ -224,6 +225,34 @@ describe("replica server (in-process)", () => {
     const stats = cluster.replicas.get(2)!.stats();
     expect(stats.inbound.badTags).toBe(1);
     expect(stats.inbound.droppedBytes).toBeGreaterThan(10_000);
+  });
+
+  it("answers HELD_MAP from its own store at once and ZERO_MAP with a bit per sector after a register read", async () => {
+    const cluster = await startInProcess(3);
+    const c = await cluster.connect(1);
+    await c.write(3, sector(3));
+    await c.write(5, Buffer.alloc(SECTOR_SIZE_BYTES)); // zeros, but written
+    let holders = [0, 0, 0, 0, 0, 0, 0, 0];
+    for (const rank of [1, 2, 3]) {
+      const r = await cluster.connect(rank);
+      const pending = r.heldMap(0, 8);
+      expect(r.inflight(), "a HELD_MAP weighs one, not its 8 sectors").toBe(1);
+      const bits = await pending;
+      holders = holders.map((n, i) => n + (bitAt(bits, i) ? 1 : 0));
+    }
+    // An acknowledged write is held by a majority; nothing else is held anywhere.
+    expect(holders.map((n) => (n >= 2 ? "held" : n === 0 ? "none" : "minority"))).toEqual([
+      "none",
+      "none",
+      "none",
+      "held",
+      "none",
+      "held",
+      "none",
+      "none",
+    ]);
+    const other = await cluster.connect(2);
+    expect(await other.zeroMap(0, 8)).toEqual(Buffer.from([0b1110_1111]));
   });
 
   it("ticks the core only while a write waits for a majority: idle before and after, retransmitting between", async () => {
