@@ -78,6 +78,12 @@ describe("nbd gateway with real clients", () => {
       expect(out.replies["1/28"]).toBeGreaterThan(0);
       if (modes.includes("structured")) expect(out.chunks).toBeGreaterThan(500);
       else expect(out.chunks).toBe(0);
+      // With structured replies base:allocation is negotiated: block status replies were checked,
+      // zero extents against the model.
+      if (modes.includes("structured")) {
+        expect(out.checked_maps).toBeGreaterThan(10);
+        expect(out.zero_extents).toBeGreaterThan(0);
+      } else expect(out.checked_maps).toBe(0);
       // Errors are answered at once and sector I/O later, so pipelined replies overtake each other.
       if (modes.includes("pipelined")) expect(out.out_of_order).toBeGreaterThan(0);
     }, 120_000);

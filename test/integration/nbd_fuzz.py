@@ -8,7 +8,10 @@
 # successful writes, zeroings and reads before it imply (Model below), at any offset and length.
 # With "pipelined", requests go in windows of 16 before any reply is read: the replies may come in
 # any order (and structured chunks of different requests interleaved); the requests of one window
-# touch disjoint byte ranges, so the model does not depend on the order they ran in. Writes above
+# touch disjoint byte ranges, so the model does not depend on the order they ran in. With
+# "structured", base:allocation is negotiated too, and every BLOCK_STATUS reply must be one chunk of
+# extents that start at the request's offset and cover no more than it asked (exactly one extent
+# with REQ_ONE), and every extent it flags zero must read as zeros by the model. Writes above
 # 40 MiB (which close the connection by design) and DISC are left out. Prints one JSON line; any
 # failure exits non-zero.
 import json
@@ -26,6 +29,8 @@ rng = random.Random(seed)
 
 IHAVEOPT = 0x49484156454F5054
 NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_INFO, NBD_INFO_EXPORT = 7, 8, 1, 3, 0
+NBD_OPT_SET_META_CONTEXT, NBD_REP_META_CONTEXT, CHUNK_BLOCK_STATUS = 10, 4, 5
+STATE_ZERO, FLAG_REQ_ONE = 2, 8
 REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC = 0x25609513, 0x67446698, 0x668E33EF
 CHUNK_DONE, CHUNK_NONE, CHUNK_OFFSET_DATA, CHUNK_OFFSET_HOLE, CHUNK_ERROR_BIT = 1, 0, 1, 2, 0x8000
 READ, WRITE, DISC, FLUSH, TRIM, CACHE, WRITE_ZEROES, BLOCK_STATUS = range(8)
@@ -45,16 +50,20 @@ def recv_exact(sock, n):
 
 
 def option_replies(sock):
-    """The replies to one option, up to its ACK: the export size if an INFO_EXPORT came."""
-    size = None
+    """The replies to one option, up to its ACK: the export size if an INFO_EXPORT came, or the
+    context id if a META_CONTEXT did."""
+    value = None
     while True:
         _magic, _opt, rep, length = struct.unpack(">QIII", recv_exact(sock, 20))
         data = recv_exact(sock, length)
         assert rep & 0x80000000 == 0, f"option error {rep:#x}"
         if rep == NBD_REP_INFO and struct.unpack(">H", data[:2])[0] == NBD_INFO_EXPORT:
-            size = struct.unpack(">Q", data[2:10])[0]
+            value = struct.unpack(">Q", data[2:10])[0]
+        if rep == NBD_REP_META_CONTEXT:
+            assert data[4:] == b"base:allocation", data
+            value = struct.unpack(">I", data[:4])[0]
         if rep == NBD_REP_ACK:
-            return size
+            return value
 
 
 def connect():
@@ -62,12 +71,18 @@ def connect():
     greeting = recv_exact(sock, 18)
     assert greeting[:8] == b"NBDMAGIC", greeting
     sock.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
+    context = None
     if structured:
         sock.sendall(struct.pack(">QII", IHAVEOPT, NBD_OPT_STRUCTURED_REPLY, 0))
         option_replies(sock)
+        query = b"base:allocation"
+        data = struct.pack(">I", 0) + struct.pack(">I", 1) + struct.pack(">I", len(query)) + query
+        sock.sendall(struct.pack(">QII", IHAVEOPT, NBD_OPT_SET_META_CONTEXT, len(data)) + data)
+        context = option_replies(sock)
+        assert context is not None, "base:allocation was not selected"
     # NBD_OPT_GO, default export, no info requests.
     sock.sendall(struct.pack(">QII", IHAVEOPT, NBD_OPT_GO, 6) + struct.pack(">IH", 0, 0))
-    return sock, option_replies(sock)
+    return sock, option_replies(sock), context
 
 
 chunks_seen = 0
@@ -110,12 +125,22 @@ def read_replies(sock, pending):
                 req["data"] = bytearray(length)
             req["data"][at : at + len(piece)] = piece
             req["covered"] += len(piece)
+        elif chunk == CHUNK_BLOCK_STATUS:
+            assert req["kind"] == BLOCK_STATUS and req["extents"] is None, f"{where}: block status chunk"
+            assert struct.unpack(">I", payload[:4])[0] == context, f"{where}: context id"
+            words = struct.unpack(f">{(size - 4) // 4}I", payload[4:])
+            extents = list(zip(words[0::2], words[1::2]))
+            assert extents and all(ln > 0 for ln, _ in extents), f"{where}: extents {extents}"
+            assert sum(ln for ln, _ in extents) <= length, f"{where}: extents past the request"
+            assert not (req["flags"] & FLAG_REQ_ONE) or len(extents) == 1, f"{where}: REQ_ONE got {len(extents)}"
+            req["extents"] = extents
         else:
             assert chunk == CHUNK_NONE, f"{where}: chunk type {chunk}"
         if flags & CHUNK_DONE:
             del pending[handle]
             err, data = req["err"], req["data"]
             assert err != 0 or req["kind"] != READ or req["covered"] == length, f"{where}: read covered {req['covered']} of {length}"
+            assert err != 0 or req["kind"] != BLOCK_STATUS or req["extents"], f"{where}: block status without extents"
             done[handle] = (err, bytes(data) if err == 0 and data is not None else b"")
     out_of_order += sum(1 for sent_as, got in zip(order, done) if sent_as != got)
     return done
@@ -182,10 +207,12 @@ def span(offset, length, size):
     return (offset, min(offset + length, size)) if offset < size else (0, 0)
 
 
-sock, size = connect()
+sock, size, context = connect()
 model = Model(size)
 replies = {}
 checked_reads = 0
+checked_maps = 0
+zero_extents = 0
 sent = 0
 while sent < count:
     batch = {}
@@ -203,8 +230,8 @@ while sent < count:
         while handle in batch:
             handle = rng.getrandbits(64)
         where = f"request {sent}: type {kind} flags {flags:#x} offset {offset} length {length}"
-        batch[handle] = {"kind": kind, "offset": offset, "length": length, "payload": payload, "where": where,
-                         "data": None, "covered": 0, "err": 0}
+        batch[handle] = {"kind": kind, "flags": flags, "offset": offset, "length": length, "payload": payload,
+                         "where": where, "data": None, "covered": 0, "err": 0, "extents": None}
         sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, flags, kind, handle, offset, length) + payload)
         sent += 1
     results = read_replies(sock, dict(batch))
@@ -219,6 +246,15 @@ while sent < count:
             bad = model.mismatch(offset, data)
             assert bad is None, f"{where}: byte {bad} reads {data[bad - offset]:#x}, not {model.data[bad]:#x}"
             checked_reads += 1
+        if err == 0 and kind == BLOCK_STATUS:
+            at = offset
+            for ln, state in req["extents"]:
+                if state & STATE_ZERO:
+                    bad = model.mismatch(at, bytes(ln))
+                    assert bad is None, f"{where}: byte {bad} reported zero, known as {model.data[bad]:#x}"
+                    zero_extents += 1
+                at += ln
+            checked_maps += 1
     for handle, req in batch.items():
         err, data = results[handle]
         kind, offset, length = req["kind"], req["offset"], req["length"]
@@ -235,5 +271,6 @@ while sent < count:
 
 sock.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, 0, DISC, 0, 0, 0))
 sock.close()
-print(json.dumps({"requests": sent, "checked_reads": checked_reads, "chunks": chunks_seen,
+print(json.dumps({"requests": sent, "checked_reads": checked_reads, "checked_maps": checked_maps,
+                  "zero_extents": zero_extents, "chunks": chunks_seen,
                   "out_of_order": out_of_order, "replies": replies}))
