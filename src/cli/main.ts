@@ -15,6 +15,7 @@ const verbs: Record<string, () => Promise<AnyCommand>> = {
   replica: async () => (await import("./cmd_replica.js")).replicaCommand,
   nbd: async () => (await import("./cmd_nbd.js")).nbdCommand,
   dev: async () => (await import("./cmd_dev.js")).devCommand,
+  status: async () => (await import("./cmd_status.js")).statusCommand,
   "bench-replicas": async () => (await import("./cmd_bench_replicas.js")).benchReplicasCommand,
   sim: async () => (await import("./cmd_sim.js")).simCommand,
   "sim-soak": async () => (await import("./cmd_sim.js")).simSoakCommand,
