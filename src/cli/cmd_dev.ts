@@ -109,6 +109,7 @@ export const devCommand: CommandModule<object, DevArgs> = {
         `  inspect:  nbdinfo ${url}`,
         `  kernel:   nbd-client ${listen.host} ${listen.port} /dev/nbd0 -b 4096`,
         `  qemu:     qemu-img info ${url}`,
+        `  health:   node ${process.argv[1]} status --config ${configPath} --held`,
         "  stop:     Ctrl-C",
         "",
       ].join("\n"),
