@@ -1,12 +1,12 @@
 // `atomic-disk status` against a real 3-replica cluster: who is up and serving, how many sectors
 // each holds (a replica that was down during writes holds fewer), and exit code 2 once fewer than
 // a majority serve.
-import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ClusterStatus } from "../../src/cli/cmd_status.js";
 import { ReplicaConnection } from "../../src/client/replica_connection.js";
-import { CLI_MAIN, REPO_ROOT, startCluster, type TestCluster } from "../helpers/cluster.js";
+import { CLI_MAIN, startCluster, type TestCluster } from "../helpers/cluster.js";
+import { runAsync } from "./nbd_gateway.js";
 
 let cluster: TestCluster;
 
@@ -19,22 +19,9 @@ afterAll(async () => {
   if (cluster !== undefined) rmSync(cluster.dir, { recursive: true, force: true });
 });
 
-function status(...extra: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_MAIN, "status", "--config", cluster.configPath, ...extra], {
-      cwd: REPO_ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
+async function status(...extra: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await runAsync(process.execPath, [CLI_MAIN, "status", "--config", cluster.configPath, ...extra]);
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 async function statusJson(...extra: string[]): Promise<{ code: number | null; status: ClusterStatus }> {
