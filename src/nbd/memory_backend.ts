@@ -1,5 +1,5 @@
 // An in-process SectorBackend holding only written sectors: for protocol tests and local experiments.
-import { bitmapBytes, setBit, zeroBitmap } from "../protocol/layouts.js";
+import { bitmapOf, zeroBitmap } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
@@ -38,9 +38,7 @@ export class MemoryBackend implements SectorBackend {
   async heldMap(index: number, count: number): Promise<Buffer> {
     await this.pause();
     this.check(index, count);
-    const bits = Buffer.alloc(bitmapBytes(count));
-    for (let i = 0; i < count; i++) if (this.data.has(index + i)) setBit(bits, i);
-    return bits;
+    return bitmapOf(count, (i) => this.data.has(index + i));
   }
 
   async writeSectors(index: number, data: Buffer): Promise<void> {

@@ -336,24 +336,24 @@ export function bitmapBytes(sectorCount: number): number {
 
 const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
 
-/** A ZERO_MAP's answer for `sectorCount` sectors of `data`: bit (7 - i % 8) of byte i / 8 set when sector i is all zeros. */
+/** A ZERO_MAP / HELD_MAP bitmap of `sectorCount` bits: bit i (bit 7 - i % 8 of byte i / 8) is test(i). */
+export function bitmapOf(sectorCount: number, test: (i: number) => boolean): Buffer {
+  const bits = Buffer.alloc(bitmapBytes(sectorCount));
+  for (let i = 0; i < sectorCount; i++) if (test(i)) bits[i >> 3] = bits[i >> 3]! | (0x80 >> (i & 7));
+  return bits;
+}
+
+/** A ZERO_MAP's answer for `sectorCount` sectors of `data`: bit i set when sector i is all zeros. */
 export function zeroBitmap(data: Buffer, sectorCount: number): Buffer {
   assert(data.length === sectorCount * SECTOR_SIZE_BYTES, "zeroBitmap: data must be sectorCount sectors");
-  const bits = Buffer.alloc(bitmapBytes(sectorCount));
-  for (let i = 0; i < sectorCount; i++) {
-    const sector = data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES);
-    if (sector.equals(ZERO_SECTOR)) setBit(bits, i);
-  }
-  return bits;
+  return bitmapOf(sectorCount, (i) =>
+    data.subarray(i * SECTOR_SIZE_BYTES, (i + 1) * SECTOR_SIZE_BYTES).equals(ZERO_SECTOR),
+  );
 }
 
 /** Bit i of a ZERO_MAP / HELD_MAP bitmap (bit 7 - i % 8 of byte i / 8). */
 export function bitAt(bits: Buffer, i: number): boolean {
   return (bits[i >> 3]! & (0x80 >> (i & 7))) !== 0;
-}
-
-export function setBit(bits: Buffer, i: number): void {
-  bits[i >> 3] = bits[i >> 3]! | (0x80 >> (i & 7));
 }
 
 /**

@@ -5,7 +5,7 @@ import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { encodeClientCommand, encodeClientResponse } from "../../src/protocol/codec.js";
 import { AtddDecoder } from "../../src/protocol/decoder.js";
-import { atddMessageSize, bitAt, bitmapBytes, setBit, zeroBitmap } from "../../src/protocol/layouts.js";
+import { atddMessageSize, bitAt, bitmapOf, zeroBitmap } from "../../src/protocol/layouts.js";
 import { type ClientCommand, type ClientResponse, ResponseStatus } from "../../src/protocol/messages.js";
 import { AssertionError } from "../../src/util/assert.js";
 import { HELD_MAP_MAX_SECTORS, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
@@ -17,9 +17,7 @@ const replica = () => new AtddDecoder({ role: "replica", clientKey, sectors: SEC
 const client = () => new AtddDecoder({ role: "client", clientKey });
 
 function bits(count: number, set: number[]): Buffer {
-  const b = Buffer.alloc(bitmapBytes(count));
-  for (const i of set) setBit(b, i);
-  return b;
+  return bitmapOf(count, (i) => set.includes(i));
 }
 
 function header(type: number, count: number, requestNumber: bigint, sector: bigint): Buffer {
