@@ -8,7 +8,7 @@ import net from "node:net";
 import { TurnCorkedWriter } from "../net/turn_corked_writer.js";
 import { encodeClientCommandFrame, type Frame } from "../protocol/codec.js";
 import { AtddDecoder, type DecodeEvent } from "../protocol/decoder.js";
-import { bitmapBytes } from "../protocol/layouts.js";
+import { responseDataBytes } from "../protocol/layouts.js";
 import {
   CLIENT_KEY_BYTES,
   type ClientCommand,
@@ -471,18 +471,9 @@ function responseMismatch(entry: Outstanding, response: ClientResponse): string 
   if (isRange(entry.command) && response.sectorCount !== entry.sectorCount) {
     return `a ${WIRE_NAMES[entry.command]} of ${entry.sectorCount} sectors with a count of ${response.sectorCount}`;
   }
-  if (
-    response.status === ResponseStatus.Ok &&
-    (entry.command === "read" ||
-      entry.command === "readRange" ||
-      entry.command === "zeroMap" ||
-      entry.command === "heldMap")
-  ) {
-    const expected =
-      entry.command === "zeroMap" || entry.command === "heldMap"
-        ? bitmapBytes(entry.sectorCount)
-        : entry.sectorCount * SECTOR_SIZE_BYTES;
-    if (response.data?.length !== expected) {
+  if (response.status === ResponseStatus.Ok) {
+    const expected = responseDataBytes(entry.command, entry.sectorCount);
+    if ((response.data?.length ?? 0) !== expected) {
       return `a ${WIRE_NAMES[entry.command]} with ${response.data?.length ?? 0} bytes instead of ${expected}`;
     }
   }

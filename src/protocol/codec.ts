@@ -4,7 +4,6 @@ import { AssertionError, assert, unreachable } from "../util/assert.js";
 import { MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { signMessage, tagOf } from "./hmac.js";
 import {
-  bitmapBytes,
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
   maxSectorsOf,
@@ -25,6 +24,7 @@ import {
   rangeResponseSize,
   rangeStateMessageSize,
   rangeSystemHeaderLayout,
+  responseDataBytes,
   responseHeaderLayout,
   SYSTEM_BODY_OFFSET,
   sectorStateBodyLayout,
@@ -248,9 +248,9 @@ export function encodeClientResponseFrame(res: ClientResponse, clientKey: Buffer
   assertRequestNumber(res.requestNumber);
   const type = RESPONSE_TYPES[res.command];
   assert(type !== undefined, "unknown response command");
-  const isBitmap = res.command === "zeroMap" || res.command === "heldMap";
-  const carriesData =
-    (res.command === "read" || res.command === "readRange" || isBitmap) && res.status === ResponseStatus.Ok;
+  const dataBytes =
+    res.status === ResponseStatus.Ok ? responseDataBytes(res.command, res.sectorCount ?? 1) : 0;
+  const carriesData = dataBytes > 0;
   if (!carriesData)
     assert(res.data === undefined, "only a successful READ, ZERO_MAP or HELD_MAP response carries data");
   let message: Buffer;
@@ -268,20 +268,17 @@ export function encodeClientResponseFrame(res: ClientResponse, clientKey: Buffer
     assert(sectorCount !== undefined, "a range response echoes its sector count");
     assertRun(0, sectorCount, maxSectorsOf(type));
     const header = { magic: MAGIC, sectorCount, status: res.status, type, requestNumber: res.requestNumber };
-    if (carriesData && isBitmap) {
-      assert(res.data?.length === bitmapBytes(sectorCount), "a bitmap has a bit per sector");
-      message = Buffer.alloc(rangeResponseSize(type, res.status, sectorCount));
-      rangeResponseHeaderLayout.encode(header, message);
-      res.data.copy(message, RANGE_RESPONSE_DATA_OFFSET);
-    } else if (carriesData) {
-      assertRunData(res.data, sectorCount);
+    if (carriesData) {
+      assert(
+        res.data !== undefined && res.data.length === dataBytes,
+        `a ${res.command} response of ${sectorCount} sectors carries ${dataBytes} bytes`,
+      );
       const head = Buffer.alloc(RANGE_RESPONSE_DATA_OFFSET);
       rangeResponseHeaderLayout.encode(header, head);
-      return frameWithData(head, res.data!, clientKey);
-    } else {
-      message = Buffer.alloc(rangeResponseSize(type, res.status, sectorCount));
-      rangeResponseHeaderLayout.encode(header, message);
+      return frameWithData(head, res.data, clientKey);
     }
+    message = Buffer.alloc(rangeResponseSize(type, res.status, sectorCount));
+    rangeResponseHeaderLayout.encode(header, message);
   }
   signMessage(message, clientKey);
   return [message];

@@ -15,11 +15,11 @@ import { MAX_ATDD_MESSAGE_BYTES, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util
 import { verifyMessageTag } from "./hmac.js";
 import {
   atddMessageSize,
-  bitmapBytes,
   CLIENT_WRITE_DATA_OFFSET,
   clientCommandHeaderLayout,
   isRangeType,
   RANGE_COMMAND_DATA_OFFSET,
+  RANGE_RESPONSE_COMMANDS,
   RANGE_RESPONSE_DATA_OFFSET,
   RANGE_SECTOR_BYTES,
   RANGE_SECTORS_OFFSET,
@@ -33,6 +33,7 @@ import {
   rangeDataOffset,
   rangeResponseHeaderLayout,
   rangeSystemHeaderLayout,
+  responseDataBytes,
   responseHeaderLayout,
   SYSTEM_BODY_OFFSET,
   sectorStateBodyLayout,
@@ -398,11 +399,8 @@ export class AtddDecoder {
       requestNumber: header.requestNumber,
       sectorCount: header.sectorCount,
     };
-    const isBitmap = command === "zeroMap" || command === "heldMap";
-    if ((command === "readRange" || isBitmap) && status === ResponseStatus.Ok) {
-      const length = isBitmap ? bitmapBytes(header.sectorCount) : header.sectorCount * SECTOR_SIZE_BYTES;
-      message.data = takeData(buf, offset + RANGE_RESPONSE_DATA_OFFSET, length, owned);
-    }
+    const length = status === ResponseStatus.Ok ? responseDataBytes(command, header.sectorCount) : 0;
+    if (length > 0) message.data = takeData(buf, offset + RANGE_RESPONSE_DATA_OFFSET, length, owned);
     return { kind: "message", message };
   }
 
@@ -555,15 +553,6 @@ function isResponseType(type: number): boolean {
     RANGE_RESPONSE_COMMANDS[type] !== undefined
   );
 }
-
-/** The command a range response type answers. */
-const RANGE_RESPONSE_COMMANDS: Partial<Record<number, ClientCommandName>> = {
-  [MessageType.ReadRangeResponse]: "readRange",
-  [MessageType.WriteRangeResponse]: "writeRange",
-  [MessageType.WriteSectorsResponse]: "writeSectors",
-  [MessageType.ZeroMapResponse]: "zeroMap",
-  [MessageType.HeldMapResponse]: "heldMap",
-};
 
 /** The command a range command type (other than WRITE_SECTORS) is. */
 const RANGE_COMMAND_NAMES: Partial<Record<number, ClientCommandName>> = {

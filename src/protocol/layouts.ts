@@ -10,7 +10,15 @@ import {
   MAX_RANGE_SECTORS,
   SECTOR_SIZE_BYTES,
 } from "../util/limits.js";
-import { HMAC_TAG_BYTES, MAGIC, MessageSize, MessageType, OP_ID_BYTES, ResponseStatus } from "./messages.js";
+import {
+  type ClientCommandName,
+  HMAC_TAG_BYTES,
+  MAGIC,
+  MessageSize,
+  MessageType,
+  OP_ID_BYTES,
+  ResponseStatus,
+} from "./messages.js";
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -357,20 +365,41 @@ export function bitAt(bits: Buffer, i: number): boolean {
 }
 
 /**
- * Size of a range response of type `type`: a successful READ_RANGE carries the data, a successful
- * ZERO_MAP its bitmap, anything else nothing.
+ * Bytes a successful response to `command` carries after its header: a READ's sector, a
+ * READ_RANGE's run, a ZERO_MAP's or HELD_MAP's bitmap; nothing for the writes. A failed response
+ * carries nothing.
  */
-export function rangeResponseSize(type: number, status: number, sectorCount: number): number {
-  if (status !== ResponseStatus.Ok) return MessageSize.RangeResponseBase;
-  switch (type) {
-    case MessageType.ReadRangeResponse:
-      return MessageSize.RangeResponseBase + sectorCount * SECTOR_SIZE_BYTES;
-    case MessageType.ZeroMapResponse:
-    case MessageType.HeldMapResponse:
-      return MessageSize.RangeResponseBase + bitmapBytes(sectorCount);
+export function responseDataBytes(command: ClientCommandName, sectorCount: number): number {
+  switch (command) {
+    case "read":
+      return SECTOR_SIZE_BYTES;
+    case "readRange":
+      return sectorCount * SECTOR_SIZE_BYTES;
+    case "zeroMap":
+    case "heldMap":
+      return bitmapBytes(sectorCount);
     default:
-      return MessageSize.RangeResponseBase;
+      return 0;
   }
+}
+
+/** The command a range response type answers. */
+export const RANGE_RESPONSE_COMMANDS: Partial<Record<number, ClientCommandName>> = {
+  [MessageType.ReadRangeResponse]: "readRange",
+  [MessageType.WriteRangeResponse]: "writeRange",
+  [MessageType.WriteSectorsResponse]: "writeSectors",
+  [MessageType.ZeroMapResponse]: "zeroMap",
+  [MessageType.HeldMapResponse]: "heldMap",
+};
+
+/** Size of a range response of type `type` (see responseDataBytes). */
+export function rangeResponseSize(type: number, status: number, sectorCount: number): number {
+  const command = RANGE_RESPONSE_COMMANDS[type];
+  assert(command !== undefined, "rangeResponseSize: not a range response type");
+  return (
+    MessageSize.RangeResponseBase +
+    (status === ResponseStatus.Ok ? responseDataBytes(command, sectorCount) : 0)
+  );
 }
 
 function isDefinedStatus(status: number): boolean {
