@@ -23,6 +23,11 @@ export function replicaDataDir(dir: string, rank: number): string {
   return join(dir, `replica-${rank}`);
 }
 
+/** Where `dev`, the benchmarks and the tests send rank `rank`'s stdout and stderr. */
+export function replicaLogPath(dir: string, rank: number): string {
+  return join(dir, `replica-${rank}.log`);
+}
+
 /** Arguments of `atomic-disk replica` for one rank of a cluster file, its data in replicaDataDir. */
 export function replicaArgs(configPath: string, rank: number, dir: string): string[] {
   return ["replica", "--config", configPath, "--rank", String(rank), "--data", replicaDataDir(dir, rank)];

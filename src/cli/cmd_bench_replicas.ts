@@ -11,7 +11,14 @@ import type { CommandModule } from "yargs";
 import { ReplicaConnection } from "../client/replica_connection.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
-import { freeLoopbackPorts, replicaArgs, spawnCli, stopChild, waitListening } from "./child_processes.js";
+import {
+  freeLoopbackPorts,
+  replicaArgs,
+  replicaLogPath,
+  spawnCli,
+  stopChild,
+  waitListening,
+} from "./child_processes.js";
 import { guarded } from "./cli_errors.js";
 import { type ClusterConfig, loadClusterConfig, newClusterConfigJson } from "./config.js";
 
@@ -228,9 +235,7 @@ export const benchReplicasCommand: CommandModule<object, BenchArgs> = {
     const connections: ReplicaConnection[] = [];
     try {
       for (let rank = 1; rank <= args.replicas; rank++) {
-        children.push(
-          spawnCli(replicaArgs(configPath, rank, dir), join(dir, `replica-${rank}.log`), nodeArgs),
-        );
+        children.push(spawnCli(replicaArgs(configPath, rank, dir), replicaLogPath(dir, rank), nodeArgs));
       }
       await Promise.all(
         config.replicas.map((a, i) => waitListening(a, children[i]!, BENCH_START_TIMEOUT_MS)),

@@ -10,6 +10,7 @@ import {
   freeLoopbackPorts,
   hasExited,
   replicaArgs,
+  replicaLogPath,
   spawnCli,
   stopChild,
   waitListening,
@@ -82,7 +83,7 @@ export const devCommand: CommandModule<object, DevArgs> = {
 
     try {
       for (let rank = 1; rank <= config.replicas.length; rank++) {
-        const logPath = join(dir, `replica-${rank}.log`);
+        const logPath = replicaLogPath(dir, rank);
         const child = spawnCli(replicaArgs(configPath, rank, dir), logPath);
         children.push(child);
         watch(child, `replica ${rank}`, logPath, false);

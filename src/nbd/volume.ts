@@ -5,8 +5,9 @@
 // locks in ascending order, so overlapping runs and RMWs never deadlock), so no write can slip
 // between the read and the write of someone else's RMW. At most `maxInflightSectors` sectors are in
 // flight at once across all connections (a run of k sectors counts k); big requests stream through
-// that window piece by piece and never allocate more than their own payload (TRIM/WRITE_ZEROES
-// allocate one run's read at a time per piece in flight, and share one zero buffer).
+// that window piece by piece and never allocate more than their own payload (WRITE_ZEROES holds one
+// HELD_MAP bitmap per 128 MiB and one ZERO_MAP bitmap per run in flight, and shares one zero
+// buffer; TRIM allocates nothing).
 import { bitAt } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";

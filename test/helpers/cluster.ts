@@ -17,7 +17,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { replicaArgs, replicaDataDir } from "../../src/cli/child_processes.js";
+import { replicaArgs, replicaDataDir, replicaLogPath } from "../../src/cli/child_processes.js";
 import {
   type ClusterConfig,
   type HostPort,
@@ -160,7 +160,7 @@ export async function startCluster(options: StartClusterOptions): Promise<TestCl
   const children = new Map<number, ChildProcess>();
 
   const dataDir = (rank: number) => replicaDataDir(dir, rank);
-  const logPath = (rank: number) => join(dir, `replica-${rank}.log`);
+  const logPath = (rank: number) => replicaLogPath(dir, rank);
   const checkRank = (rank: number) => {
     if (!Number.isInteger(rank) || rank < 1 || rank > options.replicas) throw new Error(`bad rank ${rank}`);
   };
