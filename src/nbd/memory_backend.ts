@@ -1,5 +1,5 @@
 // An in-process SectorBackend holding only written sectors: for protocol tests and local experiments.
-import { bitmapOf, zeroBitmap } from "../protocol/layouts.js";
+import { bitmapOfMarked, zeroBitmap } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
@@ -38,7 +38,10 @@ export class MemoryBackend implements SectorBackend {
   async heldMap(index: number, count: number): Promise<Buffer> {
     await this.pause();
     this.check(index, count);
-    return bitmapOf(count, (i) => this.data.has(index + i));
+    return bitmapOfMarked(count, (mark) => {
+      for (const sector of this.data.keys())
+        if (sector >= index && sector < index + count) mark(sector - index);
+    });
   }
 
   async writeSectors(index: number, data: Buffer): Promise<void> {

@@ -41,6 +41,13 @@ import { componentLogger, type Logger } from "../util/log.js";
 import type { SectorBackend } from "./sector_backend.js";
 
 /** The part of ReplicaConnection the pool uses (tests substitute fakes). */
+/** An all-zero bitmap of HELD_MAP answer size (at most one answer's, 4 KiB). */
+const NONE_HELD = Buffer.alloc(bitmapBytes(HELD_MAP_MAX_SECTORS));
+
+function noneHeld(bytes: number): Buffer {
+  return NONE_HELD.subarray(0, bytes);
+}
+
 export interface ReplicaLink {
   read(sectorIndex: number): Promise<Buffer>;
   write(sectorIndex: number, data: Buffer): Promise<void>;
@@ -266,7 +273,10 @@ export class ReplicaPool implements SectorBackend {
             (bits) => {
               asking.delete(replica);
               if (settled) return;
-              for (let i = 0; i < held.length; i++) held[i] = held[i]! | bits[i]!;
+              // Most of a big volume's maps hold nothing: compare natively before ORing bytes.
+              if (!bits.equals(noneHeld(bits.length))) {
+                for (let i = 0; i < held.length; i++) held[i] = held[i]! | bits[i]!;
+              }
               answered.add(replica);
               if (answered.size >= quorum) {
                 settled = true;

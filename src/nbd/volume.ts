@@ -8,7 +8,7 @@
 // that window piece by piece and never allocate more than their own payload (WRITE_ZEROES holds one
 // HELD_MAP bitmap per 128 MiB and one ZERO_MAP bitmap per run in flight, and shares one zero
 // buffer; TRIM allocates nothing).
-import { bitAt } from "../protocol/layouts.js";
+import { bitAt, bitmapBytes, bitRunEnd } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
@@ -223,7 +223,10 @@ export class Volume {
     const end = offset + Math.min(length, maxBytes);
     const first = Math.floor(offset / SECTOR_SIZE_BYTES);
     const sectors = Math.ceil(end / SECTOR_SIZE_BYTES) - first;
-    const held = new Uint8Array(sectors);
+    // One bitmap for the whole range: every map starts a multiple of HELD_MAP_MAX_SECTORS (so of 8)
+    // sectors in, and is copied in at its byte.
+    assert(HELD_MAP_MAX_SECTORS % 8 === 0, "HELD_MAP answers start on a byte of the bitmap");
+    const held = Buffer.alloc(bitmapBytes(sectors));
     let examined = 0;
     while (examined < sectors) {
       if (signal?.aborted === true) throw aborted();
@@ -233,21 +236,21 @@ export class Volume {
         const count = Math.min(HELD_MAP_MAX_SECTORS, examined + round - at);
         maps.push(
           this.backend.heldMap(first + at, count).then((bits) => {
-            for (let i = 0; i < count; i++) held[at + i] = bitAt(bits, i) ? 1 : 0;
+            assert(bits.length === bitmapBytes(count), "a HELD_MAP answer has a bit per sector");
+            bits.copy(held, at >> 3);
           }),
         );
       }
       await settleAll(maps);
       examined += round;
-      if (firstOnly && held.subarray(0, examined).indexOf(held[0]! ^ 1) >= 0) break;
+      if (firstOnly && bitRunEnd(held, 0, examined) < examined) break;
     }
     const extents: AllocationExtent[] = [];
     let pos = offset;
     for (let i = 0; i < examined; ) {
-      let j = i + 1;
-      while (j < examined && held[j] === held[i]) j++;
+      const j = bitRunEnd(held, i, examined);
       const stop = Math.min(end, (first + j) * SECTOR_SIZE_BYTES);
-      extents.push({ lengthBytes: stop - pos, hole: held[i] === 0 });
+      extents.push({ lengthBytes: stop - pos, hole: !bitAt(held, i) });
       if (firstOnly) break;
       pos = stop;
       i = j;

@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { v4 as uuidv4 } from "uuid";
 import { encodeSystemMessageFrame, type Frame } from "../protocol/codec.js";
-import { bitmapOf, zeroBitmap } from "../protocol/layouts.js";
+import { bitmapOfMarked, zeroBitmap } from "../protocol/layouts.js";
 import {
   type ClientCommand,
   type ClientCommandName,
@@ -238,7 +238,7 @@ export class ReplicaDriver {
         // Not a register operation: this replica's own index, answered at once.
         const { sectorCount } = command;
         const { store } = this.options;
-        const bits = bitmapOf(sectorCount, (i) => store.holds(sectorIndex + i));
+        const bits = bitmapOfMarked(sectorCount, (mark) => store.markHeld(sectorIndex, sectorCount, mark));
         this.stats.completedOps++;
         connection.completeCommand({
           kind: "clientResponse",

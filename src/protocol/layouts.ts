@@ -344,11 +344,24 @@ export function bitmapBytes(sectorCount: number): number {
 
 const ZERO_SECTOR = Buffer.alloc(SECTOR_SIZE_BYTES);
 
-/** A ZERO_MAP / HELD_MAP bitmap of `sectorCount` bits: bit i (bit 7 - i % 8 of byte i / 8) is test(i). */
-export function bitmapOf(sectorCount: number, test: (i: number) => boolean): Buffer {
+/**
+ * A ZERO_MAP / HELD_MAP bitmap of `sectorCount` bits (bit i is bit 7 - i % 8 of byte i / 8), set
+ * for each i that `fill` hands to `mark` (in any order, repeats allowed).
+ */
+export function bitmapOfMarked(sectorCount: number, fill: (mark: (i: number) => void) => void): Buffer {
   const bits = Buffer.alloc(bitmapBytes(sectorCount));
-  for (let i = 0; i < sectorCount; i++) if (test(i)) bits[i >> 3] = bits[i >> 3]! | (0x80 >> (i & 7));
+  fill((i) => {
+    assert(Number.isInteger(i) && i >= 0 && i < sectorCount, "bitmap: bit out of range");
+    bits[i >> 3] = bits[i >> 3]! | (0x80 >> (i & 7));
+  });
   return bits;
+}
+
+/** The bitmap of `sectorCount` bits whose bit i is test(i). */
+export function bitmapOf(sectorCount: number, test: (i: number) => boolean): Buffer {
+  return bitmapOfMarked(sectorCount, (mark) => {
+    for (let i = 0; i < sectorCount; i++) if (test(i)) mark(i);
+  });
 }
 
 /** A ZERO_MAP's answer for `sectorCount` sectors of `data`: bit i set when sector i is all zeros. */
@@ -362,6 +375,26 @@ export function zeroBitmap(data: Buffer, sectorCount: number): Buffer {
 /** Bit i of a ZERO_MAP / HELD_MAP bitmap (bit 7 - i % 8 of byte i / 8). */
 export function bitAt(bits: Buffer, i: number): boolean {
   return (bits[i >> 3]! & (0x80 >> (i & 7))) !== 0;
+}
+
+/**
+ * Where the run of equal bits starting at bit `from` ends: the first bit after it, below `limit`,
+ * that differs from bit `from`, or `limit`. Whole bytes of the same bit are skipped at once, so a
+ * map of a mostly empty volume (a BLOCK_STATUS reply covers 2^18 sectors) costs a byte per 8.
+ */
+export function bitRunEnd(bits: Buffer, from: number, limit: number): number {
+  const value = bitAt(bits, from);
+  const sameByte = value ? 0xff : 0x00;
+  let i = from + 1;
+  while (i < limit) {
+    if ((i & 7) === 0 && i + 8 <= limit && bits[i >> 3] === sameByte) {
+      i += 8;
+      continue;
+    }
+    if (bitAt(bits, i) !== value) return i;
+    i++;
+  }
+  return limit;
 }
 
 /**

@@ -25,6 +25,14 @@ export interface SectorStore {
   holds(sectorIndex: number): boolean;
 
   /**
+   * `holds` for the sectors [first, first + count): calls mark(i) for each i whose sector
+   * first + i the store holds (in any order, maybe more than once), in time that grows with what
+   * the store holds there rather than with count, so a map of a huge, mostly unwritten volume is
+   * cheap.
+   */
+  markHeld(first: number, count: number, mark: (i: number) => void): void;
+
+  /**
    * The tag of what `load` would return, without reading the data: the store knows it from its
    * index. Rejects with STORAGE_CORRUPT for a sector known to be damaged (data damage that only a
    * data read can detect is not seen here).

@@ -435,6 +435,23 @@ class SectorIndex {
     return this.get(sector) !== undefined;
   }
 
+  /** mark(sector - first) for each sector of [first, first + count) with a slot; skips absent pages. */
+  markPresent(first: number, count: number, mark: (i: number) => void): void {
+    const end = first + count;
+    for (
+      let pageNumber = Math.floor(first / INDEX_PAGE_SECTORS);
+      pageNumber * INDEX_PAGE_SECTORS < end;
+      pageNumber++
+    ) {
+      const page = this.pages.get(pageNumber);
+      if (page === undefined) continue;
+      const base = pageNumber * INDEX_PAGE_SECTORS;
+      const from = Math.max(first, base) - base;
+      const to = Math.min(end, base + INDEX_PAGE_SECTORS) - base;
+      for (let at = from; at < to; at++) if (page[at] !== 0) mark(base + at - first);
+    }
+  }
+
   set(sector: number, slot: number): void {
     const pageNumber = Math.floor(sector / INDEX_PAGE_SECTORS);
     let page = this.page(pageNumber);
@@ -701,6 +718,17 @@ export class SlotStore implements SectorStore {
     return (
       this.pending.has(sectorIndex) || this.index.has(sectorIndex) || this.corruptSectors.has(sectorIndex)
     );
+  }
+
+  markHeld(first: number, count: number, mark: (i: number) => void): void {
+    checkSector(first);
+    assert(Number.isSafeInteger(count) && count >= 1, "markHeld: count must be positive");
+    checkSector(first + count - 1);
+    this.index.markPresent(first, count, mark);
+    // Queued and damaged sectors are few next to a map's count: visit them, not the range.
+    for (const sectors of [this.pending.keys(), this.corruptSectors.keys()]) {
+      for (const sector of sectors) if (sector >= first && sector < first + count) mark(sector - first);
+    }
   }
 
   loadTag(sectorIndex: number): Promise<SectorTag> {

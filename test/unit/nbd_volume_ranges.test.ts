@@ -342,6 +342,36 @@ describe("Volume over range commands", () => {
     expect(disk.equals(Buffer.alloc(16 * S))).toBe(true);
   });
 
+  it("maps a 16 GiB volume's few written sectors into exact extents, clipped to the asked range", async () => {
+    const inner = new MemoryBackend(4 * 1024 * 1024);
+    const written = [0, 7, 8, 9, 32_767, 32_768, 1_000_003, 4 * 1024 * 1024 - 1];
+    for (const sector of written) await inner.writeSectors(sector, Buffer.alloc(S, 1));
+    const volume = new Volume(inner);
+    /** The extents by definition: sector by sector, merged, clipped to [offset, end). */
+    const naive = (offset: number, end: number) => {
+      const out: Array<{ lengthBytes: number; hole: boolean }> = [];
+      for (let sector = Math.floor(offset / S); sector * S < end; sector++) {
+        const hole = !written.includes(sector);
+        const lengthBytes = Math.min(end, (sector + 1) * S) - Math.max(offset, sector * S);
+        const last = out[out.length - 1];
+        if (last !== undefined && last.hole === hole) last.lengthBytes += lengthBytes;
+        else out.push({ lengthBytes, hole });
+      }
+      return out;
+    };
+    const size = inner.sectors * S;
+    for (const [offset, length] of [
+      [0, size],
+      [7 * S + 100, 3 * S],
+      [S + 1, 40_000 * S],
+      [size - 5 * S - 3, 5 * S + 3],
+    ] as const) {
+      expect(await volume.allocation(offset, length, size, false)).toEqual(naive(offset, offset + length));
+      const [first] = await volume.allocation(offset, length, size, true);
+      expect([first]).toEqual(naive(offset, offset + length).slice(0, 1));
+    }
+  });
+
   it("zeroes partial head and tail sectors by RMW and leaves already-zero sectors unwritten", async () => {
     const inner = new MemoryBackend(16);
     await inner.writeSectors(0, Buffer.alloc(16 * S, 9));

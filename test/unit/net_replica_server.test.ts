@@ -33,6 +33,10 @@ class MemoryStore implements SectorStore {
   holds(sectorIndex: number): boolean {
     return this.sectors.has(sectorIndex);
   }
+  markHeld(first: number, count: number, mark: (i: number) => void): void {
+    for (const sector of this.sectors.keys())
+      if (sector >= first && sector < first + count) mark(sector - first);
+  }
   async loadTag(sectorIndex: number): Promise<{ ts: bigint; wr: number }> {
     const { ts, wr } = await this.load(sectorIndex);
     return { ts, wr };

@@ -5,10 +5,18 @@ import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { encodeClientCommand, encodeClientResponse } from "../../src/protocol/codec.js";
 import { AtddDecoder } from "../../src/protocol/decoder.js";
-import { atddMessageSize, bitAt, bitmapOf, zeroBitmap } from "../../src/protocol/layouts.js";
+import {
+  atddMessageSize,
+  bitAt,
+  bitmapOf,
+  bitmapOfMarked,
+  bitRunEnd,
+  zeroBitmap,
+} from "../../src/protocol/layouts.js";
 import { type ClientCommand, type ClientResponse, ResponseStatus } from "../../src/protocol/messages.js";
 import { AssertionError } from "../../src/util/assert.js";
 import { HELD_MAP_MAX_SECTORS, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
+import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0x5a);
 const SECTORS = 100_000;
@@ -225,5 +233,46 @@ describe("bitmaps", () => {
       true,
       false,
     ]);
+  });
+});
+
+describe("bitmap runs (BLOCK_STATUS extents)", () => {
+  /** The plain definition: first bit after `from`, below `limit`, unlike bit `from`. */
+  function naiveRunEnd(map: Buffer, from: number, limit: number): number {
+    let i = from + 1;
+    while (i < limit && bitAt(map, i) === bitAt(map, from)) i++;
+    return i;
+  }
+
+  it("finds where each run of equal bits ends, across whole bytes skipped, for any start and limit", () => {
+    const random = seededRandom(11);
+    for (let round = 0; round < 200; round++) {
+      const count = 1 + Math.floor(random() * 700);
+      // Runs of 1..80 bits, so both single bits and runs spanning several whole bytes occur.
+      let value = random() < 0.5;
+      const set: number[] = [];
+      for (let i = 0; i < count; ) {
+        const length = 1 + Math.floor(random() * 80);
+        for (let j = i; j < Math.min(count, i + length); j++) if (value) set.push(j);
+        i += length;
+        value = !value;
+      }
+      const map = bitmapOfMarked(count, (mark) => {
+        for (const i of set) mark(i);
+      });
+      for (let probe = 0; probe < 20; probe++) {
+        const from = Math.floor(random() * count);
+        const limit = from + 1 + Math.floor(random() * (count - from));
+        expect(bitRunEnd(map, from, limit)).toBe(naiveRunEnd(map, from, limit));
+      }
+    }
+  });
+
+  it("marks repeated bits once and refuses a bit outside the map", () => {
+    const map = bitmapOfMarked(12, (mark) => {
+      for (const i of [3, 3, 11, 0]) mark(i);
+    });
+    expect(map.equals(bits(12, [0, 3, 11]))).toBe(true);
+    expect(() => bitmapOfMarked(12, (mark) => mark(12))).toThrow(AssertionError);
   });
 });

@@ -118,6 +118,40 @@ describe("SlotStore on real files", () => {
     });
   });
 
+  it("marks in bulk exactly the sectors holds reports, across index pages and with queued persists", async () => {
+    await withTempDir(async (dir) => {
+      let store = await open(dir);
+      const marked = (first: number, count: number) => {
+        const out: number[] = [];
+        store.markHeld(first, count, (i) => out.push(first + i));
+        return [...new Set(out)].sort((a, b) => a - b);
+      };
+      const byHolds = (first: number, count: number) =>
+        Array.from({ length: count }, (_, i) => first + i).filter((s) => store.holds(s));
+      await store.persistMany(
+        [1, 1023, 1024, 5000, 70_000].map((s) => ({ sectorIndex: s, state: stateOf(s, 1) })),
+      );
+      const queued = store.persist(2047, stateOf(2047, 1));
+      const ranges: Array<[number, number]> = [
+        [0, 80_000],
+        [1, 1],
+        [2, 1021],
+        [1023, 2],
+        [1025, 3975],
+        [2047, 1],
+        [69_999, 10],
+      ];
+      for (const [first, count] of ranges) expect(marked(first, count)).toEqual(byHolds(first, count));
+      expect(marked(0, 80_000)).toEqual([1, 1023, 1024, 2047, 5000, 70_000]);
+      await queued;
+      await store.close();
+      store = await open(dir);
+      expect(marked(0, 80_000)).toEqual([1, 1023, 1024, 2047, 5000, 70_000]);
+      expect(marked(1025, 1022)).toEqual([]);
+      await store.close();
+    });
+  });
+
   it("loadTag reports the tag load would report, from memory, queued, durable and after reopen", async () => {
     await withTempDir(async (dir) => {
       let store = await open(dir);
