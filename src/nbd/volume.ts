@@ -207,7 +207,9 @@ export class Volume {
    * Which bytes from `offset` on were never written: consecutive extents covering [offset, offset
    * + length), or only its first maxBytes (a BLOCK_STATUS reply may describe less than was asked).
    * With `firstOnly` (NBD_CMD_FLAG_REQ_ONE) only the first extent is wanted, so the range is
-   * examined HELD_MAP_MAX_SECTORS at a time until that extent has ended. The sectors touched are
+   * examined in rounds until that extent has ended: HELD_MAP_MAX_SECTORS first, each round twice
+   * the one before (qemu asks with REQ_ONE over gigabytes of hole: a few rounds of maps asked at
+   * once, not one 128 MiB map after the other). The sectors touched are
    * each looked at whole; the extents are clipped to the range at its ends. A hole (see
    * SectorBackend.heldMap) reads as zeros: no write to it was acknowledged before the call.
    */
@@ -228,9 +230,11 @@ export class Volume {
     assert(HELD_MAP_MAX_SECTORS % 8 === 0, "HELD_MAP answers start on a byte of the bitmap");
     const held = Buffer.alloc(bitmapBytes(sectors));
     let examined = 0;
+    let roundSectors = firstOnly ? HELD_MAP_MAX_SECTORS : sectors;
     while (examined < sectors) {
       if (signal?.aborted === true) throw aborted();
-      const round = Math.min(firstOnly ? HELD_MAP_MAX_SECTORS : sectors, sectors - examined);
+      const round = Math.min(roundSectors, sectors - examined);
+      roundSectors *= 2;
       const maps: Promise<void>[] = [];
       for (let at = examined; at < examined + round; at += HELD_MAP_MAX_SECTORS) {
         const count = Math.min(HELD_MAP_MAX_SECTORS, examined + round - at);

@@ -372,6 +372,30 @@ describe("Volume over range commands", () => {
     }
   });
 
+  it("looks for the end of a REQ_ONE hole in rounds that double, so 3 million sectors take 7 rounds", async () => {
+    const inner = new MemoryBackend(4 * 1024 * 1024);
+    await inner.writeSectors(4 * 1024 * 1024 - 1, Buffer.alloc(S, 1));
+    let active = 0;
+    let rounds = 0;
+    const counting: SectorBackend = Object.create(inner, {
+      heldMap: {
+        value: async (index: number, count: number) => {
+          if (active++ === 0) rounds++;
+          // Every map of a round is asked before any answer comes back.
+          await new Promise((r) => setImmediate(r));
+          active--;
+          return inner.heldMap(index, count);
+        },
+      },
+    });
+    const volume = new Volume(counting);
+    const from = 1_000_000 * S;
+    const extents = await volume.allocation(from, inner.sectors * S - from, inner.sectors * S, true);
+    expect(extents).toEqual([{ lengthBytes: (4 * 1024 * 1024 - 1 - 1_000_000) * S, hole: true }]);
+    // 3,194,303 hole sectors are 97.5 maps: rounds of 1, 2, 4, ... 64 maps.
+    expect(rounds).toBe(7);
+  });
+
   it("zeroes partial head and tail sectors by RMW and leaves already-zero sectors unwritten", async () => {
     const inner = new MemoryBackend(16);
     await inner.writeSectors(0, Buffer.alloc(16 * S, 9));
