@@ -377,6 +377,24 @@ export function bitAt(bits: Buffer, i: number): boolean {
   return (bits[i >> 3]! & (0x80 >> (i & 7))) !== 0;
 }
 
+/** Set bits in each byte value. */
+const BYTE_POPCOUNT = Uint8Array.from({ length: 256 }, (_, byte) => {
+  let n = 0;
+  for (let b = byte; b !== 0; b &= b - 1) n++;
+  return n;
+});
+
+/** How many of bits 0..sectorCount-1 are set (padding bits after them are not counted). */
+export function countBits(bits: Buffer, sectorCount: number): number {
+  assert(bits.length >= bitmapBytes(sectorCount), "countBits: bitmap shorter than its count");
+  const whole = sectorCount >> 3;
+  let n = 0;
+  for (let i = 0; i < whole; i++) n += BYTE_POPCOUNT[bits[i]!]!;
+  const rest = sectorCount & 7;
+  if (rest > 0) n += BYTE_POPCOUNT[bits[whole]! & (0xff << (8 - rest)) & 0xff]!;
+  return n;
+}
+
 /**
  * Where the run of equal bits starting at bit `from` ends: the first bit after it, below `limit`,
  * that differs from bit `from`, or `limit`. Whole bytes of the same bit are skipped at once, so a

@@ -22,6 +22,13 @@ export const MAX_RANGE_SECTORS = 256;
 export const HELD_MAP_MAX_SECTORS = 32_768;
 
 /**
+ * `atomic-disk status --held`: HELD_MAPs in flight per replica. One at a time, a 1 TiB volume's
+ * 8192 maps waited a round trip each; a few at once keep the replica busy without queueing much
+ * ahead of the register traffic it also serves.
+ */
+export const STATUS_HELD_MAPS_IN_FLIGHT = 8;
+
+/**
  * Largest atdd message (a full WRITE_RANGE_PROC / RANGE_VALUE: 64 + 256 * (8 + 16 + 4096) bytes);
  * decoders never buffer more than this per message.
  */

@@ -11,6 +11,7 @@ import {
   bitmapOf,
   bitmapOfMarked,
   bitRunEnd,
+  countBits,
   zeroBitmap,
 } from "../../src/protocol/layouts.js";
 import { type ClientCommand, type ClientResponse, ResponseStatus } from "../../src/protocol/messages.js";
@@ -265,6 +266,18 @@ describe("bitmap runs (BLOCK_STATUS extents)", () => {
         const limit = from + 1 + Math.floor(random() * (count - from));
         expect(bitRunEnd(map, from, limit)).toBe(naiveRunEnd(map, from, limit));
       }
+    }
+  });
+
+  it("counts the set bits of a map, not its padding bits", () => {
+    const random = seededRandom(5);
+    for (const count of [1, 7, 8, 9, 100, 32_768]) {
+      const set = Array.from({ length: count }, (_, i) => i).filter(() => random() < 0.3);
+      const map = bits(count, set);
+      expect(countBits(map, count)).toBe(set.length);
+      const padded = Buffer.from(map);
+      padded[padded.length - 1] = padded[padded.length - 1]! | (0xff >> (count % 8) || 0);
+      if (count % 8 !== 0) expect(countBits(padded, count)).toBe(set.length);
     }
   });
 
