@@ -9,6 +9,7 @@ import { ReplicaConnection } from "../client/replica_connection.js";
 import { countBits } from "../protocol/layouts.js";
 import { HELD_MAP_MAX_SECTORS, SECTOR_SIZE_BYTES, STATUS_HELD_MAPS_IN_FLIGHT } from "../util/limits.js";
 import { setRootLogger } from "../util/log.js";
+import { DroppingLogDestination } from "../util/log_destination.js";
 import { guarded } from "./cli_errors.js";
 import { type ClusterConfig, formatHostPort, loadClusterConfig } from "./config.js";
 
@@ -165,7 +166,9 @@ export const statusCommand: CommandModule<object, StatusArgs> = {
       }),
   handler: guarded(async (args: StatusArgs) => {
     // Connection logs would mix into the report; only problems go to stderr.
-    setRootLogger(pino({ level: process.env.ATOMIC_DISK_LOG_LEVEL ?? "warn" }, pino.destination(2)));
+    setRootLogger(
+      pino({ level: process.env.ATOMIC_DISK_LOG_LEVEL ?? "warn" }, new DroppingLogDestination(2)),
+    );
     const config = loadClusterConfig(args.config);
     const status = await clusterStatus(config, { held: args.held, timeoutMs: args["timeout-ms"] });
     process.stdout.write(args.json ? `${JSON.stringify(status)}\n` : formatStatus(status));

@@ -250,3 +250,11 @@ export const NBD_MAX_CONNECTIONS = 64;
 
 /** NBD: a client must finish option haggling within this time, or an idle socket is held forever. */
 export const NBD_HANDSHAKE_TIMEOUT_MS = 60_000;
+
+/**
+ * Log lines: a descriptor that cannot take a line now (a non-blocking pipe whose reader lags) is
+ * retried every LOG_WRITE_RETRY_MS for at most LOG_WRITE_RETRY_TOTAL_MS, then the line is dropped:
+ * writes are synchronous, so waiting longer would stall the event loop that serves storage.
+ */
+export const LOG_WRITE_RETRY_MS = 2;
+export const LOG_WRITE_RETRY_TOTAL_MS = 50;

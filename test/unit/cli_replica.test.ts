@@ -1,6 +1,6 @@
 // The replica verb as an operator sees it: fast start, clean stop, and one-line failures.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -57,12 +57,13 @@ async function spawnListeningReplica(
   configPath: string,
   dataDir: string,
   port: number,
+  stdout: "ignore" | number = "ignore",
 ): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
     [CLI_MAIN, "replica", "--config", configPath, "--rank", "1", "--data", dataDir],
     {
-      stdio: "ignore",
+      stdio: ["ignore", stdout, "ignore"],
     },
   );
   children.push(child);
@@ -85,6 +86,24 @@ describe("atomic-disk replica", () => {
     await waitExit(child);
     expect(child.exitCode).toBe(0);
     expect(existsSync(join(dir, "d", LOCK_FILE_NAME))).toBe(false);
+  });
+
+  it("serves and stops on SIGTERM with its log on a full device (/dev/full), losing only log lines", async () => {
+    const dir = tempDir();
+    const { path, ports } = await writeConfig(dir);
+    const full = openSync("/dev/full", "w");
+    try {
+      const child = await spawnListeningReplica(path, join(dir, "d"), ports[0]!, full);
+      // A register READ through it: the status command exits 0 only if it was answered.
+      const status = runToExit(["status", "--config", path, "--timeout-ms", "5000"]);
+      expect(status.stdout).toContain("serving");
+      expect(status.status).toBe(0);
+      child.kill("SIGTERM");
+      await waitExit(child);
+      expect(child.exitCode).toBe(0);
+    } finally {
+      closeSync(full);
+    }
   });
 
   it("fails with one line and exit 1 on a config that is not valid", () => {
