@@ -2,9 +2,19 @@
 // request fails with EIO after --timeout-ms instead of hanging, the connection stays usable, and
 // requests complete again once a replica returns.
 import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
-import { CLIENT_ENV, type Gateway, PROBE_DIR, PYTHON, runAsync, startGateway } from "./nbd_gateway.js";
+import {
+  CLIENT_ENV,
+  type Gateway,
+  PROBE_DIR,
+  PYTHON,
+  run,
+  runAsync,
+  startGateway,
+  which,
+} from "./nbd_gateway.js";
 
 let gw: Gateway | undefined;
 
@@ -115,4 +125,48 @@ describe("nbd gateway replica failover", () => {
       if (child.exitCode === null) child.kill("SIGKILL");
     }
   }, 120_000);
+});
+
+const canMountTmpfs = process.getuid?.() === 0 && which("mount") && which("umount") && which("qemu-io");
+
+/** Resolves once process `pid` is gone, or rejects after `ms`. */
+async function exited(pid: number, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    if (Date.now() > until) throw new Error(`process ${pid} still runs after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe.skipIf(!canMountTmpfs)("a replica whose data disk fills up (needs root to mount a tmpfs)", () => {
+  it("stops with ENOSPC while the other two take every write and read it back", async () => {
+    gw = await startGateway({ sectors: 16_384 });
+    const { cluster } = gw;
+    // Replica 1 starts over on a 6 MiB disk before anything is written (so it misses nothing).
+    await cluster.kill(1);
+    const dataDir = cluster.dataDir(1);
+    rmSync(dataDir, { recursive: true, force: true });
+    mkdirSync(dataDir);
+    expect(run("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", dataDir]).status).toBe(0);
+    try {
+      await cluster.start(1);
+      const pid = cluster.pid(1)!;
+      const write = await runAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 0 32M", gw.uri], 120_000);
+      expect(write.stdout).toContain("wrote 33554432/33554432 bytes");
+      expect(write.stdout + write.stderr).not.toMatch(/failed/i);
+      await exited(pid, 30_000);
+      expect(readFileSync(cluster.logPath(1), "utf8")).toContain("ENOSPC");
+      const read = await runAsync("qemu-io", ["-f", "raw", "-c", "read -P 0x5a 0 32M", gw.uri], 120_000);
+      expect(read.stdout).toContain("read 33554432/33554432 bytes");
+      expect(read.stdout + read.stderr).not.toMatch(/failed/i);
+    } finally {
+      await cluster.kill(1);
+      run("umount", [dataDir]);
+    }
+  });
 });
