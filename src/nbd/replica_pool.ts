@@ -40,7 +40,6 @@ import {
 import { componentLogger, type Logger } from "../util/log.js";
 import type { SectorBackend } from "./sector_backend.js";
 
-/** The part of ReplicaConnection the pool uses (tests substitute fakes). */
 /** An all-zero bitmap of HELD_MAP answer size (at most one answer's, 4 KiB). */
 const NONE_HELD = Buffer.alloc(bitmapBytes(HELD_MAP_MAX_SECTORS));
 
@@ -48,6 +47,7 @@ function noneHeld(bytes: number): Buffer {
   return NONE_HELD.subarray(0, bytes);
 }
 
+/** The part of ReplicaConnection the pool uses (tests substitute fakes). */
 export interface ReplicaLink {
   read(sectorIndex: number): Promise<Buffer>;
   write(sectorIndex: number, data: Buffer): Promise<void>;

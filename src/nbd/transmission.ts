@@ -250,20 +250,18 @@ export class Transmission {
         return simpleReply(cookie, 0);
       case Command.BlockStatus: {
         if (!negotiated.structured || !negotiated.baseAllocation) throw new RequestError(NbdErrno.EINVAL);
-        const firstOnly = (flags & CommandFlag.ReqOne) !== 0;
+        const maxExtents = (flags & CommandFlag.ReqOne) !== 0 ? 1 : NBD_BLOCK_STATUS_MAX_EXTENTS;
         const extents = await volume.allocation(
           offset,
           length,
           NBD_BLOCK_STATUS_MAX_BYTES,
-          firstOnly,
+          maxExtents,
           signal,
         );
         const holeFlags = AllocationState.Hole | AllocationState.Zero;
         return blockStatusChunk(
           cookie,
-          extents
-            .slice(0, NBD_BLOCK_STATUS_MAX_EXTENTS)
-            .map((e) => ({ lengthBytes: e.lengthBytes, flags: e.hole ? holeFlags : 0 })),
+          extents.map((e) => ({ lengthBytes: e.lengthBytes, flags: e.hole ? holeFlags : 0 })),
         );
       }
       default:

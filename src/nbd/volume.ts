@@ -164,7 +164,7 @@ export class Volume {
       // One HELD_MAP's worth at a time (up to a sector boundary), so a huge request holds one
       // bitmap, not one per 128 MiB.
       const chunkEnd = (Math.floor(pos / SECTOR_SIZE_BYTES) + HELD_MAP_MAX_SECTORS) * SECTOR_SIZE_BYTES;
-      const extents = await this.allocation(pos, end - pos, chunkEnd - pos, false, signal);
+      const extents = await this.allocation(pos, end - pos, chunkEnd - pos, Number.POSITIVE_INFINITY, signal);
       // The held extents zero concurrently; the window bounds their sectors in flight together.
       const zeroing: Promise<void>[] = [];
       for (const extent of extents) {
@@ -206,22 +206,25 @@ export class Volume {
   /**
    * Which bytes from `offset` on were never written: consecutive extents covering [offset, offset
    * + length), or only its first maxBytes (a BLOCK_STATUS reply may describe less than was asked).
-   * With `firstOnly` (NBD_CMD_FLAG_REQ_ONE) only the first extent is wanted, so the range is
-   * examined in rounds until that extent has ended: HELD_MAP_MAX_SECTORS first, each round twice
-   * the one before (qemu asks with REQ_ONE over gigabytes of hole: a few rounds of maps asked at
-   * once, not one 128 MiB map after the other). The sectors touched are
-   * each looked at whole; the extents are clipped to the range at its ends. A hole (see
-   * SectorBackend.heldMap) reads as zeros: no write to it was acknowledged before the call.
+   * At most `maxExtents` extents: a reply has a cap, and the extents past it are never built.
+   * With one (NBD_CMD_FLAG_REQ_ONE) the range is examined in rounds until that extent has ended:
+   * HELD_MAP_MAX_SECTORS first, each round twice the one before (qemu asks with REQ_ONE over
+   * gigabytes of hole: a few rounds of maps asked at once, not one 128 MiB map after the other).
+   * The sectors touched are each looked at whole; the extents are clipped to the range at its
+   * ends. A hole (see SectorBackend.heldMap) reads as zeros: no write to it was acknowledged
+   * before the call.
    */
   async allocation(
     offset: number,
     length: number,
     maxBytes: number,
-    firstOnly: boolean,
+    maxExtents: number,
     signal?: Cancellation,
   ): Promise<AllocationExtent[]> {
     this.checkRange(offset, length);
     assert(maxBytes >= SECTOR_SIZE_BYTES, "allocation: maxBytes must hold a sector");
+    assert(maxExtents >= 1, "allocation: maxExtents must be positive");
+    const firstOnly = maxExtents === 1;
     const end = offset + Math.min(length, maxBytes);
     const first = Math.floor(offset / SECTOR_SIZE_BYTES);
     const sectors = Math.ceil(end / SECTOR_SIZE_BYTES) - first;
@@ -255,7 +258,7 @@ export class Volume {
       const j = bitRunEnd(held, i, examined);
       const stop = Math.min(end, (first + j) * SECTOR_SIZE_BYTES);
       extents.push({ lengthBytes: stop - pos, hole: !bitAt(held, i) });
-      if (firstOnly) break;
+      if (extents.length === maxExtents) break;
       pos = stop;
       i = j;
     }

@@ -366,8 +366,13 @@ describe("Volume over range commands", () => {
       [S + 1, 40_000 * S],
       [size - 5 * S - 3, 5 * S + 3],
     ] as const) {
-      expect(await volume.allocation(offset, length, size, false)).toEqual(naive(offset, offset + length));
-      const [first] = await volume.allocation(offset, length, size, true);
+      expect(await volume.allocation(offset, length, size, Number.POSITIVE_INFINITY)).toEqual(
+        naive(offset, offset + length),
+      );
+      expect(await volume.allocation(offset, length, size, 3)).toEqual(
+        naive(offset, offset + length).slice(0, 3),
+      );
+      const [first] = await volume.allocation(offset, length, size, 1);
       expect([first]).toEqual(naive(offset, offset + length).slice(0, 1));
     }
   });
@@ -390,7 +395,7 @@ describe("Volume over range commands", () => {
     });
     const volume = new Volume(counting);
     const from = 1_000_000 * S;
-    const extents = await volume.allocation(from, inner.sectors * S - from, inner.sectors * S, true);
+    const extents = await volume.allocation(from, inner.sectors * S - from, inner.sectors * S, 1);
     expect(extents).toEqual([{ lengthBytes: (4 * 1024 * 1024 - 1 - 1_000_000) * S, hole: true }]);
     // 3,194,303 hole sectors are 97.5 maps: rounds of 1, 2, 4, ... 64 maps.
     expect(rounds).toBe(7);
