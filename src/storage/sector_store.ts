@@ -17,18 +17,12 @@ export interface SectorStore {
   load(sectorIndex: number): Promise<SectorState>;
 
   /**
-   * Whether the store has any record of the sector: a state that is durable, or queued to become
-   * durable, or known to be damaged. False only for a sector never written here (or whose only
-   * record was lost with a torn batch at recovery). A persist counts from the call on, so once it
-   * resolved this stays true.
-   */
-  holds(sectorIndex: number): boolean;
-
-  /**
-   * `holds` for the sectors [first, first + count): calls mark(i) for each i whose sector
-   * first + i the store holds (in any order, maybe more than once), in time that grows with what
-   * the store holds there rather than with count, so a map of a huge, mostly unwritten volume is
-   * cheap.
+   * Calls mark(i) for each i in [0, count) whose sector first + i the store holds (in any order,
+   * maybe more than once). A sector is held when the store has any record of it: a state that is
+   * durable, or queued to become durable, or known to be damaged; not held only if never written
+   * here (or if its only record was lost with a torn batch at recovery). A persist counts from the
+   * call on, so once it resolved the sector stays held. Takes time that grows with what the store
+   * holds in the range rather than with count, so a map of a huge, mostly unwritten volume is cheap.
    */
   markHeld(first: number, count: number, mark: (i: number) => void): void;
 

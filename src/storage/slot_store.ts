@@ -713,13 +713,6 @@ export class SlotStore implements SectorStore {
     return { buf, start, n };
   }
 
-  holds(sectorIndex: number): boolean {
-    checkSector(sectorIndex);
-    return (
-      this.pending.has(sectorIndex) || this.index.has(sectorIndex) || this.corruptSectors.has(sectorIndex)
-    );
-  }
-
   markHeld(first: number, count: number, mark: (i: number) => void): void {
     checkSector(first);
     assert(Number.isSafeInteger(count) && count >= 1, "markHeld: count must be positive");

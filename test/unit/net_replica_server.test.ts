@@ -30,9 +30,6 @@ class MemoryStore implements SectorStore {
   async load(sectorIndex: number): Promise<SectorState> {
     return this.sectors.get(sectorIndex) ?? initialSectorState();
   }
-  holds(sectorIndex: number): boolean {
-    return this.sectors.has(sectorIndex);
-  }
   markHeld(first: number, count: number, mark: (i: number) => void): void {
     for (const sector of this.sectors.keys())
       if (sector >= first && sector < first + count) mark(sector - first);
