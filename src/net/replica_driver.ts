@@ -17,7 +17,6 @@ import { RegisterCore } from "../register/register_core.js";
 import type { SectorStore } from "../storage/sector_store.js";
 import { LatencyWindow } from "../util/activity_log.js";
 import { assert, unreachable } from "../util/assert.js";
-import { isAtomicDiskError } from "../util/errors.js";
 import { CORE_TICK_MS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { Logger } from "../util/log.js";
 import type { InboundConnection } from "./inbound_connection.js";
@@ -103,6 +102,8 @@ export class ReplicaDriver {
   private selfQueue: SystemMessage[] = [];
   /** Data loads asked for by the step being carried out. */
   private loads: number[] = [];
+  /** Tag loads asked for by the step being carried out: answered together, in one step. */
+  private tagLoads: number[] = [];
   /** Single-sector client commands of this event-loop turn, in arrival order. */
   private batched: ClientBatchOp[] = [];
   private batchFlush: NodeJS.Immediate | null = null;
@@ -316,6 +317,7 @@ export class ReplicaDriver {
     try {
       for (const effect of effects) this.apply(effect);
       if (this.loads.length > 0) this.startLoads();
+      if (this.tagLoads.length > 0) this.startTagLoads();
       if (this.core.needsTicks() !== (this.tickTimer !== null)) {
         if (this.tickTimer === null) this.tickTimer = setInterval(this.tick, CORE_TICK_MS);
         else {
@@ -338,11 +340,20 @@ export class ReplicaDriver {
     this.options.store.loadMany(sectors).then(
       (states) => {
         for (const [i, sectorIndex] of sectors.entries()) {
-          const state = states[i] ?? null;
-          if (state === null) this.options.logger.error({ sectorIndex }, "corrupt sector record");
-          this.run({ kind: "loaded", sectorIndex, state });
+          if (states[i] === null) this.options.logger.error({ sectorIndex }, "corrupt sector record");
         }
+        this.run({ kind: "loadedMany", sectorIndexes: sectors, states });
       },
+      (err) => this.fatal(err),
+    );
+  }
+
+  /** The tag loads of one step: one store call and one core step for all of them. */
+  private startTagLoads(): void {
+    const sectors = this.tagLoads;
+    this.tagLoads = [];
+    this.options.store.loadTags(sectors).then(
+      (tags) => this.run({ kind: "tagsLoaded", sectorIndexes: sectors, tags }),
       (err) => this.fatal(err),
     );
   }
@@ -374,18 +385,9 @@ export class ReplicaDriver {
       case "load":
         this.loads.push(effect.sectorIndex);
         return;
-      case "loadTag": {
-        const sectorIndex = effect.sectorIndex;
-        this.options.store.loadTag(sectorIndex).then(
-          (tag) => this.run({ kind: "tagLoaded", sectorIndex, tag }),
-          (err) => {
-            if (isAtomicDiskError(err, "STORAGE_CORRUPT"))
-              this.run({ kind: "tagLoaded", sectorIndex, tag: null });
-            else this.fatal(err);
-          },
-        );
+      case "loadTag":
+        this.tagLoads.push(effect.sectorIndex);
         return;
-      }
       case "reserveTags": {
         const { upToTs } = effect;
         this.options.tags.reserve(upToTs).then(

@@ -33,6 +33,21 @@ export type CoreEvent =
   | { kind: "loaded"; sectorIndex: number; state: SectorState | null }
   /** Answer to a `loadTag` effect; `tag === null` means the stored record is known corrupt. */
   | { kind: "tagLoaded"; sectorIndex: number; tag: { ts: bigint; wr: number } | null }
+  /**
+   * Answers to many `load` effects at once (states[i] for sectorIndexes[i]), as that many `loaded`
+   * events in order: one step instead of one per sector.
+   */
+  | {
+      kind: "loadedMany";
+      sectorIndexes: readonly number[];
+      states: ReadonlyArray<SectorState | null>;
+    }
+  /** Answers to many `loadTag` effects at once, as that many `tagLoaded` events in order. */
+  | {
+      kind: "tagsLoaded";
+      sectorIndexes: readonly number[];
+      tags: ReadonlyArray<{ ts: bigint; wr: number } | null>;
+    }
   /** A `reserveTags` effect is durable: own tags with ts up to `upToTs` may be sent. */
   | { kind: "tagsReserved"; upToTs: bigint }
   /** Time passes; drives retransmission. `nowMs` never decreases. */

@@ -439,6 +439,18 @@ export class RegisterCore {
       case "tagLoaded":
         this.#onTagLoaded(event.sectorIndex, event.tag);
         break;
+      case "loadedMany":
+        assert(event.states.length === event.sectorIndexes.length, "a state per loaded sector");
+        for (let i = 0; i < event.sectorIndexes.length; i++) {
+          this.#onLoaded(event.sectorIndexes[i]!, event.states[i]!);
+        }
+        break;
+      case "tagsLoaded":
+        assert(event.tags.length === event.sectorIndexes.length, "a tag per loaded sector");
+        for (let i = 0; i < event.sectorIndexes.length; i++) {
+          this.#onTagLoaded(event.sectorIndexes[i]!, event.tags[i]!);
+        }
+        break;
       case "tagsReserved":
         this.#onTagsReserved(event.upToTs);
         break;

@@ -200,7 +200,8 @@ export class SimReplica implements NetworkEndpoint {
             queue.nowUs,
             `r${this.rank} loaded s${sectorIndex} ${state === null ? "corrupt" : `${state.ts}.${state.wr}`}`,
           );
-          this.step({ kind: "loaded", sectorIndex, state });
+          // The many-sector forms, which the replica driver uses, so the simulator runs them.
+          this.step({ kind: "loadedMany", sectorIndexes: [sectorIndex], states: [state] });
         });
         return;
       }
@@ -212,7 +213,7 @@ export class SimReplica implements NetworkEndpoint {
             queue.nowUs,
             `r${this.rank} loaded tag s${sectorIndex} ${tag === null ? "corrupt" : `${tag.ts}.${tag.wr}`}`,
           );
-          this.step({ kind: "tagLoaded", sectorIndex, tag });
+          this.step({ kind: "tagsLoaded", sectorIndexes: [sectorIndex], tags: [tag] });
         });
         return;
       }

@@ -34,6 +34,12 @@ export interface SectorStore {
   loadTag(sectorIndex: number): Promise<SectorTag>;
 
   /**
+   * `loadTag` for many sectors at once: one entry per requested sector, in order, its tag or null
+   * where loadTag would reject with STORAGE_CORRUPT. Other failures reject.
+   */
+  loadTags(sectorIndexes: readonly number[]): Promise<Array<SectorTag | null>>;
+
+  /**
    * Stores a new state for the sector. Resolves only once the state is durable (survives a crash);
    * concurrent persists share fsyncs (group commit). Persists of one sector take effect in call
    * order. The caller must not mutate `state.data` afterwards.

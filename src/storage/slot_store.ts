@@ -725,22 +725,37 @@ export class SlotStore implements SectorStore {
   }
 
   loadTag(sectorIndex: number): Promise<SectorTag> {
-    checkSector(sectorIndex);
     try {
-      this.throwIfUnusable();
-      const queued = this.pending.get(sectorIndex);
-      if (queued !== undefined) return Promise.resolve({ ts: queued.ts, wr: queued.wr });
-      if (this.corruptSectors.has(sectorIndex)) {
-        throw corruptError(`sector ${sectorIndex}: data fails its checksum`);
-      }
-      const slot = this.index.get(sectorIndex);
-      if (slot === undefined) return Promise.resolve({ ts: 0n, wr: 0 });
-      const page = this.metaPages[groupOf(slot)]!;
-      const at = entryOffset(slot);
-      return Promise.resolve({ ts: entryTs(page, at), wr: entryWr(page, at) });
+      const tag = this.tagNow(sectorIndex);
+      if (tag === null) throw corruptError(`sector ${sectorIndex}: data fails its checksum`);
+      return Promise.resolve(tag);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  loadTags(sectorIndexes: readonly number[]): Promise<Array<SectorTag | null>> {
+    try {
+      const tags = new Array<SectorTag | null>(sectorIndexes.length);
+      for (let i = 0; i < sectorIndexes.length; i++) tags[i] = this.tagNow(sectorIndexes[i]!);
+      return Promise.resolve(tags);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** What loadTag answers, from memory: null for a sector known to be damaged. */
+  private tagNow(sectorIndex: number): SectorTag | null {
+    checkSector(sectorIndex);
+    this.throwIfUnusable();
+    const queued = this.pending.get(sectorIndex);
+    if (queued !== undefined) return { ts: queued.ts, wr: queued.wr };
+    if (this.corruptSectors.has(sectorIndex)) return null;
+    const slot = this.index.get(sectorIndex);
+    if (slot === undefined) return { ts: 0n, wr: 0 };
+    const page = this.metaPages[groupOf(slot)]!;
+    const at = entryOffset(slot);
+    return { ts: entryTs(page, at), wr: entryWr(page, at) };
   }
 
   persist(sectorIndex: number, state: SectorState): Promise<void> {

@@ -38,6 +38,9 @@ class MemoryStore implements SectorStore {
     const { ts, wr } = await this.load(sectorIndex);
     return { ts, wr };
   }
+  loadTags(sectorIndexes: readonly number[]): Promise<Array<{ ts: bigint; wr: number }>> {
+    return Promise.all(sectorIndexes.map((sector) => this.loadTag(sector)));
+  }
   async persist(sectorIndex: number, state: SectorState): Promise<void> {
     this.sectors.set(sectorIndex, state);
     await new Promise((r) => setImmediate(r));
