@@ -162,6 +162,20 @@ interface Tag {
 
 const ZERO_TAG: Tag = { ts: 0n, wr: 0 };
 
+/**
+ * The shared value of a sector entry's lists while empty: most cached sectors never wait for
+ * anything, and four arrays each made the entry five objects for the garbage collector to trace
+ * (the cache holds thousands). Frozen, so a push that bypasses `appended` fails loudly.
+ */
+const NONE = Object.freeze([]) as unknown as never[];
+
+/** `list` with `item` at the end: a new array in place of NONE, otherwise `list` itself. */
+function appended<T>(list: T[], item: T): T[] {
+  if (list === NONE) return [item];
+  list.push(item);
+  return list;
+}
+
 /** More than half of the replicas. */
 export function quorumSize(replicaCount: number): number {
   assert(Number.isInteger(replicaCount) && replicaCount >= 1, "replicaCount must be a positive integer");
@@ -482,11 +496,11 @@ export class RegisterCore {
         issuedTag: ZERO_TAG,
         durableTag: ZERO_TAG,
         pendingPersists: 0,
-        ackWaiters: [],
-        deferred: [],
-        deferredRanges: [],
+        ackWaiters: NONE,
+        deferred: NONE,
+        deferredRanges: NONE,
         pins: 0,
-        queue: [],
+        queue: NONE,
         active: null,
       };
       this.#sectors.set(sectorIndex, entry);
@@ -588,7 +602,7 @@ export class RegisterCore {
       this.#handleProc(entry, message);
       return;
     }
-    entry.deferred.push(message);
+    entry.deferred = appended(entry.deferred, message);
     this.#requestLoad(entry, needsData);
   }
 
@@ -655,16 +669,16 @@ export class RegisterCore {
   #retryDeferred(entry: SectorEntry): void {
     if (entry.deferred.length > 0) {
       const deferred = entry.deferred;
-      entry.deferred = [];
+      entry.deferred = NONE;
       for (const message of deferred) this.#dispatchProc(entry, message);
     }
     if (entry.deferredRanges.length > 0) {
       const ranges = entry.deferredRanges;
-      entry.deferredRanges = [];
+      entry.deferredRanges = NONE;
       for (const deferral of ranges) {
         const needsData = deferral.message.kind === "readRangeProc";
         if (!this.#ready(entry, needsData)) {
-          entry.deferredRanges.push(deferral);
+          entry.deferredRanges = appended(entry.deferredRanges, deferral);
           this.#requestLoad(entry, needsData);
         } else if (--deferral.missing === 0) {
           this.#runRangeProc(deferral.message);
@@ -712,7 +726,7 @@ export class RegisterCore {
     if (this.#faults.ackBeforeDurable || compareTags(entry.durableTag, incoming) >= 0) {
       this.#sendAck(entry.sectorIndex, waiter);
     } else {
-      entry.ackWaiters.push(waiter);
+      entry.ackWaiters = appended(entry.ackWaiters, waiter);
     }
   }
 
@@ -772,9 +786,10 @@ export class RegisterCore {
       if (entry.deferred.length > 0 || entry.deferredRanges.length > 0) this.#retryDeferred(entry);
       if (entry.ackWaiters.length > 0) {
         const waiting = entry.ackWaiters;
-        entry.ackWaiters = [];
+        entry.ackWaiters = NONE;
         for (const waiter of waiting) {
-          if (compareTags(entry.durableTag, waiter.tag) < 0) entry.ackWaiters.push(waiter);
+          if (compareTags(entry.durableTag, waiter.tag) < 0)
+            entry.ackWaiters = appended(entry.ackWaiters, waiter);
           else if (waiter.range === null) this.#sendAck(entry.sectorIndex, waiter);
           else if (--waiter.range.remaining === 0) this.#sendRangeAck(waiter.range);
         }
@@ -786,7 +801,10 @@ export class RegisterCore {
 
   #onClientOp(op: ClientOp): void {
     // Rule 6: the operation joins every FIFO of its run in one step.
-    for (const sector of op.sectors) this.#entry(sector).queue.push(op);
+    for (const sector of op.sectors) {
+      const entry = this.#entry(sector);
+      entry.queue = appended(entry.queue, op);
+    }
     this.#tryStart(op);
   }
 
@@ -1303,7 +1321,7 @@ export class RegisterCore {
       const entry = this.#entry(sector);
       entry.pins++;
       if (!this.#ready(entry, needsData)) {
-        entry.deferredRanges.push(deferral);
+        entry.deferredRanges = appended(entry.deferredRanges, deferral);
         deferral.missing++;
         this.#requestLoad(entry, needsData);
       }
@@ -1322,7 +1340,7 @@ export class RegisterCore {
     for (const sector of sectors) {
       const entry = this.#sectors.get(sector)!;
       if (this.#ready(entry, needsData)) continue;
-      entry.deferredRanges.push(again);
+      entry.deferredRanges = appended(entry.deferredRanges, again);
       again.missing++;
       this.#requestLoad(entry, needsData);
     }
@@ -1404,7 +1422,7 @@ export class RegisterCore {
         if (shared === undefined || compareTags(shared.tag, incoming) !== 0) {
           shared = { to: message.sender, opId: message.opId, tag: incoming, range: waiter };
         }
-        entry.ackWaiters.push(shared);
+        entry.ackWaiters = appended(entry.ackWaiters, shared);
         waiter.remaining++;
       }
     }
