@@ -25,6 +25,8 @@ for tool in fio nbdkit nbdinfo nbdcopy qemu-io node; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (make deb-deps)" >&2; exit 1; }
 done
 [ -f "$CLI" ] || { echo "bench: $CLI missing (make build)" >&2; exit 1; }
+# The V8 flags the atomic-disk script's shebang gives node (src/cli/node_flags.ts says why).
+read -r -a NODE_FLAGS <<<"$(sed -n '1s/^#!.*env -S node//p' "$CLI")"
 
 TMP=$(mktemp -d /tmp/atomic-disk-bench.XXXXXX)
 PIDS=()
@@ -65,11 +67,11 @@ GW_PORT=$((BASE + 3))
 KIT_PORT=$((BASE + 4))
 node "$CLI" init --replicas 3 --out "$TMP/cluster.json" --sectors "$SECTORS" --base-port "$BASE" >/dev/null
 for rank in 1 2 3; do
-  node "$CLI" replica --config "$TMP/cluster.json" --rank "$rank" --data "$TMP/replica-$rank" \
+  node "${NODE_FLAGS[@]}" "$CLI" replica --config "$TMP/cluster.json" --rank "$rank" --data "$TMP/replica-$rank" \
     >"$TMP/replica-$rank.log" 2>&1 &
   PIDS+=($!)
 done
-node "$CLI" nbd --config "$TMP/cluster.json" --listen "127.0.0.1:$GW_PORT" --connections-per-replica "$CONNS" \
+node "${NODE_FLAGS[@]}" "$CLI" nbd --config "$TMP/cluster.json" --listen "127.0.0.1:$GW_PORT" --connections-per-replica "$CONNS" \
   >"$TMP/gateway.log" 2>&1 &
 PIDS+=($!)
 truncate -s "${SIZE_MIB}M" "$TMP/nbdkit.img"

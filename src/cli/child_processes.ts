@@ -10,6 +10,7 @@ export { freeLoopbackPorts } from "../net/free_ports.js";
 
 import { AtomicDiskError } from "../util/errors.js";
 import type { HostPort } from "./config.js";
+import { SERVER_NODE_FLAGS } from "./node_flags.js";
 
 /** Poll interval while waiting for a child to accept connections. */
 const LISTEN_POLL_MS = 20;
@@ -34,13 +35,13 @@ export function replicaArgs(configPath: string, rank: number, dir: string): stri
 }
 
 /**
- * Starts `node [nodeArgs] main.js <args>` with stdout and stderr appended to logPath (or inherited).
+ * Starts `node SERVER_NODE_FLAGS [nodeArgs] main.js <args>` with stdout and stderr appended to logPath (or inherited).
  * The child also gets an IPC channel, used for nothing but its end: a child that sees it close
  * (this process gone, even by SIGKILL) stops itself (stopWhenParentExits), so no replica or gateway
  * outlives the `dev` or benchmark process that started it.
  */
 export function spawnCli(args: string[], logPath?: string, nodeArgs: string[] = []): ChildProcess {
-  const argv = [...nodeArgs, CLI_MAIN_PATH, ...args];
+  const argv = [...SERVER_NODE_FLAGS, ...nodeArgs, CLI_MAIN_PATH, ...args];
   if (logPath === undefined)
     return spawn(process.execPath, argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const fd = openSync(logPath, "a");

@@ -1,11 +1,13 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=256
 // The atomic-disk command line: one binary, one verb per role. Only the module of the verb being
 // run is loaded (all of them for --help), so a replica starts without paying for the gateway,
-// the simulator or the benchmark.
+// the simulator or the benchmark. The shebang carries SERVER_NODE_FLAGS (node_flags.ts; a unit
+// test keeps the two equal).
 import type { CommandModule } from "yargs";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { exitWithError } from "./cli_errors.js";
+import { hasServerNodeFlags, SERVER_NODE_FLAGS } from "./node_flags.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: yargs command modules differ in their argument types.
 type AnyCommand = CommandModule<object, any>;
@@ -25,6 +27,12 @@ try {
   const args = hideBin(process.argv);
   const verb = args[0];
   const load = verb === undefined ? undefined : verbs[verb];
+  if ((verb === "replica" || verb === "nbd") && !hasServerNodeFlags()) {
+    process.stderr.write(
+      `atomic-disk ${verb}: node was started without ${SERVER_NODE_FLAGS.join(" ")}; ` +
+        "it works, with more garbage-collection CPU (run the atomic-disk script, or pass the flags to node)\n",
+    );
+  }
   const commands =
     load !== undefined ? [await load()] : await Promise.all(Object.values(verbs).map((l) => l()));
   let cli = yargs(args)

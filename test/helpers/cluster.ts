@@ -24,6 +24,7 @@ import {
   newClusterConfigJson,
   parseClusterConfig,
 } from "../../src/cli/config.js";
+import { SERVER_NODE_FLAGS } from "../../src/cli/node_flags.js";
 import { AtddDecoder } from "../../src/protocol/decoder.js";
 import type { ClientResponse } from "../../src/protocol/messages.js";
 import { freePorts } from "./ports.js";
@@ -180,7 +181,7 @@ export async function startCluster(options: StartClusterOptions): Promise<TestCl
     const logFd = openSync(logPath(rank), "a");
     const child = spawn(
       process.execPath,
-      [CLI_MAIN, ...replicaArgs(configPath, rank, dir), ...(options.replicaArgs ?? [])],
+      [...SERVER_NODE_FLAGS, CLI_MAIN, ...replicaArgs(configPath, rank, dir), ...(options.replicaArgs ?? [])],
       { cwd: REPO_ROOT, stdio: ["ignore", logFd, logFd], env: { ...process.env, ...options.env } },
     );
     closeSync(logFd);

@@ -1,11 +1,13 @@
 // Real NBD clients (nbdinfo, nbd-client, libnbd, qemu-io) against a real gateway process in front
 // of a real 3-replica cluster, all started here.
+
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SERVER_NODE_FLAGS } from "../../src/cli/node_flags.js";
 import { CLI_MAIN, REPO_ROOT, waitExit } from "../helpers/cluster.js";
 import { type Gateway, python, runAsync, startGateway } from "./nbd_gateway.js";
 
@@ -149,7 +151,7 @@ describe("nbd gateway with real clients", () => {
     const sock = join(dir, "nbd.sock");
     const child = spawn(
       process.execPath,
-      [CLI_MAIN, "nbd", "--config", gw.cluster.configPath, "--listen", `unix:${sock}`],
+      [...SERVER_NODE_FLAGS, CLI_MAIN, "nbd", "--config", gw.cluster.configPath, "--listen", `unix:${sock}`],
       {
         cwd: REPO_ROOT,
         stdio: "ignore",
@@ -164,6 +166,7 @@ describe("nbd gateway with real clients", () => {
       }
       expect(info.stdout.trim()).toBe(String(SECTORS * 4096));
       const second = await runAsync(process.execPath, [
+        ...SERVER_NODE_FLAGS,
         CLI_MAIN,
         "nbd",
         "--config",
@@ -175,6 +178,7 @@ describe("nbd gateway with real clients", () => {
       expect(second.stderr.trim().split("\n")).toHaveLength(1);
       expect(second.stderr).toContain("in use");
       const tcp = await runAsync(process.execPath, [
+        ...SERVER_NODE_FLAGS,
         CLI_MAIN,
         "nbd",
         "--config",
@@ -185,6 +189,7 @@ describe("nbd gateway with real clients", () => {
       expect(tcp.status).toBe(1);
       expect(tcp.stderr).toContain("in use");
       const badConfig = await runAsync(process.execPath, [
+        ...SERVER_NODE_FLAGS,
         CLI_MAIN,
         "nbd",
         "--config",

@@ -1,8 +1,10 @@
 // Shared by the nbd_* integration tests: a real 3-replica cluster plus a real gateway process
 // (`node dist/cli/main.js nbd`), and helpers to run the real NBD clients against it.
+
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { SERVER_NODE_FLAGS } from "../../src/cli/node_flags.js";
 import { OptionReply } from "../../src/nbd/constants.js";
 import {
   CLI_MAIN,
@@ -43,7 +45,15 @@ export async function startGateway(options: {
   const port = await freePort();
   const logPath = join(cluster.dir, "gateway.log");
   const logFd = openSync(logPath, "a");
-  const args = [CLI_MAIN, "nbd", "--config", cluster.configPath, "--listen", `127.0.0.1:${port}`];
+  const args = [
+    ...SERVER_NODE_FLAGS,
+    CLI_MAIN,
+    "nbd",
+    "--config",
+    cluster.configPath,
+    "--listen",
+    `127.0.0.1:${port}`,
+  ];
   if (options.timeoutMs !== undefined) args.push("--timeout-ms", String(options.timeoutMs));
   args.push(...(options.extraArgs ?? []));
   const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ["ignore", logFd, logFd] });

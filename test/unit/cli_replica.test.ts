@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { newClusterConfigJson } from "../../src/cli/config.js";
+import { SERVER_NODE_FLAGS } from "../../src/cli/node_flags.js";
 import { LOCK_FILE_NAME } from "../../src/net/data_dir_lock.js";
 import { CLI_MAIN, ensureBuilt, waitExit, waitListening } from "../helpers/cluster.js";
 import { freePorts } from "../helpers/ports.js";
@@ -39,8 +40,12 @@ async function writeConfig(dir: string, replicas = 1): Promise<{ path: string; p
   return { path, ports };
 }
 
-function runToExit(args: string[]) {
-  return spawnSync(process.execPath, [CLI_MAIN, ...args], { encoding: "utf8", timeout: 30_000 });
+/** Runs the CLI as the atomic-disk script does (with its node flags), or with `nodeFlags`. */
+function runToExit(args: string[], nodeFlags: readonly string[] = SERVER_NODE_FLAGS) {
+  return spawnSync(process.execPath, [...nodeFlags, CLI_MAIN, ...args], {
+    encoding: "utf8",
+    timeout: 30_000,
+  });
 }
 
 function expectOneLineFailure(result: ReturnType<typeof runToExit>, text: string): void {
@@ -61,7 +66,7 @@ async function spawnListeningReplica(
 ): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    [CLI_MAIN, "replica", "--config", configPath, "--rank", "1", "--data", dataDir],
+    [...SERVER_NODE_FLAGS, CLI_MAIN, "replica", "--config", configPath, "--rank", "1", "--data", dataDir],
     {
       stdio: ["ignore", stdout, "ignore"],
     },
@@ -104,6 +109,18 @@ describe("atomic-disk replica", () => {
     } finally {
       closeSync(full);
     }
+  });
+
+  it("says on stderr that node lacks the server flags when started without them", () => {
+    const dir = tempDir();
+    const result = runToExit(
+      ["replica", "--config", join(dir, "missing.json"), "--rank", "1", "--data", dir],
+      [],
+    );
+    expect(result.status).toBe(1);
+    const lines = result.stderr.trim().split("\n");
+    expect(lines[0]).toContain(`node was started without ${SERVER_NODE_FLAGS.join(" ")}`);
+    expect(lines[1]).toMatch(/^atomic-disk: /);
   });
 
   it("fails with one line and exit 1 on a config that is not valid", () => {
