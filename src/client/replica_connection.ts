@@ -195,6 +195,11 @@ export class ReplicaConnection {
     return this.outstandingSectors;
   }
 
+  /** batchWrites: some `write` calls of this turn wait to leave together. */
+  gatheringWrites(): boolean {
+    return this.queuedWrites.length > 0;
+  }
+
   /** Closes the connection; outstanding commands fail with REPLICA_UNAVAILABLE. Idempotent. */
   close(): void {
     if (this.closed) return;

@@ -51,6 +51,9 @@ class FakeLink implements ReplicaLink {
   inflight(): number {
     return this.pending.reduce((sum, p) => sum + p.count, 0);
   }
+  gatheringWrites(): boolean {
+    return false;
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
