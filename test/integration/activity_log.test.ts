@@ -50,6 +50,16 @@ beforeAll(async () => {
   const args = ["--activity-log-ms", String(INTERVAL_MS)];
   gw = await startGateway({ sectors: 1024, extraArgs: args, replicaArgs: args });
   c = await transmissionClient(gw);
+  // A WRITE_PROC to a peer whose link is not up yet is dropped, and nothing resends it once the
+  // write has its majority: only with every link up does every replica store every sector.
+  await eventually(() => {
+    for (const rank of [1, 2, 3]) {
+      const up = readFileSync(gw.cluster.logPath(rank), "utf8")
+        .split("\n")
+        .filter((l) => l.includes('"msg":"peer link up"'));
+      expect(up.length, `replica ${rank}'s links to both peers`).toBeGreaterThanOrEqual(2);
+    }
+  });
 }, 60_000);
 
 afterAll(async () => {
