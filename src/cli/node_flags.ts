@@ -3,15 +3,17 @@
 // the children `dev` and the benchmarks spawn, the tests' clusters, the Dockerfile. A process
 // started without them works the same, only slower (main.ts warns).
 //
-// Why: V8 starts incremental marking once the old generation's free room under its allocation
-// limit is smaller than the young generation's capacity. A replica's live heap is small (~12 MB),
-// so after each mark-compact the limit lands ~23 MB above it, under that capacity, and marking
-// started again at once: 6-8 mark-compacts a second per replica under random 4 KiB writes, their
-// concurrent marking about a sixth of the machine's CPU. An initial old-space limit of 256 MB
-// keeps the room above it. Measured on 3 replicas + gateway, 256 MiB volume, interleaved runs:
-// random 4 KiB writes at QD32 6.8-9.1k/s at 158-213 us of cluster CPU each, against 5.1-5.9k/s at
-// 258-305 us; 1 MiB writes 136 MB/s at 14.5 ms/MiB against 115 MB/s at 17.2. 64 and 128 gained
-// less; 512 no more. The cost is memory: up to ~256 MB of garbage per process before a collection.
+// Why: with a replica's small live heap (~12 MB, old-generation limit 35 MB after a collection),
+// `--trace-incremental-marking` showed marking started by V8's own task every ~125 ms, right after
+// each mark-compact: 5-8 mark-compacts a second per replica under random 4 KiB writes, their
+// concurrent marking about a sixth of the machine's CPU (perf). The likely reason: V8 starts
+// marking early when the room under the limit is small next to the young generation
+// (--max-semi-space-size=64 instead was a little slower, =2 faster in one run, =4 neither). An
+// initial old-space limit of 256 MB keeps the room large. Measured on 3 replicas + gateway, 256 MiB
+// volume, interleaved runs: random 4 KiB writes at QD32 6.8-9.1k/s at 158-213 us of cluster CPU each,
+// against 5.1-5.9k/s at 258-305 us; 1 MiB writes 136 MB/s at 14.5 ms/MiB against 115 MB/s at 17.2.
+// 64 and 128 gained less; 512 no more. The cost is memory: up to ~256 MB of garbage per process
+// before a collection.
 export const SERVER_NODE_FLAGS: readonly string[] = ["--initial-old-space-size=256"];
 
 /** Whether this process was started with SERVER_NODE_FLAGS (on its command line or NODE_OPTIONS). */

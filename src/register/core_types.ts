@@ -29,20 +29,17 @@ export type CoreEvent =
   | { kind: "message"; message: SystemMessage }
   /** The persist with this token is durable. */
   | { kind: "persisted"; token: PersistToken }
-  /** Answer to a `load` effect; `state === null` means the stored record is corrupt. */
-  | { kind: "loaded"; sectorIndex: number; state: SectorState | null }
-  /** Answer to a `loadTag` effect; `tag === null` means the stored record is known corrupt. */
-  | { kind: "tagLoaded"; sectorIndex: number; tag: { ts: bigint; wr: number } | null }
   /**
-   * Answers to many `load` effects at once (states[i] for sectorIndexes[i]), as that many `loaded`
-   * events in order: one step instead of one per sector.
+   * Answers to `load` effects, one or many at once (states[i] for sectorIndexes[i], in order, so
+   * a driver can answer a step's loads in one step); a null state means that stored record is
+   * corrupt.
    */
   | {
       kind: "loadedMany";
       sectorIndexes: readonly number[];
       states: ReadonlyArray<SectorState | null>;
     }
-  /** Answers to many `loadTag` effects at once, as that many `tagLoaded` events in order. */
+  /** Answers to `loadTag` effects, as `loadedMany`; a null tag means the record is known corrupt. */
   | {
       kind: "tagsLoaded";
       sectorIndexes: readonly number[];
@@ -69,11 +66,11 @@ export type CoreEffect =
    * are durable. Persists of one sector keep their order across effects.
    */
   | { kind: "persist"; token: PersistToken; items: PersistItem[] }
-  /** Read the sector's stored state and report it with a `loaded` event. */
+  /** Read the sector's stored state and report it in a `loadedMany` event. */
   | { kind: "load"; sectorIndex: number }
   /**
    * Look up only the tag of the sector's stored state (no data read; the store knows it from its
-   * index) and report it with a `tagLoaded` event.
+   * index) and report it in a `tagsLoaded` event.
    */
   | { kind: "loadTag"; sectorIndex: number }
   /**

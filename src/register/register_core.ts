@@ -447,12 +447,6 @@ export class RegisterCore {
       case "persisted":
         this.#onPersisted(event.token);
         break;
-      case "loaded":
-        this.#onLoaded(event.sectorIndex, event.state);
-        break;
-      case "tagLoaded":
-        this.#onTagLoaded(event.sectorIndex, event.tag);
-        break;
       case "loadedMany":
         assert(event.states.length === event.sectorIndexes.length, "a state per loaded sector");
         for (let i = 0; i < event.sectorIndexes.length; i++) {

@@ -200,7 +200,6 @@ export class SimReplica implements NetworkEndpoint {
             queue.nowUs,
             `r${this.rank} loaded s${sectorIndex} ${state === null ? "corrupt" : `${state.ts}.${state.wr}`}`,
           );
-          // The many-sector forms, which the replica driver uses, so the simulator runs them.
           this.step({ kind: "loadedMany", sectorIndexes: [sectorIndex], states: [state] });
         });
         return;

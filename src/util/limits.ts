@@ -61,7 +61,7 @@ export const RECONNECT_MAX_MS = 2_000;
 /**
  * Register-core cache of sector contents (32 MiB of data at most). Beyond this many idle sectors
  * the least recently used are evicted (their state stays on disk), so memory follows the sectors
- * in use, not the volume. A miss costs little since rule 7 and 9 (peers answer from the store's
+ * in use, not the volume. A miss costs little since rules 7 and 9 (peers answer from the store's
  * index; only a read's coordinator loads data, one loadMany per step), while every cached sector
  * is objects the garbage collector traces on each mark-compact, which external memory (socket
  * chunks, frames) triggers several times a second under load: measured with 256 MiB volumes,

@@ -153,12 +153,12 @@ export class CoreHarness {
       const state = this.disks[load.rank - 1]!.get(load.sectorIndex) ?? initialSectorState();
       if (load.tagOnly) {
         this.step(load.rank, {
-          kind: "tagLoaded",
-          sectorIndex: load.sectorIndex,
-          tag: { ts: state.ts, wr: state.wr },
+          kind: "tagsLoaded",
+          sectorIndexes: [load.sectorIndex],
+          tags: [{ ts: state.ts, wr: state.wr }],
         });
       } else {
-        this.step(load.rank, { kind: "loaded", sectorIndex: load.sectorIndex, state });
+        this.step(load.rank, { kind: "loadedMany", sectorIndexes: [load.sectorIndex], states: [state] });
       }
     }
     return loads.length;

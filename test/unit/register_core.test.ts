@@ -364,7 +364,7 @@ describe("register core", () => {
     h.deliver((m) => m.to === 3);
     expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0, tagOnly: true }]);
     h.loads = [];
-    h.step(3, { kind: "tagLoaded", sectorIndex: 0, tag: null });
+    h.step(3, { kind: "tagsLoaded", sectorIndexes: [0], tags: [null] });
     expect(h.network.some((m) => m.from === 3)).toBe(false);
     // A READ_PROC (a fallback query's, rule 9) gets no answer either.
     h.step(3, {
@@ -394,7 +394,7 @@ describe("register core", () => {
       message: { kind: "readProc", sender: 1, opId: Buffer.alloc(16, 1), sectorIndex: 0 },
     });
     h.loads = [];
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [0], states: [null] });
     h.step(3, {
       kind: "message",
       message: {

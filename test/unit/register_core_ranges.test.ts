@@ -171,8 +171,8 @@ describe("register core: range operations", () => {
     const loads = h.loads;
     h.loads = [];
     const { ts, wr } = h.disks[2]!.get(0)!;
-    h.step(3, { kind: "tagLoaded", sectorIndex: 0, tag: { ts, wr } });
-    h.step(3, { kind: "tagLoaded", sectorIndex: 1, tag: null });
+    h.step(3, { kind: "tagsLoaded", sectorIndexes: [0], tags: [{ ts, wr }] });
+    h.step(3, { kind: "tagsLoaded", sectorIndexes: [1], tags: [null] });
     expect(h.network.some((m) => m.from === 3)).toBe(false);
     expect(loads).toHaveLength(2);
     h.settle();
@@ -235,7 +235,7 @@ describe("register core: tag-only loads (rule 7)", () => {
     // ...and the data load returns that persist's state, as a store does.
     h.loads = [];
     h.network = [];
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: { ts: 5n, wr: 1, data: sectorOf(5) } });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [0], states: [{ ts: 5n, wr: 1, data: sectorOf(5) }] });
     expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(0);
     h.syncPersists(3);
     const values = h.network.filter((m) => m.message.kind === "value");
@@ -288,9 +288,9 @@ describe("register core: what a run leaves in the sector cache", () => {
     h.step(3, { kind: "message", message: readProc(5, 1) });
     h.loads = [];
     h.step(3, {
-      kind: "loaded",
-      sectorIndex: 5,
-      state: { ts: 1n, wr: 1, data: bigRead.subarray(4096, 8192) },
+      kind: "loadedMany",
+      sectorIndexes: [5],
+      states: [{ ts: 1n, wr: 1, data: bigRead.subarray(4096, 8192) }],
     });
     expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(1);
     h.step(3, { kind: "message", message: readProc(5, 2) });
@@ -299,7 +299,7 @@ describe("register core: what a run leaves in the sector cache", () => {
     h.loads = [];
     h.step(3, { kind: "message", message: readProc(6, 3) });
     h.loads = [];
-    h.step(3, { kind: "loaded", sectorIndex: 6, state: { ts: 1n, wr: 1, data: sectorOf(6) } });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [6], states: [{ ts: 1n, wr: 1, data: sectorOf(6) }] });
     h.step(3, { kind: "message", message: readProc(6, 4) });
     expect(h.loads).toEqual([]);
     expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(3);
@@ -331,12 +331,12 @@ describe("register core: what a run leaves in the sector cache", () => {
     expect(h.loads).toEqual(sectors.slice(1).map((sectorIndex) => ({ rank: 3, sectorIndex, tagOnly: true })));
     h.loads = [];
     for (const sectorIndex of sectors.slice(1)) {
-      h.step(3, { kind: "tagLoaded", sectorIndex, tag: { ts: 0n, wr: 0 } });
+      h.step(3, { kind: "tagsLoaded", sectorIndexes: [sectorIndex], tags: [{ ts: 0n, wr: 0 }] });
     }
     expect(h.syncPersists(3)).toBe(1);
     h.network = [];
     // The load started before the persist comes back with the old state: not served.
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: { ts: 0n, wr: 0, data: sectorOf(0) } });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [0], states: [{ ts: 0n, wr: 0, data: sectorOf(0) }] });
     expect(h.network.filter((m) => m.message.kind === "value")).toHaveLength(0);
     expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
     h.serveLoads();

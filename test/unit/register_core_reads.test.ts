@@ -144,7 +144,7 @@ describe("register core: single-sector reads move data from one replica (rule 9)
     expect(h.loads).toEqual([{ rank: 3, sectorIndex: 0 }]);
     h.loads = [];
     // Replica 3's record is corrupt: its own READ_PROC stays unanswered (rule 4).
-    h.step(3, { kind: "loaded", sectorIndex: 0, state: null });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [0], states: [null] });
     h.deliver();
     // A majority of tags, but no data: the read neither completes nor falls back yet.
     expectFullReadAtRetransmit(h, "readProc");
@@ -301,9 +301,9 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
     ]);
     h.loads = [];
     const disk = h.disks[2]!;
-    h.step(3, { kind: "loaded", sectorIndex: 10, state: disk.get(10)! });
-    h.step(3, { kind: "loaded", sectorIndex: 11, state: null });
-    h.step(3, { kind: "loaded", sectorIndex: 12, state: disk.get(12)! });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [10], states: [disk.get(10)!] });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [11], states: [null] });
+    h.step(3, { kind: "loadedMany", sectorIndexes: [12], states: [disk.get(12)!] });
     h.deliver();
     expectFullReadAtRetransmit(h, "readRangeProc");
     expect(h.completed.get(2)).toEqual(run(1, 2, 3));
@@ -375,8 +375,8 @@ describe("register core: runs and batches move data from one replica (rules 6, 8
     h.deliver();
     expect(h.loads.map((l) => l.sectorIndex)).toEqual([7, 300]);
     h.loads = [];
-    h.step(2, { kind: "loaded", sectorIndex: 7, state: h.disks[1]!.get(7)! });
-    h.step(2, { kind: "loaded", sectorIndex: 300, state: null });
+    h.step(2, { kind: "loadedMany", sectorIndexes: [7], states: [h.disks[1]!.get(7)!] });
+    h.step(2, { kind: "loadedMany", sectorIndexes: [300], states: [null] });
     h.deliver();
     expect(h.network).toEqual([]);
     h.step(2, { kind: "tick", nowMs: 250 });
