@@ -67,12 +67,16 @@ export class SlotSimStorage implements SimStorage {
     });
   }
 
+  /** Through loadTags, the store method the replica driver calls (null for a damaged sector). */
   loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void {
     const store = this.usable();
-    this.later(store.loadTag(sectorIndex), done, (err) => {
-      if (isAtomicDiskError(err, "STORAGE_CORRUPT")) done(null);
-      else throw err;
-    });
+    this.later(
+      store.loadTags([sectorIndex]),
+      (tags) => done(tags[0]!),
+      (err) => {
+        throw err;
+      },
+    );
   }
 
   persist(sectorIndex: number, state: SectorState, done: () => void): void {

@@ -95,6 +95,12 @@ async function readAll(store: SlotStore): Promise<Map<number, number | "corrupt"
       expect(isAtomicDiskError(await store.loadTag(s).catch((e) => e), "STORAGE_CORRUPT")).toBe(true);
     }
   }
+  // loadTags (the replica driver's lookup) answers as loadTag does, in order, a damaged sector null.
+  const tags = await store.loadTags(SECTORS);
+  for (const [i, s] of SECTORS.entries()) {
+    if (versions.get(s) === "corrupt") expect(tags[i], `loadTags of corrupt ${s}`).toBeNull();
+    else expect(tags[i], `loadTags of ${s}`).toEqual(await store.loadTag(s));
+  }
   return versions;
 }
 
