@@ -8,6 +8,7 @@ import type { SectorStore } from "../storage/sector_store.js";
 import { TagReservation } from "../storage/tag_reservation.js";
 import { startActivityLog } from "../util/activity_log.js";
 import { assert } from "../util/assert.js";
+import { CRC32_IMPLEMENTATION } from "../util/crc32.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
   ACTIVITY_LOG_INTERVAL_MS,
@@ -214,7 +215,12 @@ export async function startReplica(options: StartReplicaOptions): Promise<Runnin
     const boundAddress = server.address();
     const port = typeof boundAddress === "object" && boundAddress !== null ? boundAddress.port : address.port;
     logger.info(
-      { listen: formatHostPort({ host, port }), replicas: replicaCount, sectors: config.sectors },
+      {
+        listen: formatHostPort({ host, port }),
+        replicas: replicaCount,
+        sectors: config.sectors,
+        crc32: CRC32_IMPLEMENTATION,
+      },
       "replica listening",
     );
 

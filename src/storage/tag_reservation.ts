@@ -7,8 +7,8 @@
 // other still holds the previous value (reservations only grow, so an older value is never used
 // for a tag it does not cover: the core waits for the new one to be durable before using it).
 import * as path from "node:path";
-import { crc32 } from "node:zlib";
 import { assert } from "../util/assert.js";
+import { crc32 } from "../util/crc32.js";
 import { AtomicDiskError } from "../util/errors.js";
 import { componentLogger, type Logger } from "../util/log.js";
 import {
