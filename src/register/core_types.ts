@@ -102,6 +102,11 @@ export interface CoreFaults {
    * its own (rule 9 falls back to reading from everyone instead).
    */
   ownDataDespiteNewerTag?: boolean;
+  /**
+   * A load answer for several sectors gives every one of them the first sector's state or tag (an
+   * off-by-one in a driver's batching; only events with more than one sector can show it).
+   */
+  misrouteLoadedStates?: boolean;
 }
 
 export interface RegisterCoreOptions {

@@ -450,13 +450,13 @@ export class RegisterCore {
       case "loadedMany":
         assert(event.states.length === event.sectorIndexes.length, "a state per loaded sector");
         for (let i = 0; i < event.sectorIndexes.length; i++) {
-          this.#onLoaded(event.sectorIndexes[i]!, event.states[i]!);
+          this.#onLoaded(event.sectorIndexes[i]!, event.states[this.#faults.misrouteLoadedStates ? 0 : i]!);
         }
         break;
       case "tagsLoaded":
         assert(event.tags.length === event.sectorIndexes.length, "a tag per loaded sector");
         for (let i = 0; i < event.sectorIndexes.length; i++) {
-          this.#onTagLoaded(event.sectorIndexes[i]!, event.tags[i]!);
+          this.#onTagLoaded(event.sectorIndexes[i]!, event.tags[this.#faults.misrouteLoadedStates ? 0 : i]!);
         }
         break;
       case "tagsReserved":

@@ -38,19 +38,25 @@ export class SimDisk implements SimStorage {
     private readonly timing: DiskTiming,
   ) {}
 
-  load(sectorIndex: number, done: (state: SectorState | null) => void): void {
+  loadMany(sectorIndexes: readonly number[], done: (states: Array<SectorState | null>) => void): void {
     const epoch = this.epoch;
+    // One read of every sector asked for, when it completes, as a real disk read does: a persist
+    // issued while the load was in flight (durable or not) is what it returns.
     this.queue.after(this.rng.range(0, this.timing.loadMaxUs), () => {
       if (epoch !== this.epoch) return;
-      // Read when the load completes, as a real disk read does: a persist issued while the load
-      // was in flight (durable or not) is what it returns.
-      const state = this.latest.get(sectorIndex) ?? null;
-      done(state === null ? initialSectorState() : { ...state, data: Buffer.from(state.data) });
+      done(
+        sectorIndexes.map((sectorIndex) => {
+          const state = this.latest.get(sectorIndex);
+          return state === undefined ? initialSectorState() : { ...state, data: Buffer.from(state.data) };
+        }),
+      );
     });
   }
 
-  loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void {
-    this.load(sectorIndex, (state) => done(state === null ? null : { ts: state.ts, wr: state.wr }));
+  loadTags(sectorIndexes: readonly number[], done: (tags: Array<SectorTag | null>) => void): void {
+    this.loadMany(sectorIndexes, (states) =>
+      done(states.map((state) => (state === null ? null : { ts: state.ts, wr: state.wr }))),
+    );
   }
 
   persist(sectorIndex: number, state: SectorState, done: () => void): void {

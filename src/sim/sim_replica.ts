@@ -54,7 +54,12 @@ export class SimReplica implements NetworkEndpoint {
   private incarnation = 0;
   private core: RegisterCore | null = null;
   private network: SimNetwork | null = null;
+  /** Loads of the step being carried out, when this incarnation batches them (batchingLoads). */
+  private readonly stepLoads: number[] = [];
+  private readonly stepTagLoads: number[] = [];
   crashCount = 0;
+  /** Load answers that carried more than one sector (see batchingLoads). */
+  multiSectorLoads = 0;
 
   constructor(private readonly setup: ReplicaSetup) {
     this.rank = setup.rank;
@@ -107,6 +112,8 @@ export class SimReplica implements NetworkEndpoint {
     const { queue, trace, storage } = this.setup;
     this.status = "down";
     this.core = null;
+    this.stepLoads.length = 0;
+    this.stepTagLoads.length = 0;
     this.crashCount++;
     storage.crash();
     trace.record(queue.nowUs, `r${this.rank} crash #${this.incarnation}`);
@@ -151,6 +158,46 @@ export class SimReplica implements NetworkEndpoint {
       if (this.incarnation !== incarnation || this.status !== "up") return;
       this.apply(effects[i]!, incarnation);
     }
+    if (this.incarnation !== incarnation || this.status !== "up") return;
+    if (this.stepLoads.length > 0) this.startLoads(this.stepLoads.splice(0), incarnation);
+    if (this.stepTagLoads.length > 0) this.startTagLoads(this.stepTagLoads.splice(0), incarnation);
+  }
+
+  /**
+   * The production driver hands all the loads of one step to the store together and answers them
+   * in one event; the simulator does that in half of the incarnations (by rank and incarnation, so
+   * no random draw) and answers each load on its own in the others, so the core sees both.
+   */
+  private batchingLoads(): boolean {
+    return (this.rank + this.incarnation) % 2 === 0;
+  }
+
+  private startLoads(sectorIndexes: number[], incarnation: number): void {
+    const { queue, trace, storage } = this.setup;
+    storage.loadMany(sectorIndexes, (states) => {
+      if (this.incarnation !== incarnation || this.status !== "up") return;
+      const what = sectorIndexes.map((sectorIndex, i) => {
+        const state = states[i]!;
+        return `s${sectorIndex} ${state === null ? "corrupt" : `${state.ts}.${state.wr}`}`;
+      });
+      trace.record(queue.nowUs, `r${this.rank} loaded ${what.join(" ")}`);
+      if (sectorIndexes.length > 1) this.multiSectorLoads++;
+      this.step({ kind: "loadedMany", sectorIndexes, states });
+    });
+  }
+
+  private startTagLoads(sectorIndexes: number[], incarnation: number): void {
+    const { queue, trace, storage } = this.setup;
+    storage.loadTags(sectorIndexes, (tags) => {
+      if (this.incarnation !== incarnation || this.status !== "up") return;
+      const what = sectorIndexes.map((sectorIndex, i) => {
+        const tag = tags[i]!;
+        return `s${sectorIndex} ${tag === null ? "corrupt" : `${tag.ts}.${tag.wr}`}`;
+      });
+      trace.record(queue.nowUs, `r${this.rank} loaded tags ${what.join(" ")}`);
+      if (sectorIndexes.length > 1) this.multiSectorLoads++;
+      this.step({ kind: "tagsLoaded", sectorIndexes, tags });
+    });
   }
 
   /** Fault injection: a crash of this incarnation `inUs` from now (if faults are still on then). */
@@ -192,30 +239,14 @@ export class SimReplica implements NetworkEndpoint {
         this.maybeCrashLater(hooks.crashDelayAfterPersistUs(), incarnation);
         return;
       }
-      case "load": {
-        const { sectorIndex } = effect;
-        storage.load(sectorIndex, (state) => {
-          if (this.incarnation !== incarnation || this.status !== "up") return;
-          trace.record(
-            queue.nowUs,
-            `r${this.rank} loaded s${sectorIndex} ${state === null ? "corrupt" : `${state.ts}.${state.wr}`}`,
-          );
-          this.step({ kind: "loadedMany", sectorIndexes: [sectorIndex], states: [state] });
-        });
+      case "load":
+        if (this.batchingLoads()) this.stepLoads.push(effect.sectorIndex);
+        else this.startLoads([effect.sectorIndex], incarnation);
         return;
-      }
-      case "loadTag": {
-        const { sectorIndex } = effect;
-        storage.loadTag(sectorIndex, (tag) => {
-          if (this.incarnation !== incarnation || this.status !== "up") return;
-          trace.record(
-            queue.nowUs,
-            `r${this.rank} loaded tag s${sectorIndex} ${tag === null ? "corrupt" : `${tag.ts}.${tag.wr}`}`,
-          );
-          this.step({ kind: "tagsLoaded", sectorIndexes: [sectorIndex], tags: [tag] });
-        });
+      case "loadTag":
+        if (this.batchingLoads()) this.stepTagLoads.push(effect.sectorIndex);
+        else this.startTagLoads([effect.sectorIndex], incarnation);
         return;
-      }
       case "reserveTags": {
         const { upToTs } = effect;
         storage.reserveTags(upToTs, () => {

@@ -5,10 +5,14 @@ import type { SectorState, SectorTag } from "../storage/sector_state.js";
 import type { PersistItem } from "../storage/sector_store.js";
 
 export interface SimStorage {
-  /** Latest stored state (durable or not); null when the storage detects a corrupt record. */
-  load(sectorIndex: number, done: (state: SectorState | null) => void): void;
-  /** The tag of what `load` would return; null for a sector the storage knows is corrupt. */
-  loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void;
+  /**
+   * Latest stored states (durable or not), one per sector in the order asked; null for a sector
+   * whose record the storage detects as corrupt. The replica asks for one sector or for all the
+   * loads of one core step together (as the production driver does).
+   */
+  loadMany(sectorIndexes: readonly number[], done: (states: Array<SectorState | null>) => void): void;
+  /** The tags of what `loadMany` would return; null for a sector the storage knows is corrupt. */
+  loadTags(sectorIndexes: readonly number[], done: (tags: Array<SectorTag | null>) => void): void;
   /** Stores a state; `done` runs once it is durable, and never if a crash comes first. */
   persist(sectorIndex: number, state: SectorState, done: () => void): void;
   /**

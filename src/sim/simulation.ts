@@ -27,6 +27,7 @@ export const CORE_FAULT_NAMES: readonly CoreFaultName[] = [
   "countDuplicateReplies",
   "ignoreTagFloor",
   "ownDataDespiteNewerTag",
+  "misrouteLoadedStates",
 ];
 
 export type StorageMode = "model" | "slots";
@@ -70,6 +71,8 @@ export interface SimResult {
     answered: number;
     unanswered: number;
     crashes: number;
+    /** Load answers (data or tags) that carried more than one sector, as the real driver's do. */
+    multiSectorLoads: number;
     messages: number;
     dropped: number;
     duplicated: number;
@@ -424,6 +427,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       answered,
       unanswered: history.ops.length - answered,
       crashes: replicas.reduce((sum, r) => sum + r.crashCount, 0),
+      multiSectorLoads: replicas.reduce((sum, r) => sum + r.multiSectorLoads, 0),
       messages: network.sentCount,
       dropped: network.droppedCount,
       duplicated: network.duplicatedCount,

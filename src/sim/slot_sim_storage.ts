@@ -9,7 +9,6 @@ import type { PersistItem } from "../storage/sector_store.js";
 import { SLOT_FILE } from "../storage/slot_format.js";
 import { SlotStore } from "../storage/slot_store.js";
 import { TagReservation } from "../storage/tag_reservation.js";
-import { isAtomicDiskError } from "../util/errors.js";
 import type { EventQueue } from "./event_queue.js";
 import type { FaultProfile } from "./fault_profile.js";
 import type { Prng } from "./prng.js";
@@ -59,24 +58,19 @@ export class SlotSimStorage implements SimStorage {
     );
   }
 
-  load(sectorIndex: number, done: (state: SectorState | null) => void): void {
+  /** Through the store's own batched methods, the ones the replica driver calls. */
+  loadMany(sectorIndexes: readonly number[], done: (states: Array<SectorState | null>) => void): void {
     const store = this.usable();
-    this.later(store.load(sectorIndex), done, (err) => {
-      if (isAtomicDiskError(err, "STORAGE_CORRUPT")) done(null);
-      else throw err;
+    this.later(store.loadMany(sectorIndexes), done, (err) => {
+      throw err;
     });
   }
 
-  /** Through loadTags, the store method the replica driver calls (null for a damaged sector). */
-  loadTag(sectorIndex: number, done: (tag: SectorTag | null) => void): void {
+  loadTags(sectorIndexes: readonly number[], done: (tags: Array<SectorTag | null>) => void): void {
     const store = this.usable();
-    this.later(
-      store.loadTags([sectorIndex]),
-      (tags) => done(tags[0]!),
-      (err) => {
-        throw err;
-      },
-    );
+    this.later(store.loadTags(sectorIndexes), done, (err) => {
+      throw err;
+    });
   }
 
   persist(sectorIndex: number, state: SectorState, done: () => void): void {

@@ -44,6 +44,14 @@ const AIMED: Partial<
   },
 };
 
+/**
+ * Variants the general mix catches first by another check than the linearizability checker.
+ * misrouteLoadedStates: a sector evicted from the cache gets another sector's tag back, so its
+ * next write can reuse a timestamp already taken there: two values under one tag. It needs load
+ * answers for several sectors at once, which the simulator gives in half of the incarnations.
+ */
+const VIOLATION: Partial<Record<CoreFaultName, ViolationKind>> = { misrouteLoadedStates: "duplicate-tag" };
+
 describe("broken variants of the core are caught", () => {
   for (const [name, aimed] of Object.entries(AIMED)) {
     const variant = name as CoreFaultName;
@@ -80,7 +88,7 @@ describe("broken variants of the core are caught", () => {
       });
       expect(summary.failures.length, `${variant} was not caught in ${SEED_BUDGET} seeds`).toBe(1);
       const caught = summary.failures[0]!;
-      expect(caught.violation!.kind).toBe("linearizability");
+      expect(caught.violation!.kind).toBe(VIOLATION[variant] ?? "linearizability");
       expect(caught.replay).toContain(`--variant ${variant}`);
       const { variant: _broken, ...realCore } = caught.options;
       const control = await runSimulation(realCore);

@@ -18,8 +18,9 @@ function state(ts: number, valueId: number): SectorState {
 
 function loadNow(disk: SimDisk, queue: EventQueue, sectorIndex: number): SectorState | null {
   let loaded: SectorState | null | undefined;
-  disk.load(sectorIndex, (s) => {
-    loaded = s;
+  disk.loadMany([sectorIndex], (states) => {
+    expect(states.length).toBe(1);
+    loaded = states[0];
   });
   drain(queue);
   expect(loaded).not.toBeUndefined();

@@ -33,6 +33,7 @@ describe("the real core under the simulator", () => {
     let unanswered = 0;
     let dropped = 0;
     let duplicated = 0;
+    let multiSectorLoads = 0;
     await runSeeds({
       start: 1,
       count: 12,
@@ -43,9 +44,12 @@ describe("the real core under the simulator", () => {
         unanswered += r.stats.unanswered;
         dropped += r.stats.dropped;
         duplicated += r.stats.duplicated;
+        multiSectorLoads += r.stats.multiSectorLoads;
       },
     });
     expect(crashes).toBeGreaterThan(10);
+    // The loads of one core step answered together, as the production driver answers them.
+    expect(multiSectorLoads).toBeGreaterThan(10);
     expect(unanswered).toBeGreaterThan(5);
     expect(dropped).toBeGreaterThan(50);
     expect(duplicated).toBeGreaterThan(10);
