@@ -55,18 +55,19 @@
 //    rank carry all the run's sectors. Per sector this is exactly ABD: a range WRITE's query phase
 //    asks for the highest durable tag over the run (TAG_RANGE_VALUE), which bounds every sector's
 //    tag from above, so the single new tag (max(query maximum, own issued tags of the run).ts + 1,
-//    rank) is above each sector's query maximum and own issued tag (rule 5); it is stored durably
-//    here for every sector of the run before WRITE_RANGE_PROC leaves (rule 2). A range READ keeps,
-//    per sector, the highest-tagged value and how many ranks reported it; it skips its write-back
-//    only when every sector of the run meets rule 3's condition, and otherwise writes back each
-//    sector with its own highest tag (WRITE_RANGE_PROC carries a tag per sector). A replica
-//    answers a range message only when it could answer the single-sector message for every sector
-//    of the run (rule 4: a corrupt sector makes it stay silent), and ACKs a WRITE_RANGE_PROC only
-//    once every sector's durable tag covers that sector's tag (rule 1). A range operation enters
-//    the FIFO of every sector of its run at once, in arrival order, and starts when it heads all of
-//    them: any two operations sharing sectors are then in the same order in every shared FIFO, so
-//    they can never wait for each other in a cycle. A run need not be consecutive: the messages
-//    carry their sector list, and all of the above holds for any set of distinct sectors.
+//    rank) is above each sector's query maximum and own issued tag (rule 5); WRITE_RANGE_PROC
+//    leaves, to every replica this one included, once this replica's tag reservation covers it
+//    (rule 2). A range READ keeps, per sector, the highest-tagged value and how many ranks
+//    reported it; it skips its write-back only when every sector of the run meets rule 3's
+//    condition, and otherwise writes back each sector with its own highest tag (WRITE_RANGE_PROC
+//    carries a tag per sector). A replica answers a range message only when it could answer the
+//    single-sector message for every sector of the run (rule 4: a corrupt sector makes it stay
+//    silent), and ACKs a WRITE_RANGE_PROC only once every sector's durable tag covers that
+//    sector's tag (rule 1). A range operation enters the FIFO of every sector of its run at once,
+//    in arrival order, and starts when it heads all of them: any two operations sharing sectors
+//    are then in the same order in every shared FIFO, so they can never wait for each other in a
+//    cycle. A run need not be consecutive: the messages carry their sector list, and all of the
+//    above holds for any set of distinct sectors.
 //
 // 7. Tag-only loads. READ_TAG_PROC, WRITE_PROC and their range forms (READ_TAG_RANGE_PROC,
 //    READ_TAGS_RANGE_PROC, WRITE_RANGE_PROC) need a sector's durable tag, not its data, so an
@@ -214,7 +215,7 @@ interface Phase {
 interface ActiveOp {
   client: ClientOp;
   opId: Buffer;
-  /** null while the write waits for its own durable store between the two phases. */
+  /** null between the two phases, while the new tag waits for the tag reservation (rule 2). */
   phase: Phase | null;
   /**
    * Rule 9: a read's query that asks only this replica for data and the others for tags; false
