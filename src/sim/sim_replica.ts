@@ -173,31 +173,34 @@ export class SimReplica implements NetworkEndpoint {
   }
 
   private startLoads(sectorIndexes: number[], incarnation: number): void {
-    const { queue, trace, storage } = this.setup;
-    storage.loadMany(sectorIndexes, (states) => {
-      if (this.incarnation !== incarnation || this.status !== "up") return;
-      const what = sectorIndexes.map((sectorIndex, i) => {
-        const state = states[i]!;
-        return `s${sectorIndex} ${state === null ? "corrupt" : `${state.ts}.${state.wr}`}`;
-      });
-      trace.record(queue.nowUs, `r${this.rank} loaded ${what.join(" ")}`);
-      if (sectorIndexes.length > 1) this.multiSectorLoads++;
-      this.step({ kind: "loadedMany", sectorIndexes, states });
+    this.setup.storage.loadMany(sectorIndexes, (states) => {
+      if (this.answerLoads(incarnation, "loaded", sectorIndexes, states))
+        this.step({ kind: "loadedMany", sectorIndexes, states });
     });
   }
 
   private startTagLoads(sectorIndexes: number[], incarnation: number): void {
-    const { queue, trace, storage } = this.setup;
-    storage.loadTags(sectorIndexes, (tags) => {
-      if (this.incarnation !== incarnation || this.status !== "up") return;
-      const what = sectorIndexes.map((sectorIndex, i) => {
-        const tag = tags[i]!;
-        return `s${sectorIndex} ${tag === null ? "corrupt" : `${tag.ts}.${tag.wr}`}`;
-      });
-      trace.record(queue.nowUs, `r${this.rank} loaded tags ${what.join(" ")}`);
-      if (sectorIndexes.length > 1) this.multiSectorLoads++;
-      this.step({ kind: "tagsLoaded", sectorIndexes, tags });
+    this.setup.storage.loadTags(sectorIndexes, (tags) => {
+      if (this.answerLoads(incarnation, "loaded tags", sectorIndexes, tags))
+        this.step({ kind: "tagsLoaded", sectorIndexes, tags });
     });
+  }
+
+  /** Traces a load answer; false when it belongs to an incarnation that is gone (dropped). */
+  private answerLoads(
+    incarnation: number,
+    what: string,
+    sectorIndexes: readonly number[],
+    answers: ReadonlyArray<{ ts: bigint; wr: number } | null>,
+  ): boolean {
+    if (this.incarnation !== incarnation || this.status !== "up") return false;
+    const sectors = sectorIndexes.map((sectorIndex, i) => {
+      const answer = answers[i]!;
+      return `s${sectorIndex} ${answer === null ? "corrupt" : `${answer.ts}.${answer.wr}`}`;
+    });
+    this.setup.trace.record(this.setup.queue.nowUs, `r${this.rank} ${what} ${sectors.join(" ")}`);
+    if (sectorIndexes.length > 1) this.multiSectorLoads++;
+    return true;
   }
 
   /** Fault injection: a crash of this incarnation `inUs` from now (if faults are still on then). */
