@@ -64,8 +64,9 @@ bench-nbd: deps deb-deps build
 	bash bench/nbd-vs-nbdkit.sh
 
 # The protocol's CPU per write without I/O: 3 register cores and the codec in one thread.
+# With the V8 flags of the atomic-disk script's shebang (src/cli/node_flags.ts), as bench-nbd.
 bench-core: deps build
-	node --initial-old-space-size=256 bench/core-codec.mjs
+	node $$(sed -n '1s/^#!.*env -S node//p' dist/cli/main.js) bench/core-codec.mjs
 
 bench: bench-replicas bench-nbd bench-core
 

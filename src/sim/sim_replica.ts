@@ -158,7 +158,7 @@ export class SimReplica implements NetworkEndpoint {
       if (this.incarnation !== incarnation || this.status !== "up") return;
       this.apply(effects[i]!, incarnation);
     }
-    if (this.incarnation !== incarnation || this.status !== "up") return;
+    // A crash while carrying out the effects emptied both lists (crash()).
     if (this.stepLoads.length > 0) this.startLoads(this.stepLoads.splice(0), incarnation);
     if (this.stepTagLoads.length > 0) this.startTagLoads(this.stepTagLoads.splice(0), incarnation);
   }

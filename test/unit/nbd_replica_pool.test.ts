@@ -21,6 +21,7 @@ interface Pending {
 class FakeLink implements ReplicaLink {
   pending: Pending[] = [];
   closed = false;
+  private gathering = false;
   private listeners: Array<() => void> = [];
   constructor(readonly rank: number) {}
   read(sector: number): Promise<Buffer> {
@@ -28,6 +29,13 @@ class FakeLink implements ReplicaLink {
   }
   write(sector: number, data: Buffer): Promise<void> {
     expect(data.length).toBe(4096);
+    // As ReplicaConnection: single-sector writes of one turn wait to leave together.
+    if (!this.gathering && !this.closed) {
+      this.gathering = true;
+      setImmediate(() => {
+        this.gathering = false;
+      });
+    }
     return this.send("write", false, sector, 1).then(() => {});
   }
   readRange(sector: number, count: number): Promise<Buffer> {
@@ -52,7 +60,7 @@ class FakeLink implements ReplicaLink {
     return this.pending.reduce((sum, p) => sum + p.count, 0);
   }
   gatheringWrites(): boolean {
-    return false;
+    return this.gathering;
   }
   close(): void {
     if (this.closed) return;
@@ -309,6 +317,19 @@ describe("ReplicaPool placement", () => {
     expect(sectorsAt(packed[0]!, "read")).toBe(0);
     for (const l of links) l.completeAll();
     await Promise.all([...writes, ...runs, ...reads]);
+    await pool.close();
+  });
+});
+
+describe("ReplicaPool write links", () => {
+  it("sends the single-sector writes of one turn on the link already gathering them, not spread over the replica's links", async () => {
+    const { pool, links } = makePool(2);
+    await pool.start();
+    const writes = Array.from({ length: 8 }, (_, i) => pool.writeSector(i, Buffer.alloc(4096)));
+    await until(() => links.flatMap((l) => l.pending).length === 8, "writes sent");
+    expect(links.filter((l) => l.pending.length > 0)).toHaveLength(1);
+    for (const l of links) l.completeAll();
+    await Promise.all(writes);
     await pool.close();
   });
 });
