@@ -104,8 +104,8 @@
 // random, by the seventh). The fewer of the free slots a batch needs, the more it can choose, so
 // larger stores gather faster. Random overwrites: 39-48k persists/s against the sweep's 43-46k in
 // the storage benchmark (noisy), no difference measurable through the NBD gateway.
-// Growth: a batch that appends writes zeros a chunk ahead (SLOT_FILE_GROWTH_SLOTS) past its own
-// slots; those slots become free once the zeros are written (not synced: they hold no entry, and
+// Growth: a batch that appends grows the file by its own slots, or, with growthSlots > 0 (not the
+// default: SLOT_FILE_GROWTH_SLOTS says why), writes zeros that many slots ahead; those slots become free once the zeros are written (not synced: they hold no entry, and
 // any later batch writes them only after that write completed, and syncs its own writes), so a
 // batch formed while the growing one is still in flight continues right after its slots.
 // Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: at most 1/16 of the slots

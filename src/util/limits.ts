@@ -136,18 +136,24 @@ export const GROUP_COMMIT_MAX_SECTORS = 1024;
 export const GROUP_COMMIT_DEPTH = 2;
 
 /**
- * The sector file grows by this many slots at a time when it must grow (zeros written ahead of the
- * slots appended, slot_store.ts), so that fdatasyncs seldom have blocks to allocate. Measured on
- * this VM (ext4): an fdatasync after 64 contiguous 4 KiB writes costs 572-683 µs when they extend
- * the file against 262-432 µs on blocks already written (256 writes: 857-1281 vs 441-455 µs). But
- * the zeros cost their own writes and writeback, and a large chunk's fdatasync stalls the batches
- * queued behind it. With the store, new sectors, 64 single persists in flight: no growing ahead
- * 193-205 MiB/s at 15-16 µs CPU per sector, 64 slots 190 MiB/s, 256 slots 186-232 MiB/s at 13-17
- * µs, 1024 slots only 115-129 MiB/s at 25-27 µs; 256-sector runs, one in flight: 299-340 MiB/s
- * without, 296-348 MiB/s with 256. So a small chunk: 256 slots (1 MiB + 4 meta pages), at most
- * that much unused space.
+ * Slots of zeros the sector file is grown by ahead of an appending batch (slot_store.ts); 0: the
+ * file grows by exactly the slots a batch appends. Zeros ahead spare the fdatasyncs block
+ * allocation (this VM, ext4: an fdatasync after 64 contiguous 4 KiB writes that extend the file
+ * 572-683 µs, on blocks already written 262-432 µs), and the store alone did not mind them (new
+ * sectors, 64 single persists in flight: none 193-205 MiB/s at 15-16 µs CPU per sector, 256
+ * slots 186-232 MiB/s at 13-17; 1024 slots 115-129 MiB/s at 25-27). Through the gateway they cost
+ * more than they save: every sector appended is a page created twice (zeros, then its data) in
+ * the event loop's synchronous writes, and under random writes those page-creating writes took
+ * 110 µs each at the median against 13 µs for overwrites (strace of a replica; its profile: 33% of
+ * its busy time in pwrite on fresh sectors, 13% on overwrites). Measured 2026-12-02, 512 MiB
+ * volumes, fresh cluster each, random 4 KiB writes at QD32 on never-written sectors: 256 slots
+ * 205 and 204 µs of cluster CPU per write (6.6k and 6.7k/s), none 172 and 140 µs (7.6k and
+ * 9.6k/s); sequential 1 MiB writes onto never-written sectors, three interleaved pairs: 256 slots
+ * 98.9 / 101.0 / 96.9 MB/s, none 97.5 / 119.5 / 115.0; two interleaved `bench-nbd` pairs, first
+ * sequential pass after the random writes: 127.8 / 127.3 MB/s at 15.0 / 14.7 ms per MiB against
+ * 141.8 / 133.9 MB/s at 13.3 / 13.8.
  */
-export const SLOT_FILE_GROWTH_SLOTS = 256;
+export const SLOT_FILE_GROWTH_SLOTS = 0;
 
 /**
  * The sector file keeps at least 1/16 of its slots free (slot_store.ts): while more are free, new
