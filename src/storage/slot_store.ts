@@ -105,9 +105,10 @@
 // larger stores gather faster. Random overwrites: 39-48k persists/s against the sweep's 43-46k in
 // the storage benchmark (noisy), no difference measurable through the NBD gateway.
 // Growth: a batch that appends grows the file by its own slots, or, with growthSlots > 0 (not the
-// default: SLOT_FILE_GROWTH_SLOTS says why), writes zeros that many slots ahead; those slots become free once the zeros are written (not synced: they hold no entry, and
-// any later batch writes them only after that write completed, and syncs its own writes), so a
-// batch formed while the growing one is still in flight continues right after its slots.
+// default: SLOT_FILE_GROWTH_SLOTS says why), writes zeros that many slots ahead; those slots
+// become free once the zeros are written (not synced: they hold no entry, and any later batch
+// writes them only after that write completed, and syncs its own writes), so a batch formed while
+// the growing one is still in flight continues right after its slots.
 // Space: 4096 * 65/64 bytes per slot (1.6% over), plus the free slots: at most 1/16 of the slots
 // plus D batches (GROUP_COMMIT_MAX_SECTORS each: the slots the batches in flight will free), one
 // growth chunk and a group of rounding, since the file only grows when fewer are free and a batch
@@ -966,7 +967,7 @@ export class SlotStore implements SectorStore {
 
   /**
    * Forms a batch from `parts` and issues its writes: fresh slots, entries encoded into the meta
-   * pages, the touched meta pages whole with the data slots, zeros ahead when it appends. The batch
+   * pages, the touched meta pages whole with the data slots, zeros ahead when it appends (growthSlots > 0). The batch
    * is in flight from here on.
    */
   private startBatch(parts: readonly BatchPart[]): {
@@ -1057,8 +1058,9 @@ export class SlotStore implements SectorStore {
     }
     flush();
 
-    // Appending: grow the file a chunk of zeros ahead (SLOT_FILE_GROWTH_SLOTS: fewer fdatasyncs
-    // that allocate). Only bytes past every slot of this batch; the batch's fdatasync covers them.
+    // Appending with growthSlots > 0: zeros that far ahead (fewer fdatasyncs that allocate; off by
+    // default, SLOT_FILE_GROWTH_SLOTS). Only bytes past every slot of this batch; the batch's
+    // fdatasync covers them.
     let grown: number[] = [];
     if (this.slotCount > fileSlotsBefore && this.growthSlots > 0) {
       const target = Math.min(

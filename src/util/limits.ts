@@ -145,13 +145,14 @@ export const GROUP_COMMIT_DEPTH = 2;
  * more than they save: every sector appended is a page created twice (zeros, then its data) in
  * the event loop's synchronous writes, and under random writes those page-creating writes took
  * 110 µs each at the median against 13 µs for overwrites (strace of a replica; its profile: 33% of
- * its busy time in pwrite on fresh sectors, 13% on overwrites). Measured 2026-12-02, 512 MiB
- * volumes, fresh cluster each, random 4 KiB writes at QD32 on never-written sectors: 256 slots
- * 205 and 204 µs of cluster CPU per write (6.6k and 6.7k/s), none 172 and 140 µs (7.6k and
- * 9.6k/s); sequential 1 MiB writes onto never-written sectors, three interleaved pairs: 256 slots
- * 98.9 / 101.0 / 96.9 MB/s, none 97.5 / 119.5 / 115.0; two interleaved `bench-nbd` pairs, first
- * sequential pass after the random writes: 127.8 / 127.3 MB/s at 15.0 / 14.7 ms per MiB against
- * 141.8 / 133.9 MB/s at 13.3 / 13.8.
+ * its busy time in pwrite on fresh sectors, 13% on overwrites). Measured 2026-12-02, a fresh
+ * cluster each, random 4 KiB writes at QD32 onto the never-written half of a 512 MiB volume (after
+ * 9 s of writes to the other half): 256 slots 205 and 204 µs of cluster CPU per write (6.6k and
+ * 6.7k/s), none 172 and 140 µs (7.6k and 9.6k/s); sequential 1 MiB writes onto the never-written
+ * 768 MiB of a 1 GiB volume (after 6 s of random writes to the rest), three interleaved pairs:
+ * 256 slots 98.9 / 101.0 / 96.9 MB/s, none 97.5 / 119.5 / 115.0; two interleaved `bench-nbd`
+ * pairs, first sequential pass after the random writes: 127.8 / 127.3 MB/s at 15.0 / 14.7 ms per
+ * MiB against 141.8 / 133.9 MB/s at 13.3 / 13.8.
  */
 export const SLOT_FILE_GROWTH_SLOTS = 0;
 
