@@ -186,8 +186,9 @@ const MAX_WRITEV_BUFFERS = 1024;
 const MAX_READ_RUN_SLOTS = MAX_RANGE_SECTORS;
 /** Meta pages read at once during recovery. */
 const RECOVERY_READ_CONCURRENCY = 8;
-/** Zeros the file grows by, shared and never written to. */
-const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+/** Zeros the file grows by, shared and never written to; made on first use (growthSlots > 0 only). */
+let zeroChunk: Buffer | null = null;
+const ZERO_CHUNK_BYTES = 1024 * 1024;
 
 export interface SlotStoreOptions {
   fs: FileSystemIo;
@@ -1069,8 +1070,9 @@ export class SlotStore implements SectorStore {
       );
       const from = fileBytesForSlots(this.slotCount);
       const zeros: Buffer[] = [];
-      for (let left = fileBytesForSlots(target) - from; left > 0; left -= ZERO_CHUNK.length) {
-        zeros.push(left >= ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, left));
+      zeroChunk ??= Buffer.alloc(ZERO_CHUNK_BYTES);
+      for (let left = fileBytesForSlots(target) - from; left > 0; left -= ZERO_CHUNK_BYTES) {
+        zeros.push(left >= ZERO_CHUNK_BYTES ? zeroChunk : zeroChunk.subarray(0, left));
       }
       if (zeros.length > 0) regions.push({ position: from, buffers: zeros, newPages: true });
       grown = Array.from({ length: target - this.slotCount }, (_, j) => this.slotCount + j);
