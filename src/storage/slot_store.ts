@@ -968,8 +968,8 @@ export class SlotStore implements SectorStore {
 
   /**
    * Forms a batch from `parts` and issues its writes: fresh slots, entries encoded into the meta
-   * pages, the touched meta pages whole with the data slots, zeros ahead when it appends (growthSlots > 0). The batch
-   * is in flight from here on.
+   * pages, the touched meta pages whole with the data slots, zeros ahead when it appends (only with
+   * growthSlots > 0). The batch is in flight from here on.
    */
   private startBatch(parts: readonly BatchPart[]): {
     batch: Batch;
