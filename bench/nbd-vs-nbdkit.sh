@@ -2,9 +2,9 @@
 # Benchmark: the atomic-disk NBD gateway (3 replicas on this machine) against nbdkit serving one
 # file with every write forced to FUA (one durable copy), same fio jobs (nbd engine), same run.
 # Prints IOPS, MB/s and the gateway/nbdkit ratio per job, the CPU each side used per operation
-# (all of the cluster's processes against nbdkit's), then the floors from the issue. A first line
-# calibrates the machine: the round trip of a 64-byte message between two processes on loopback
-# (on a VM whose idle vCPUs halt, each wakeup of another process costs far more than the copy).
+# (all of the cluster's processes against nbdkit's), then the floors from the issue. First lines
+# calibrate the machine (bench/machine.mjs: loopback round trip, fdatasync, new-page cost, HMAC),
+# since the same code measures 2-3x apart between VMs of the same kind.
 # Before the fio jobs fill the volumes, a sparse copy-out: nbdcopy of each volume with 16 MiB
 # written, which BLOCK_STATUS lets it mostly skip (ratio: nbdkit's time over ours).
 # Env: SIZE_MIB (volume size, default 256), RUNTIME (seconds per job, default 10),
@@ -100,32 +100,6 @@ cpu_ticks() {
   (IFS=,; echo "${out[*]}")
 }
 
-# Round trip of a 64-byte message between two node processes on loopback, p50 in µs.
-loopback_rtt_us() {
-  local port
-  port=$(free_base_port 1)
-  node -e 'require("net").createServer((s) => { s.setNoDelay(true); s.on("data", (d) => s.write(d)); }).listen(+process.argv[1], "127.0.0.1")' "$port" &
-  local server=$!
-  PIDS+=("$server")
-  node -e '
-    const measure = (tries) => {
-      const c = require("net").connect(+process.argv[1], "127.0.0.1");
-      // The server may not listen yet: try again, for at most 5 s.
-      c.on("error", () => (tries > 0 ? setTimeout(() => measure(tries - 1), 100) : process.exit(1)));
-      c.on("connect", () => {
-        c.setNoDelay(true); const lat = []; let t = process.hrtime.bigint();
-        c.on("data", () => {
-          lat.push(Number(process.hrtime.bigint() - t) / 1e3);
-          if (lat.length === 3000) { lat.sort((a, b) => a - b); console.log(lat[1500].toFixed(0)); process.exit(0); }
-          t = process.hrtime.bigint(); c.write(Buffer.alloc(64));
-        });
-        c.write(Buffer.alloc(64));
-      });
-    };
-    measure(50);' "$port" || echo "?"
-  kill "$server" 2>/dev/null || true
-}
-
 run_fio() { # uri name rw bs depth -> "iops MBps"
   local out="$TMP/fio-$2-$(echo "$1" | tr -c 'a-z0-9' _).json"
   fio --name="$2" --ioengine=nbd --uri="$1" --rw="$3" --bs="$4" --iodepth="$5" --size="${SIZE_MIB}M" \
@@ -166,7 +140,8 @@ print(iops, $mbs, total, ','.join(per_op))"
 
 printf "\natomic-disk NBD gateway (3 replicas, %s MiB) vs nbdkit file + fua=force; %ss per job after %ss of ramp; %s\n\n" \
   "$SIZE_MIB" "$RUNTIME" "$RAMP" "$(date -u +%FT%TZ)"
-printf "machine: loopback round trip between two processes, p50 %s µs\n\n" "$(loopback_rtt_us)"
+node bench/machine.mjs "$TMP" || echo "machine: calibration failed"
+echo
 
 # Copy-out of a sparse volume, before the fio jobs fill it: 16 MiB written, the rest never, so
 # BLOCK_STATUS decides how much a copy tool reads (nbdkit's file plugin maps the file's holes).
