@@ -6,8 +6,14 @@
 import { pino } from "pino";
 import type { CommandModule } from "yargs";
 import { ReplicaConnection } from "../client/replica_connection.js";
-import { countBits } from "../protocol/layouts.js";
-import { HELD_MAP_MAX_SECTORS, SECTOR_SIZE_BYTES, STATUS_HELD_MAPS_IN_FLIGHT } from "../util/limits.js";
+import { bitAt, bitRunEnd, countBits } from "../protocol/layouts.js";
+import {
+  HELD_MAP_MAX_SECTORS,
+  HELD_PAGE_SECTORS,
+  HELD_PAGES_MAX,
+  SECTOR_SIZE_BYTES,
+  STATUS_HELD_MAPS_IN_FLIGHT,
+} from "../util/limits.js";
 import { setRootLogger } from "../util/log.js";
 import { DroppingLogDestination } from "../util/log_destination.js";
 import { guarded } from "./cli_errors.js";
@@ -90,13 +96,33 @@ async function replicaStatus(
     timesMs.sort((a, b) => a - b);
     status.readMs = Math.round(timesMs[READ_SAMPLES >> 1]! * 1000) / 1000;
     if (options.held) {
-      // A few maps in flight at a time: a 1 TiB volume is 8192 of them.
+      // HELD_PAGES first (8 for 1 TiB), then HELD_MAPs of the held pages only, a few in flight: a
+      // 1 TiB volume written all over is 8192 maps.
+      const pages = Math.ceil(config.sectors / HELD_PAGE_SECTORS);
+      const maps: Array<[number, number]> = [];
+      for (let page = 0; page < pages; page += HELD_PAGES_MAX) {
+        const count = Math.min(HELD_PAGES_MAX, pages - page);
+        const bits = await within(
+          connection.heldPages(page * HELD_PAGE_SECTORS, count),
+          options.timeoutMs,
+          "a HELD_PAGES",
+        );
+        for (let i = 0; i < count; ) {
+          const j = bitRunEnd(bits, i, count);
+          if (bitAt(bits, i)) {
+            const end = Math.min(config.sectors, (page + j) * HELD_PAGE_SECTORS);
+            for (let first = (page + i) * HELD_PAGE_SECTORS; first < end; first += HELD_MAP_MAX_SECTORS) {
+              maps.push([first, Math.min(HELD_MAP_MAX_SECTORS, end - first)]);
+            }
+          }
+          i = j;
+        }
+      }
       let held = 0;
       let next = 0;
       const worker = async () => {
-        for (let first = next; first < config.sectors; first = next) {
-          next += HELD_MAP_MAX_SECTORS;
-          const count = Math.min(HELD_MAP_MAX_SECTORS, config.sectors - first);
+        while (next < maps.length) {
+          const [first, count] = maps[next++]!;
           const bits = await within(connection.heldMap(first, count), options.timeoutMs, "a HELD_MAP");
           held += countBits(bits, count);
         }

@@ -20,6 +20,8 @@ import { AssertionError, assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
   HELD_MAP_MAX_SECTORS,
+  HELD_PAGE_SECTORS,
+  HELD_PAGES_MAX,
   MAX_RANGE_SECTORS,
   REPLICA_CONNECT_TIMEOUT_MS,
   SECTOR_SIZE_BYTES,
@@ -175,6 +177,19 @@ export class ReplicaConnection {
     assertRunLength(sectorCount, HELD_MAP_MAX_SECTORS);
     const bits = await this.send("heldMap", sectorIndex, sectorCount, undefined);
     assert(bits !== undefined, "a successful HELD_MAP carries its bitmap");
+    return bits;
+  }
+
+  /**
+   * One HELD_PAGES of pageCount pages of HELD_PAGE_SECTORS sectors from firstSector (a multiple of
+   * HELD_PAGE_SECTORS), count up to HELD_PAGES_MAX: a bit per page, most significant first, set
+   * when this replica's store holds a record of any sector of the page (as HELD_MAP counts them).
+   */
+  async heldPages(firstSector: number, pageCount: number): Promise<Buffer> {
+    assertRunLength(pageCount, HELD_PAGES_MAX);
+    assert(firstSector % HELD_PAGE_SECTORS === 0, "a HELD_PAGES starts at a page's first sector");
+    const bits = await this.send("heldPages", firstSector, pageCount, undefined);
+    assert(bits !== undefined, "a successful HELD_PAGES carries its bitmap");
     return bits;
   }
 
@@ -396,11 +411,12 @@ export class ReplicaConnection {
 }
 
 /**
- * What a command adds to inflight(): its sectors, except a HELD_MAP, which the replica answers at
- * once from memory and which would otherwise look like 32768 sectors of queued work to the pool.
+ * What a command adds to inflight(): its sectors, except a HELD_MAP or HELD_PAGES, which the
+ * replica answers at once from memory and which would otherwise look like up to 32768 sectors of
+ * queued work to the pool.
  */
 function inflightWeight(command: ClientCommandName, sectorCount: number): number {
-  return command === "heldMap" ? 1 : sectorCount;
+  return command === "heldMap" || command === "heldPages" ? 1 : sectorCount;
 }
 
 function assertRunLength(sectorCount: number, maxSectors = MAX_RANGE_SECTORS): void {
@@ -430,6 +446,8 @@ function commandMessage(
       return { kind: "clientZeroMap", requestNumber, sectorIndex, sectorCount };
     case "heldMap":
       return { kind: "clientHeldMap", requestNumber, sectorIndex, sectorCount };
+    case "heldPages":
+      return { kind: "clientHeldPages", requestNumber, sectorIndex, sectorCount };
     case "writeSectors":
       throw new AssertionError("WRITE_SECTORS is built from queued writes (flushWrites)");
   }
@@ -443,6 +461,7 @@ const COMMAND_NAMES: Record<ClientCommand["kind"], ClientCommandName> = {
   clientWriteSectors: "writeSectors",
   clientZeroMap: "zeroMap",
   clientHeldMap: "heldMap",
+  clientHeldPages: "heldPages",
 };
 
 const WIRE_NAMES: Record<ClientCommandName, string> = {
@@ -453,6 +472,7 @@ const WIRE_NAMES: Record<ClientCommandName, string> = {
   writeSectors: "WRITE_SECTORS",
   zeroMap: "ZERO_MAP",
   heldMap: "HELD_MAP",
+  heldPages: "HELD_PAGES",
 };
 
 /** Commands whose response echoes their sector count. */

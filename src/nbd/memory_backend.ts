@@ -2,7 +2,7 @@
 import { bitmapOfMarked, zeroBitmap } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
-import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { HELD_PAGE_SECTORS, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import type { SectorBackend } from "./sector_backend.js";
 
 export class MemoryBackend implements SectorBackend {
@@ -41,6 +41,18 @@ export class MemoryBackend implements SectorBackend {
     return bitmapOfMarked(count, (mark) => {
       for (const sector of this.data.keys())
         if (sector >= index && sector < index + count) mark(sector - index);
+    });
+  }
+
+  async heldPages(firstSector: number, pageCount: number): Promise<Buffer> {
+    await this.pause();
+    assert(firstSector % HELD_PAGE_SECTORS === 0, "heldPages: firstSector must start a page");
+    this.check(firstSector + (pageCount - 1) * HELD_PAGE_SECTORS, 1);
+    const end = firstSector + pageCount * HELD_PAGE_SECTORS;
+    return bitmapOfMarked(pageCount, (mark) => {
+      for (const sector of this.data.keys())
+        if (sector >= firstSector && sector < end)
+          mark(Math.floor((sector - firstSector) / HELD_PAGE_SECTORS));
     });
   }
 

@@ -24,13 +24,14 @@
 // (readAnywhere, writeWithoutZombies).
 import type { ClusterConfig } from "../cli/config.js";
 import { ReplicaConnection } from "../client/replica_connection.js";
-import { bitmapBytes } from "../protocol/layouts.js";
+import { bitmapBytes, orBitmapInto } from "../protocol/layouts.js";
 import { type LatencySummary, LatencyWindow } from "../util/activity_log.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
   GATEWAY_WRITE_PACK_SECTORS,
   HELD_MAP_MAX_SECTORS,
+  HELD_PAGES_MAX,
   MAX_RANGE_SECTORS,
   RECONNECT_INITIAL_MS,
   RECONNECT_MAX_MS,
@@ -40,13 +41,6 @@ import {
 import { componentLogger, type Logger } from "../util/log.js";
 import type { SectorBackend } from "./sector_backend.js";
 
-/** An all-zero bitmap of HELD_MAP answer size (at most one answer's, 4 KiB). */
-const NONE_HELD = Buffer.alloc(bitmapBytes(HELD_MAP_MAX_SECTORS));
-
-function noneHeld(bytes: number): Buffer {
-  return NONE_HELD.subarray(0, bytes);
-}
-
 /** The part of ReplicaConnection the pool uses (tests substitute fakes). */
 export interface ReplicaLink {
   read(sectorIndex: number): Promise<Buffer>;
@@ -54,6 +48,7 @@ export interface ReplicaLink {
   readRange(sectorIndex: number, sectorCount: number): Promise<Buffer>;
   zeroMap(sectorIndex: number, sectorCount: number): Promise<Buffer>;
   heldMap(sectorIndex: number, sectorCount: number): Promise<Buffer>;
+  heldPages(firstSector: number, pageCount: number): Promise<Buffer>;
   writeRange(sectorIndex: number, data: Buffer): Promise<void>;
   /** Load: sectors of the commands in flight on this link (a range of k counts k). */
   inflight(): number;
@@ -262,6 +257,20 @@ export class ReplicaPool implements SectorBackend {
       Number.isSafeInteger(count) && count >= 1 && count <= HELD_MAP_MAX_SECTORS,
       `a HELD_MAP covers 1..${HELD_MAP_MAX_SECTORS} sectors, not ${count}`,
     );
+    return this.majorityOr(count, (link) => link.heldMap(index, count));
+  }
+
+  /** As heldMap, a bit per page of HELD_PAGE_SECTORS sectors (HELD_PAGES). */
+  heldPages(firstSector: number, pageCount: number): Promise<Buffer> {
+    assert(
+      Number.isSafeInteger(pageCount) && pageCount >= 1 && pageCount <= HELD_PAGES_MAX,
+      `a HELD_PAGES covers 1..${HELD_PAGES_MAX} pages, not ${pageCount}`,
+    );
+    return this.majorityOr(pageCount, (link) => link.heldPages(firstSector, pageCount));
+  }
+
+  /** The OR of `bits`-bit answers of `ask` from a majority of replicas (see heldMap). */
+  private majorityOr(count: number, ask: (link: ReplicaLink) => Promise<Buffer>): Promise<Buffer> {
     const quorum = Math.floor(this.replicas.length / 2) + 1;
     const held = Buffer.alloc(bitmapBytes(count));
     const answered = new Set<Replica>();
@@ -283,14 +292,12 @@ export class ReplicaPool implements SectorBackend {
           const link = replica.bestLink();
           if (link === undefined) continue;
           asking.add(replica);
-          link.heldMap(index, count).then(
+          ask(link).then(
             (bits) => {
               asking.delete(replica);
               if (settled) return;
-              // Most of a big volume's maps hold nothing: compare natively before ORing bytes.
-              if (!bits.equals(noneHeld(bits.length))) {
-                for (let i = 0; i < held.length; i++) held[i] = held[i]! | bits[i]!;
-              }
+              assert(bits.length === held.length, "a map answer has a bit per sector or page");
+              orBitmapInto(held, 0, bits);
               answered.add(replica);
               if (answered.size >= quorum) {
                 settled = true;

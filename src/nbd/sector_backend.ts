@@ -36,5 +36,12 @@ export interface SectorBackend {
    * write of it was ever acknowledged. Cheap (no register operation, no data), for BLOCK_STATUS.
    */
   heldMap(index: number, count: number): Promise<Buffer>;
+  /**
+   * As heldMap, a bit per page of HELD_PAGE_SECTORS sectors: pages [0, pageCount) from firstSector
+   * (a multiple of HELD_PAGE_SECTORS; the last page starts inside the volume and may end past
+   * it), count in 1..HELD_PAGES_MAX; a page's bit is clear only if every sector of it would be
+   * clear in a heldMap.
+   */
+  heldPages(firstSector: number, pageCount: number): Promise<Buffer>;
   close(): Promise<void>;
 }

@@ -6,15 +6,18 @@
 // between the read and the write of someone else's RMW. At most `maxInflightSectors` sectors are in
 // flight at once across all connections (a run of k sectors counts k); big requests stream through
 // that window piece by piece and never allocate more than their own payload (WRITE_ZEROES holds one
-// HELD_MAP bitmap per 128 MiB and one ZERO_MAP bitmap per run in flight, and shares one zero
-// buffer; TRIM allocates nothing).
-import { bitAt, bitmapBytes, bitRunEnd } from "../protocol/layouts.js";
+// held bitmap per 4 GiB and one ZERO_MAP bitmap per run in flight, and shares one zero buffer;
+// TRIM allocates nothing).
+import { bitAt, bitmapBytes, bitRunEnd, orBitmapInto } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
   GATEWAY_MAX_INFLIGHT_SECTORS,
   HELD_MAP_MAX_SECTORS,
+  HELD_PAGE_SECTORS,
+  HELD_PAGES_MAX,
   MAX_RANGE_SECTORS,
+  NBD_BLOCK_STATUS_MAX_BYTES,
   SECTOR_SIZE_BYTES,
 } from "../util/limits.js";
 import type { SectorBackend } from "./sector_backend.js";
@@ -152,18 +155,20 @@ export class Volume {
   }
 
   /**
-   * Makes the range read as zeros. Space that no write ever reached is left alone: HELD_MAPs find
-   * it (see allocation), a command per 128 MiB per replica, so zeroing never-written space (mkfs,
-   * nbdcopy of a sparse image) stays cheap. The rest is zeroed run by run (zeroHeld).
+   * Makes the range read as zeros. Space that no write ever reached is left alone: HELD_PAGES and
+   * HELD_MAPs find it (see allocation), so zeroing never-written space (mkfs, nbdcopy of a sparse
+   * image) stays cheap. The rest is zeroed run by run (zeroHeld).
    */
   async writeZeroes(offset: number, length: number, signal?: Cancellation): Promise<void> {
     this.checkRange(offset, length);
     const end = offset + length;
     let pos = offset;
     while (pos < end) {
-      // One HELD_MAP's worth at a time (up to a sector boundary), so a huge request holds one
-      // bitmap, not one per 128 MiB.
-      const chunkEnd = (Math.floor(pos / SECTOR_SIZE_BYTES) + HELD_MAP_MAX_SECTORS) * SECTOR_SIZE_BYTES;
+      // One BLOCK_STATUS reply's worth at a time (up to a sector boundary): a huge request holds
+      // one bitmap of at most 128 KiB, and its HELD_PAGES cover the whole chunk at once.
+      const chunkEnd =
+        (Math.floor(pos / SECTOR_SIZE_BYTES) + NBD_BLOCK_STATUS_MAX_BYTES / SECTOR_SIZE_BYTES) *
+        SECTOR_SIZE_BYTES;
       const extents = await this.allocation(pos, end - pos, chunkEnd - pos, Number.POSITIVE_INFINITY, signal);
       // The held extents zero concurrently; the window bounds their sectors in flight together.
       const zeroing: Promise<void>[] = [];
@@ -211,8 +216,8 @@ export class Volume {
    * HELD_MAP_MAX_SECTORS first, each round twice the one before (qemu asks with REQ_ONE over
    * gigabytes of hole: a few rounds of maps asked at once, not one 128 MiB map after the other).
    * The sectors touched are each looked at whole; the extents are clipped to the range at its
-   * ends. A hole (see SectorBackend.heldMap) reads as zeros: no write to it was acknowledged
-   * before the call.
+   * ends. A hole (see markHeld and SectorBackend.heldMap) reads as zeros: no write to it was
+   * acknowledged before the call.
    */
   async allocation(
     offset: number,
@@ -228,27 +233,18 @@ export class Volume {
     const end = offset + Math.min(length, maxBytes);
     const first = Math.floor(offset / SECTOR_SIZE_BYTES);
     const sectors = Math.ceil(end / SECTOR_SIZE_BYTES) - first;
-    // One bitmap for the whole range: every map starts a multiple of HELD_MAP_MAX_SECTORS (so of 8)
-    // sectors in, and is copied in at its byte.
-    assert(HELD_MAP_MAX_SECTORS % 8 === 0, "HELD_MAP answers start on a byte of the bitmap");
+    // One bitmap for the whole range, filled round by round (markHeld); every round starts a
+    // multiple of HELD_MAP_MAX_SECTORS (so of 8) sectors in.
+    assert(HELD_MAP_MAX_SECTORS % 8 === 0, "rounds start on a byte of the bitmap");
     const held = Buffer.alloc(bitmapBytes(sectors));
+    const pages = await this.heldPageRuns(first, first + sectors);
     let examined = 0;
     let roundSectors = firstOnly ? HELD_MAP_MAX_SECTORS : sectors;
     while (examined < sectors) {
       if (signal?.aborted === true) throw aborted();
       const round = Math.min(roundSectors, sectors - examined);
       roundSectors *= 2;
-      const maps: Promise<void>[] = [];
-      for (let at = examined; at < examined + round; at += HELD_MAP_MAX_SECTORS) {
-        const count = Math.min(HELD_MAP_MAX_SECTORS, examined + round - at);
-        maps.push(
-          this.backend.heldMap(first + at, count).then((bits) => {
-            assert(bits.length === bitmapBytes(count), "a HELD_MAP answer has a bit per sector");
-            bits.copy(held, at >> 3);
-          }),
-        );
-      }
-      await settleAll(maps);
+      await this.markHeld(first, examined, examined + round, pages, held);
       examined += round;
       if (firstOnly && bitRunEnd(held, 0, examined) < examined) break;
     }
@@ -263,6 +259,75 @@ export class Volume {
       i = j;
     }
     return extents;
+  }
+
+  /**
+   * The runs [first page, end page) of pages of HELD_PAGE_SECTORS sectors over sectors [start,
+   * end) that some replica of a majority holds a sector of (HELD_PAGES, a bit per page). A page
+   * none of them holds has no sector that an acknowledged write reached (heldMap's argument), and
+   * over a big sparse volume that is nearly every page. Asked once per request, whatever rounds
+   * follow.
+   */
+  private async heldPageRuns(start: number, end: number): Promise<Array<[number, number]>> {
+    const firstPage = Math.floor(start / HELD_PAGE_SECTORS);
+    const endPage = Math.ceil(end / HELD_PAGE_SECTORS);
+    const runs: Array<[number, number]> = [];
+    const asks: Promise<void>[] = [];
+    for (let page = firstPage; page < endPage; page += HELD_PAGES_MAX) {
+      const count = Math.min(HELD_PAGES_MAX, endPage - page);
+      asks.push(
+        this.backend.heldPages(page * HELD_PAGE_SECTORS, count).then((bits) => {
+          assert(bits.length === bitmapBytes(count), "a HELD_PAGES answer has a bit per page");
+          for (let i = 0; i < count; ) {
+            const j = bitRunEnd(bits, i, count);
+            if (bitAt(bits, i)) runs.push([page + i, page + j]);
+            i = j;
+          }
+        }),
+      );
+    }
+    await settleAll(asks);
+    return runs;
+  }
+
+  /**
+   * Sets in `held` (bit i for sector first + i) the bits of sectors [first + from, first + to)
+   * that may have been written; `from` is a multiple of 8. HELD_MAPs go only to the held pages
+   * (`pageRuns`, from heldPageRuns); the sectors of every other page stay clear. A map starts a
+   * multiple of 8 sectors in (a few sectors before its page where the page does not start on a
+   * byte of `held`), and is ORed in, so maps that share a byte cannot undo each other.
+   */
+  private async markHeld(
+    first: number,
+    from: number,
+    to: number,
+    pageRuns: ReadonlyArray<readonly [number, number]>,
+    held: Buffer,
+  ): Promise<void> {
+    assert(from % 8 === 0 && from < to, "markHeld: from starts a byte of the bitmap");
+    const start = first + from;
+    const end = first + to;
+    const maps: Promise<void>[] = [];
+    for (const [runFirstPage, runEndPage] of pageRuns) {
+      // The run's sectors, clipped to the range, the start moved back onto a byte of `held`.
+      const runStart = Math.max(start, runFirstPage * HELD_PAGE_SECTORS);
+      const runEnd = Math.min(end, runEndPage * HELD_PAGE_SECTORS);
+      if (runStart >= runEnd) continue;
+      for (
+        let at = runStart - first - ((runStart - first) % 8);
+        at < runEnd - first;
+        at += HELD_MAP_MAX_SECTORS
+      ) {
+        const count = Math.min(HELD_MAP_MAX_SECTORS, runEnd - first - at);
+        maps.push(
+          this.backend.heldMap(first + at, count).then((bits) => {
+            assert(bits.length === bitmapBytes(count), "a HELD_MAP answer has a bit per sector");
+            orBitmapInto(held, at >> 3, bits);
+          }),
+        );
+      }
+    }
+    await settleAll(maps);
   }
 
   /**

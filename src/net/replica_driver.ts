@@ -235,15 +235,21 @@ export class ReplicaDriver {
         this.run({ kind: "clientWrite", token, sectorIndex, sectorCount, data });
         return;
       }
-      case "clientHeldMap": {
+      case "clientHeldMap":
+      case "clientHeldPages": {
         // Not a register operation: this replica's own index, answered at once.
         const { sectorCount } = command;
         const { store } = this.options;
-        const bits = bitmapOfMarked(sectorCount, (mark) => store.markHeld(sectorIndex, sectorCount, mark));
+        const pages = command.kind === "clientHeldPages";
+        const bits = bitmapOfMarked(sectorCount, (mark) =>
+          pages
+            ? store.markHeldPages(sectorIndex, sectorCount, mark)
+            : store.markHeld(sectorIndex, sectorCount, mark),
+        );
         this.stats.completedOps++;
         connection.completeCommand({
           kind: "clientResponse",
-          command: "heldMap",
+          command: pages ? "heldPages" : "heldMap",
           status: ResponseStatus.Ok,
           requestNumber,
           sectorCount,

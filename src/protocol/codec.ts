@@ -1,7 +1,7 @@
 // Encoders of the atdd messages (SPEC §1). Inputs come from our own code, so bad inputs are
 // programmer errors and fail loudly. Decoding lives in decoder.ts (it must survive a hostile stream).
 import { AssertionError, assert, unreachable } from "../util/assert.js";
-import { MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import { HELD_PAGE_SECTORS, MAX_RANGE_SECTORS, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
 import { signMessage, tagOf } from "./hmac.js";
 import {
   CLIENT_WRITE_DATA_OFFSET,
@@ -177,9 +177,12 @@ export function encodeClientCommandFrame(cmd: ClientCommand, clientKey: Buffer):
     case "clientReadRange":
     case "clientZeroMap":
     case "clientHeldMap":
+    case "clientHeldPages":
     case "clientWriteRange": {
       const type = RANGE_COMMAND_TYPES[cmd.kind];
       assertRun(cmd.sectorIndex, cmd.sectorCount, maxSectorsOf(type));
+      if (cmd.kind === "clientHeldPages")
+        assert(cmd.sectorIndex % HELD_PAGE_SECTORS === 0, "a HELD_PAGES starts at a page's first sector");
       const isWrite = cmd.kind === "clientWriteRange";
       if (isWrite) assertRunData(cmd.data, cmd.sectorCount);
       const header = {
@@ -226,6 +229,7 @@ const RANGE_COMMAND_TYPES = {
   clientReadRange: MessageType.ReadRange,
   clientZeroMap: MessageType.ZeroMap,
   clientHeldMap: MessageType.HeldMap,
+  clientHeldPages: MessageType.HeldPages,
   clientWriteRange: MessageType.WriteRange,
 } as const;
 
@@ -237,6 +241,7 @@ const RESPONSE_TYPES: Record<ClientCommandName, number> = {
   writeSectors: MessageType.WriteSectorsResponse,
   zeroMap: MessageType.ZeroMapResponse,
   heldMap: MessageType.HeldMapResponse,
+  heldPages: MessageType.HeldPagesResponse,
 };
 
 export function encodeClientResponse(res: ClientResponse, clientKey: Buffer): Buffer {
@@ -251,8 +256,7 @@ export function encodeClientResponseFrame(res: ClientResponse, clientKey: Buffer
   const dataBytes =
     res.status === ResponseStatus.Ok ? responseDataBytes(res.command, res.sectorCount ?? 1) : 0;
   const carriesData = dataBytes > 0;
-  if (!carriesData)
-    assert(res.data === undefined, "only a successful READ, ZERO_MAP or HELD_MAP response carries data");
+  if (!carriesData) assert(res.data === undefined, "only a successful READ or map response carries data");
   let message: Buffer;
   if (res.command === "read" || res.command === "write") {
     assert(res.sectorCount === undefined, "only a range response carries a sector count");

@@ -11,7 +11,12 @@
 // views into it. A message decoded in place from a socket chunk has its data copied out once (a
 // view would pin the whole chunk for as long as a cache holds the data).
 import { assert } from "../util/assert.js";
-import { MAX_ATDD_MESSAGE_BYTES, MAX_REPLICAS, SECTOR_SIZE_BYTES } from "../util/limits.js";
+import {
+  HELD_PAGE_SECTORS,
+  MAX_ATDD_MESSAGE_BYTES,
+  MAX_REPLICAS,
+  SECTOR_SIZE_BYTES,
+} from "../util/limits.js";
 import { verifyMessageTag } from "./hmac.js";
 import {
   atddMessageSize,
@@ -292,7 +297,8 @@ export class AtddDecoder {
 
   /**
    * READ_RANGE / WRITE_RANGE / ZERO_MAP / HELD_MAP: as READ / WRITE, with the whole run checked
-   * against the volume.
+   * against the volume. HELD_PAGES: its first sector must start a page and its last page must
+   * start inside the volume (InvalidSectorIndex otherwise).
    * WRITE_SECTORS: as that many WRITEs; an authentic one whose sector list is not strictly
    * increasing, does not start with the header's sector or reaches beyond the volume is answered
    * InvalidSectorIndex, and none of its sectors is written.
@@ -309,7 +315,12 @@ export class AtddDecoder {
     if (!verifyMessageTag(buf, offset, size, this.clientKey)) {
       return rejected(command, requestNumber, ResponseStatus.AuthFailure, sectorCount);
     }
-    if (header.sectorIndex + BigInt(sectorCount) > this.sectorLimit) {
+    const outside =
+      command === "heldPages"
+        ? header.sectorIndex % PAGE_SECTORS !== 0n ||
+          header.sectorIndex + BigInt(sectorCount - 1) * PAGE_SECTORS >= this.sectorLimit
+        : header.sectorIndex + BigInt(sectorCount) > this.sectorLimit;
+    if (outside) {
       return rejected(command, requestNumber, ResponseStatus.InvalidSectorIndex, sectorCount);
     }
     const sectorIndex = Number(header.sectorIndex);
@@ -318,9 +329,7 @@ export class AtddDecoder {
       const data = takeData(buf, offset + RANGE_COMMAND_DATA_OFFSET, sectorCount * SECTOR_SIZE_BYTES, owned);
       message = { kind: "clientWriteRange", requestNumber, sectorIndex, sectorCount, data };
     } else {
-      const kind =
-        command === "zeroMap" ? "clientZeroMap" : command === "heldMap" ? "clientHeldMap" : "clientReadRange";
-      message = { kind, requestNumber, sectorIndex, sectorCount };
+      message = { kind: RANGE_QUERY_KINDS[command]!, requestNumber, sectorIndex, sectorCount };
     }
     return { kind: "message", message };
   }
@@ -542,7 +551,8 @@ function isClientCommandType(type: number): boolean {
     type === MessageType.WriteRange ||
     type === MessageType.WriteSectors ||
     type === MessageType.ZeroMap ||
-    type === MessageType.HeldMap
+    type === MessageType.HeldMap ||
+    type === MessageType.HeldPages
   );
 }
 
@@ -560,7 +570,20 @@ const RANGE_COMMAND_NAMES: Partial<Record<number, ClientCommandName>> = {
   [MessageType.WriteRange]: "writeRange",
   [MessageType.ZeroMap]: "zeroMap",
   [MessageType.HeldMap]: "heldMap",
+  [MessageType.HeldPages]: "heldPages",
 };
+
+/** The message kind of each range command that carries no data. */
+const RANGE_QUERY_KINDS: Partial<
+  Record<ClientCommandName, "clientReadRange" | "clientZeroMap" | "clientHeldMap" | "clientHeldPages">
+> = {
+  readRange: "clientReadRange",
+  zeroMap: "clientZeroMap",
+  heldMap: "clientHeldMap",
+  heldPages: "clientHeldPages",
+};
+
+const PAGE_SECTORS = BigInt(HELD_PAGE_SECTORS);
 
 /** 2^32 and the high word from which a u64 is at least 2^53 (beyond any sector limit). */
 const U32_SPAN = 0x1_0000_0000;

@@ -70,11 +70,17 @@ export const MessageType = {
   // count of up to HELD_MAP_MAX_SECTORS; response as ZERO_MAP's, bit set when the sector is held.
   // A sector that none of a majority holds was never written by an acknowledged write.
   HeldMap: 0x8e,
+  // Which pages of HELD_PAGE_SECTORS sectors this replica holds any sector of (as HELD_MAP counts
+  // holding), for BLOCK_STATUS over big sparse volumes: sector index = the first page's first
+  // sector (a multiple of HELD_PAGE_SECTORS), count = pages, 1..HELD_PAGES_MAX, the last page
+  // starting inside the volume; layout as READ_RANGE; response as HELD_MAP's, a bit per page.
+  HeldPages: 0x8f,
   ReadRangeResponse: 0xc8,
   WriteRangeResponse: 0xc9,
   WriteSectorsResponse: 0xcc,
   ZeroMapResponse: 0xcd,
   HeldMapResponse: 0xce,
+  HeldPagesResponse: 0xcf,
 } as const;
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
@@ -163,6 +169,18 @@ export interface ClientHeldMapCommand {
   sectorCount: number;
 }
 
+/**
+ * Extension 0x8F: which pages of HELD_PAGE_SECTORS sectors from sectorIndex (a multiple of
+ * HELD_PAGE_SECTORS) this replica holds any sector of.
+ */
+export interface ClientHeldPagesCommand {
+  kind: "clientHeldPages";
+  requestNumber: RequestNumber;
+  sectorIndex: number;
+  /** Pages, 1..HELD_PAGES_MAX (the range field of the wire layout). */
+  sectorCount: number;
+}
+
 /** Extension 0x89: write sectors [sectorIndex, sectorIndex + sectorCount). */
 export interface ClientWriteRangeCommand {
   kind: "clientWriteRange";
@@ -195,7 +213,8 @@ export type ClientCommand =
   | ClientWriteRangeCommand
   | ClientWriteSectorsCommand
   | ClientZeroMapCommand
-  | ClientHeldMapCommand;
+  | ClientHeldMapCommand
+  | ClientHeldPagesCommand;
 
 /** Which command a response answers. */
 export type ClientCommandName =
@@ -205,11 +224,12 @@ export type ClientCommandName =
   | "writeRange"
   | "writeSectors"
   | "zeroMap"
-  | "heldMap";
+  | "heldMap"
+  | "heldPages";
 
 export interface ClientResponse {
   kind: "clientResponse";
-  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 / 0xCC / 0xCD / 0xCE on the wire). */
+  /** Which command this answers (0x41 / 0x42 / 0xC8 / 0xC9 / 0xCC / 0xCD / 0xCE / 0xCF on the wire). */
   command: ClientCommandName;
   status: ResponseStatusCode;
   requestNumber: RequestNumber;
@@ -217,7 +237,8 @@ export interface ClientResponse {
   sectorCount?: number;
   /**
    * Present only with status Ok, for a READ (sectorCount * 4096 bytes for READ_RANGE) and a
-   * ZERO_MAP or HELD_MAP (its bitmap, bitmapBytes(sectorCount) bytes).
+   * ZERO_MAP, HELD_MAP or HELD_PAGES (its bitmap, bitmapBytes(sectorCount) bytes: a bit per sector,
+   * for HELD_PAGES per page).
    */
   data?: Buffer;
 }
@@ -357,6 +378,7 @@ const IS_CLIENT_COMMAND: Record<AtddMessage["kind"], boolean> = {
   clientWriteSectors: true,
   clientZeroMap: true,
   clientHeldMap: true,
+  clientHeldPages: true,
   clientResponse: false,
   readProc: false,
   value: false,

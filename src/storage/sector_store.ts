@@ -25,6 +25,13 @@ export interface SectorStore {
    * holds in the range rather than with count, so a map of a huge, mostly unwritten volume is cheap.
    */
   markHeld(first: number, count: number, mark: (i: number) => void): void;
+  /**
+   * Calls mark(p) for each p in [0, pages) whose page holds a sector markHeld would mark (in any
+   * order, maybe more than once): page p is sectors [first + p * HELD_PAGE_SECTORS, first + (p + 1)
+   * * HELD_PAGE_SECTORS), first a multiple of HELD_PAGE_SECTORS. Takes time that grows with the
+   * pages written in the range, or with all pages written, whichever is fewer, not with pages.
+   */
+  markHeldPages(first: number, pages: number, mark: (p: number) => void): void;
 
   /**
    * The tag of what `load` would return, without reading the data: the store knows it from its

@@ -126,6 +126,7 @@ import { AtomicDiskError, isAtomicDiskError } from "../util/errors.js";
 import {
   GROUP_COMMIT_DEPTH,
   GROUP_COMMIT_MAX_SECTORS,
+  HELD_PAGE_SECTORS,
   MAX_RANGE_SECTORS,
   MAX_SECTORS,
   SECTOR_SIZE_BYTES,
@@ -454,6 +455,24 @@ class SectorIndex {
     }
   }
 
+  /**
+   * mark(p) for each page p of [0, pages) of `pageSectors` sectors from `first` (both multiples of
+   * INDEX_PAGE_SECTORS) that holds a slot. Entries are never cleared, so an index page exists only
+   * once one of its sectors has a slot: pages are looked up by number, or, when the range has more
+   * of them than exist, the existing ones are scanned.
+   */
+  markPresentPages(first: number, pages: number, pageSectors: number, mark: (p: number) => void): void {
+    assert(first % INDEX_PAGE_SECTORS === 0 && pageSectors % INDEX_PAGE_SECTORS === 0, "page-aligned");
+    const from = first / INDEX_PAGE_SECTORS;
+    const perPage = pageSectors / INDEX_PAGE_SECTORS;
+    const to = from + pages * perPage;
+    if (to - from <= this.pages.size) {
+      for (let n = from; n < to; n++) if (this.pages.has(n)) mark(Math.floor((n - from) / perPage));
+    } else {
+      for (const n of this.pages.keys()) if (n >= from && n < to) mark(Math.floor((n - from) / perPage));
+    }
+  }
+
   set(sector: number, slot: number): void {
     const pageNumber = Math.floor(sector / INDEX_PAGE_SECTORS);
     let page = this.page(pageNumber);
@@ -723,6 +742,19 @@ export class SlotStore implements SectorStore {
     // Queued and damaged sectors are few next to a map's count: visit them, not the range.
     for (const sectors of [this.pending.keys(), this.corruptSectors.keys()]) {
       for (const sector of sectors) if (sector >= first && sector < first + count) mark(sector - first);
+    }
+  }
+
+  markHeldPages(first: number, pages: number, mark: (p: number) => void): void {
+    assert(Number.isSafeInteger(pages) && pages >= 1, "markHeldPages: pages must be positive");
+    assert(first % HELD_PAGE_SECTORS === 0, "markHeldPages: first must start a page");
+    checkSector(first);
+    const end = first + pages * HELD_PAGE_SECTORS;
+    this.index.markPresentPages(first, pages, HELD_PAGE_SECTORS, mark);
+    for (const sectors of [this.pending.keys(), this.corruptSectors.keys()]) {
+      for (const sector of sectors) {
+        if (sector >= first && sector < end) mark(Math.floor((sector - first) / HELD_PAGE_SECTORS));
+      }
     }
   }
 

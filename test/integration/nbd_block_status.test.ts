@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ReplicaConnection } from "../../src/client/replica_connection.js";
 import { bitAt } from "../../src/protocol/layouts.js";
+import { HELD_PAGE_SECTORS } from "../../src/util/limits.js";
 import { type Gateway, python, runAsync, startGateway } from "./nbd_gateway.js";
 
 const S = 4096;
@@ -99,6 +100,9 @@ describe("nbd BLOCK_STATUS", () => {
     const r3 = await ReplicaConnection.connect({ host, port, clientKey: gw.cluster.config.clientKey });
     try {
       expect(bitAt(await r3.heldMap(offset / S, 1), 0)).toBe(false);
+      // Nor of any sector of its page (HELD_PAGES), which no other write reached.
+      const page = Math.floor(offset / S / HELD_PAGE_SECTORS) * HELD_PAGE_SECTORS;
+      expect(bitAt(await r3.heldPages(page, 1), 0)).toBe(false);
     } finally {
       r3.close();
     }
@@ -157,4 +161,44 @@ describe("nbd BLOCK_STATUS", () => {
       rmSync(qcow2, { force: true });
     }
   }, 180_000);
+});
+
+describe("nbd BLOCK_STATUS on a 1 TiB volume", () => {
+  const TiB = 1024 ** 4;
+  let big: Gateway;
+
+  beforeAll(async () => {
+    big = await startGateway({ sectors: TiB / S });
+  }, 60_000);
+
+  afterAll(async () => {
+    await big?.stop();
+  });
+
+  it("maps a 1 TiB volume with two small writes into exact extents for nbdinfo and qemu-img", async () => {
+    const at = [300 * 1024 ** 3 + 5 * S, TiB - 2 * MiB];
+    for (const offset of at) {
+      const r = await runAsync("qemu-io", ["-f", "raw", "-c", `write -P 5 ${offset} 1M`, big.uri]);
+      expect(r.status, r.stderr + r.stdout).toBe(0);
+    }
+    const expected = [
+      [0, at[0]!, HOLE],
+      [at[0]!, MiB, DATA],
+      [at[0]! + MiB, at[1]! - at[0]! - MiB, HOLE],
+      [at[1]!, MiB, DATA],
+      [at[1]! + MiB, MiB, HOLE],
+    ];
+    const nbdinfo = await runAsync("nbdinfo", ["--map", "--json", big.uri], 60_000);
+    expect(nbdinfo.status, nbdinfo.stderr).toBe(0);
+    const described = (JSON.parse(nbdinfo.stdout) as { offset: number; length: number; type: number }[]).map(
+      (e) => [e.offset, e.length, e.type],
+    );
+    expect(described).toEqual(expected);
+    const qemu = await runAsync("qemu-img", ["map", "--output=json", "-f", "raw", big.uri], 60_000);
+    expect(qemu.status, qemu.stderr).toBe(0);
+    const qmap = (
+      JSON.parse(qemu.stdout) as { start: number; length: number; data: boolean; zero: boolean }[]
+    ).map((e) => [e.start, e.length, e.data, e.zero]);
+    expect(qmap).toEqual(expected.map(([o, l, f]) => [o, l, f === DATA, f === HOLE]));
+  }, 120_000);
 });

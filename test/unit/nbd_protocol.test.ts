@@ -115,6 +115,10 @@ class GatedBackend implements SectorBackend {
     await this.gate;
     return this.inner.heldMap(i, n);
   }
+  async heldPages(i: number, n: number): Promise<Buffer> {
+    await this.gate;
+    return this.inner.heldPages(i, n);
+  }
   async writeSectors(i: number, d: Buffer): Promise<void> {
     this.writesStarted += d.length / SECTOR_SIZE_BYTES;
     await this.gate;
@@ -387,6 +391,7 @@ describe("nbd transmission", () => {
       },
       // Claims every sector may be written, so that zeroing has every run to read.
       heldMap: async (_i, n) => Buffer.alloc(bitmapBytes(n), 0xff),
+      heldPages: async (_i, n) => Buffer.alloc(bitmapBytes(n), 0xff),
       writeSectors: (i, d) => inner.writeSectors(i, d),
       close: async () => {},
     };

@@ -9,7 +9,7 @@ import { AtomicDiskError } from "../../src/util/errors.js";
 import { GATEWAY_WRITE_PACK_SECTORS } from "../../src/util/limits.js";
 
 interface Pending {
-  kind: "read" | "write" | "held";
+  kind: "read" | "write" | "held" | "pages";
   /** Sent as a range command (READ_RANGE / WRITE_RANGE) rather than READ / WRITE. */
   range: boolean;
   sector: number;
@@ -49,6 +49,9 @@ class FakeLink implements ReplicaLink {
   }
   heldMap(sector: number, count: number): Promise<Buffer> {
     return this.send("held", true, sector, count) as Promise<Buffer>;
+  }
+  heldPages(sector: number, count: number): Promise<Buffer> {
+    return this.send("pages", true, sector, count) as Promise<Buffer>;
   }
   private send(kind: Pending["kind"], range: boolean, sector: number, count: number) {
     if (this.closed) return Promise.reject(unavailable());
@@ -335,10 +338,10 @@ describe("ReplicaPool write links", () => {
 });
 
 describe("ReplicaPool HELD_MAP (BLOCK_STATUS)", () => {
-  const heldAt = (links: FakeLink[], rank: number) =>
-    links.filter((l) => l.rank === rank).flatMap((l) => l.pending.filter((p) => p.kind === "held"));
-  const answer = (links: FakeLink[], rank: number, bits: number[]) => {
-    for (const p of heldAt(links, rank).splice(0)) {
+  const heldAt = (links: FakeLink[], rank: number, kind: Pending["kind"] = "held") =>
+    links.filter((l) => l.rank === rank).flatMap((l) => l.pending.filter((p) => p.kind === kind));
+  const answer = (links: FakeLink[], rank: number, bits: number[], kind: Pending["kind"] = "held") => {
+    for (const p of heldAt(links, rank, kind).splice(0)) {
       const link = links.find((l) => l.pending.includes(p))!;
       link.pending.splice(link.pending.indexOf(p), 1);
       p.resolve(Buffer.from(bits));
@@ -360,6 +363,21 @@ describe("ReplicaPool HELD_MAP (BLOCK_STATUS)", () => {
     await held;
     // Replica 2 never answered: it does not hold the map up.
     expect(result).toEqual(Buffer.from([0b1000_0001, 0b1000_0000]));
+    await pool.close();
+  });
+
+  it("answers HELD_PAGES the same way: a page per bit, ORed over the first majority", async () => {
+    const { pool, links } = makePool();
+    await pool.start();
+    const held = pool.heldPages(2048, 16);
+    await until(
+      () => [1, 2, 3].every((r) => heldAt(links, r, "pages").length === 1),
+      "a HELD_PAGES at every replica",
+    );
+    expect(heldAt(links, 1, "pages")[0]).toMatchObject({ sector: 2048, count: 16 });
+    answer(links, 2, [0b0010_0000, 0], "pages");
+    answer(links, 3, [0, 0b0000_0001], "pages");
+    expect(await held).toEqual(Buffer.from([0b0010_0000, 0b0000_0001]));
     await pool.close();
   });
 

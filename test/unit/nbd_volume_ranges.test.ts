@@ -6,13 +6,13 @@ import type { SectorBackend } from "../../src/nbd/sector_backend.js";
 import { SectorLocks } from "../../src/nbd/sector_locks.js";
 import { Semaphore } from "../../src/nbd/semaphore.js";
 import { Volume } from "../../src/nbd/volume.js";
-import { HELD_MAP_MAX_SECTORS, MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
+import { MAX_RANGE_SECTORS, SECTOR_SIZE_BYTES } from "../../src/util/limits.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const S = SECTOR_SIZE_BYTES;
 
 interface Call {
-  op: "readSector" | "writeSector" | "readSectors" | "writeSectors" | "zeroMap" | "heldMap";
+  op: "readSector" | "writeSector" | "readSectors" | "writeSectors" | "zeroMap" | "heldMap" | "heldPages";
   index: number;
   count: number;
 }
@@ -47,6 +47,9 @@ class RecordingBackend implements SectorBackend {
   heldMap(index: number, count: number): Promise<Buffer> {
     return this.run({ op: "heldMap", index, count }, () => this.inner.heldMap(index, count));
   }
+  heldPages(index: number, count: number): Promise<Buffer> {
+    return this.run({ op: "heldPages", index, count }, () => this.inner.heldPages(index, count));
+  }
   writeSectors(index: number, data: Buffer): Promise<void> {
     const count = data.length / S;
     return this.run({ op: "writeSectors", index, count }, () => this.inner.writeSectors(index, data));
@@ -57,8 +60,8 @@ class RecordingBackend implements SectorBackend {
   }
   private async run<T>(call: Call, fn: () => Promise<T>): Promise<T> {
     this.calls.push(call);
-    // A HELD_MAP carries no sector data, so the gateway's window does not count it.
-    const weight = call.op === "heldMap" ? 0 : call.count;
+    // A HELD_MAP or HELD_PAGES carries no sector data, so the gateway's window does not count it.
+    const weight = call.op === "heldMap" || call.op === "heldPages" ? 0 : call.count;
     this.inflight += weight;
     this.maxInflight = Math.max(this.maxInflight, this.inflight);
     try {
@@ -319,7 +322,7 @@ describe("Volume over range commands", () => {
     expect(disk.equals(Buffer.alloc(1024 * S))).toBe(true);
   });
 
-  it("skips never-written space with one HELD_MAP and zero-maps only the sectors some write reached", async () => {
+  it("skips never-written space with one HELD_PAGES, maps only held pages, and zero-maps only the sectors some write reached", async () => {
     const inner = new MemoryBackend(65_536);
     await inner.writeSectors(10, Buffer.alloc(2 * S, 1));
     await inner.writeSectors(40_000, Buffer.alloc(3 * S)); // written, but as zeros
@@ -327,12 +330,15 @@ describe("Volume over range commands", () => {
     const volume = new Volume(backend);
     await volume.writeZeroes(5 * S + 7, 60_000 * S);
     const calls = backend.calls.map((c) => [c.op, c.index, c.count]);
-    expect(calls.filter((c) => c[0] === "heldMap")).toEqual([
-      ["heldMap", 5, HELD_MAP_MAX_SECTORS],
-      ["heldMap", 5 + HELD_MAP_MAX_SECTORS, 60_001 - HELD_MAP_MAX_SECTORS],
+    // Sectors 5..60,005 lie on pages 0..58 (1,024 sectors each).
+    expect(calls.filter((c) => c[0] === "heldPages")).toEqual([["heldPages", 0, 59]]);
+    // Page 0 from sector 5; page 39 from 8 sectors in multiples before it (39,933 = 5 + 39,928).
+    expect(calls.filter((c) => c[0] === "heldMap").sort()).toEqual([
+      ["heldMap", 39_933, 40 * 1024 - 39_933],
+      ["heldMap", 5, 1024 - 5],
     ]);
     // The two held extents run concurrently: which of their calls comes first is not fixed.
-    expect(calls.filter((c) => c[0] !== "heldMap").sort()).toEqual([
+    expect(calls.filter((c) => c[0] !== "heldMap" && c[0] !== "heldPages").sort()).toEqual([
       ["writeSectors", 10, 2],
       ["zeroMap", 10, 2],
       ["zeroMap", 40_000, 3],
@@ -377,28 +383,51 @@ describe("Volume over range commands", () => {
     }
   });
 
-  it("looks for the end of a REQ_ONE hole in rounds that double, so 3 million sectors take 7 rounds", async () => {
-    const inner = new MemoryBackend(4 * 1024 * 1024);
-    await inner.writeSectors(4 * 1024 * 1024 - 1, Buffer.alloc(S, 1));
-    let active = 0;
-    let rounds = 0;
-    const counting: SectorBackend = Object.create(inner, {
+  /** `inner` with its HELD_PAGES and HELD_MAP calls counted. */
+  const countingMaps = (inner: MemoryBackend) => {
+    const counts = { pages: 0, maps: 0 };
+    const backend: SectorBackend = Object.create(inner, {
+      heldPages: {
+        value: async (index: number, count: number) => {
+          counts.pages++;
+          return inner.heldPages(index, count);
+        },
+      },
       heldMap: {
         value: async (index: number, count: number) => {
-          if (active++ === 0) rounds++;
-          // Every map of a round is asked before any answer comes back.
-          await new Promise((r) => setImmediate(r));
-          active--;
+          counts.maps++;
           return inner.heldMap(index, count);
         },
       },
     });
-    const volume = new Volume(counting);
+    return { backend, counts };
+  };
+
+  it("finds the end of a REQ_ONE hole of 3 million sectors with one HELD_PAGES and a HELD_MAP of the one held page", async () => {
+    const inner = new MemoryBackend(4 * 1024 * 1024);
+    await inner.writeSectors(4 * 1024 * 1024 - 1, Buffer.alloc(S, 1));
+    const { backend, counts } = countingMaps(inner);
+    const volume = new Volume(backend);
     const from = 1_000_000 * S;
     const extents = await volume.allocation(from, inner.sectors * S - from, inner.sectors * S, 1);
     expect(extents).toEqual([{ lengthBytes: (4 * 1024 * 1024 - 1 - 1_000_000) * S, hole: true }]);
-    // 3,194,303 hole sectors are 97.5 maps: rounds of 1, 2, 4, ... 64 maps.
-    expect(rounds).toBe(7);
+    expect(counts).toEqual({ pages: 1, maps: 1 });
+  });
+
+  it("maps a REQ_ONE range of held pages in rounds that double: a short first extent costs the first round's maps only", async () => {
+    const inner = new MemoryBackend(4 * 1024 * 1024);
+    // One sector at the start of every page from sector 1,000,448 (page 977) on: every page held.
+    for (let sector = 977 * 1024; sector < inner.sectors; sector += 1024)
+      await inner.writeSector(sector, Buffer.alloc(S, 1));
+    const { backend, counts } = countingMaps(inner);
+    const volume = new Volume(backend);
+    const from = (977 * 1024 + 1) * S;
+    const extents = await volume.allocation(from, inner.sectors * S - from, inner.sectors * S, 1);
+    expect(extents).toEqual([{ lengthBytes: 1023 * S, hole: true }]);
+    // The first round, HELD_MAP_MAX_SECTORS sectors from `from`, is one or two maps (a map starts on
+    // a byte of the bitmap); three million held sectors would have been 96.
+    expect(counts.pages).toBe(1);
+    expect(counts.maps).toBeLessThanOrEqual(2);
   });
 
   it("zeroes partial head and tail sectors by RMW and leaves already-zero sectors unwritten", async () => {

@@ -16,6 +16,7 @@ import { initialSectorState, type SectorState } from "../../src/storage/sector_s
 import type { PersistItem, SectorStore } from "../../src/storage/sector_store.js";
 import { isAtomicDiskError } from "../../src/util/errors.js";
 import {
+  HELD_PAGE_SECTORS,
   MAX_CLIENT_INFLIGHT_SECTORS_PER_CONNECTION,
   RETRANSMIT_INITIAL_MS,
   SECTOR_SIZE_BYTES,
@@ -33,6 +34,9 @@ class MemoryStore implements SectorStore {
   markHeld(first: number, count: number, mark: (i: number) => void): void {
     for (const sector of this.sectors.keys())
       if (sector >= first && sector < first + count) mark(sector - first);
+  }
+  markHeldPages(first: number, pages: number, mark: (p: number) => void): void {
+    this.markHeld(first, pages * HELD_PAGE_SECTORS, (i) => mark(Math.floor(i / HELD_PAGE_SECTORS)));
   }
   async loadTag(sectorIndex: number): Promise<{ ts: bigint; wr: number }> {
     const { ts, wr } = await this.load(sectorIndex);

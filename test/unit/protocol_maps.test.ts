@@ -16,7 +16,12 @@ import {
 } from "../../src/protocol/layouts.js";
 import { type ClientCommand, type ClientResponse, ResponseStatus } from "../../src/protocol/messages.js";
 import { AssertionError } from "../../src/util/assert.js";
-import { HELD_MAP_MAX_SECTORS, MAX_RANGE_SECTORS } from "../../src/util/limits.js";
+import {
+  HELD_MAP_MAX_SECTORS,
+  HELD_PAGE_SECTORS,
+  HELD_PAGES_MAX,
+  MAX_RANGE_SECTORS,
+} from "../../src/util/limits.js";
 import { seededRandom } from "../helpers/seeded_random.js";
 
 const clientKey = Buffer.alloc(32, 0x5a);
@@ -215,6 +220,87 @@ describe("ZERO_MAP and HELD_MAP on input", () => {
   });
 });
 
+describe("HELD_PAGES (0x8F): a bit per page of HELD_PAGE_SECTORS sectors", () => {
+  // SECTORS = 100,000: pages 0..97, the last one (from sector 99,328) partly past the volume.
+  const lastPage = Math.floor((SECTORS - 1) / HELD_PAGE_SECTORS);
+
+  it("is the READ_RANGE header with type 0x8F, the count in pages, answered by type 0xCF", () => {
+    const cmd: ClientCommand = {
+      kind: "clientHeldPages",
+      requestNumber: 12n,
+      sectorIndex: 3 * HELD_PAGE_SECTORS,
+      sectorCount: HELD_PAGES_MAX,
+    };
+    expect(encodeClientCommand(cmd, clientKey)).toEqual(
+      signed(header(0x8f, HELD_PAGES_MAX, 12n, BigInt(3 * HELD_PAGE_SECTORS))),
+    );
+    const map = bits(10, [0, 9]);
+    const res: ClientResponse = {
+      kind: "clientResponse",
+      command: "heldPages",
+      status: ResponseStatus.Ok,
+      requestNumber: 12n,
+      sectorCount: 10,
+      data: map,
+    };
+    const head = Buffer.alloc(16);
+    head.write("atdd", 0, "ascii");
+    head.writeUInt16BE(10, 4);
+    head[7] = 0xcf;
+    head.writeBigUInt64BE(12n, 8);
+    expect(encodeClientResponse(res, clientKey)).toEqual(signed(Buffer.concat([head, map])));
+    expect(client().push(encodeClientResponse(res, clientKey))).toEqual([{ kind: "message", message: res }]);
+  });
+
+  it.each([
+    ["one page", 0, 1],
+    ["up to the last page, which ends past the volume", HELD_PAGE_SECTORS, lastPage],
+    ["only the last page", lastPage * HELD_PAGE_SECTORS, 1],
+  ])("decodes an encoded HELD_PAGES of %s back to the same command", (_name, sectorIndex, sectorCount) => {
+    const cmd: ClientCommand = { kind: "clientHeldPages", requestNumber: 5n, sectorIndex, sectorCount };
+    const bytes = encodeClientCommand(cmd, clientKey);
+    expect(bytes.length).toBe(atddMessageSize(bytes, 0));
+    expect(replica().push(bytes)).toEqual([{ kind: "message", message: cmd }]);
+  });
+
+  it.each([
+    ["that does not start a page", 1000n, 1],
+    ["whose last page starts past the volume", 0n, lastPage + 2],
+    ["that starts past the volume", BigInt((lastPage + 1) * HELD_PAGE_SECTORS), 1],
+  ])("an authentic HELD_PAGES %s is answered InvalidSectorIndex with its count", (_name, sector, count) => {
+    expect(replica().push(signed(header(0x8f, count, 8n, sector)))).toEqual([
+      {
+        kind: "rejected",
+        command: "heldPages",
+        requestNumber: 8n,
+        status: ResponseStatus.InvalidSectorIndex,
+        sectorCount: count,
+      },
+    ]);
+  });
+
+  it("a HELD_PAGES with count 0 or above HELD_PAGES_MAX is an unknown type; a forged one AuthFailure", () => {
+    for (const count of [0, HELD_PAGES_MAX + 1]) {
+      expect(replica().push(signed(header(0x8f, count, 1n, 0n)).subarray(0, 8))).toEqual([
+        { kind: "dropped", reason: "unknownType", bytes: 8 },
+      ]);
+    }
+    expect(replica().push(signed(header(0x8f, 4, 3n, 0n), Buffer.alloc(32, 1)))).toEqual([
+      {
+        kind: "rejected",
+        command: "heldPages",
+        requestNumber: 3n,
+        status: ResponseStatus.AuthFailure,
+        sectorCount: 4,
+      },
+    ]);
+    const cmd: ClientCommand = { kind: "clientHeldPages", requestNumber: 1n, sectorIndex: 5, sectorCount: 1 };
+    expect(() => encodeClientCommand(cmd, clientKey), "not the first sector of a page").toThrow(
+      AssertionError,
+    );
+  });
+});
+
 describe("bitmaps", () => {
   it("zeroBitmap sets bit i (most significant first) exactly for the all-zero sectors", () => {
     const data = Buffer.alloc(10 * 4096);
@@ -265,6 +351,28 @@ describe("bitmap runs (BLOCK_STATUS extents)", () => {
         const from = Math.floor(random() * count);
         const limit = from + 1 + Math.floor(random() * (count - from));
         expect(bitRunEnd(map, from, limit)).toBe(naiveRunEnd(map, from, limit));
+      }
+    }
+  });
+
+  it("finds run ends across long uniform stretches (whole blocks compared at once) at any bit", () => {
+    const random = seededRandom(12);
+    const count = 200_000;
+    for (let round = 0; round < 40; round++) {
+      // A few runs of thousands of bits, starting and ending anywhere.
+      const edges = Array.from({ length: 1 + Math.floor(random() * 4) }, () =>
+        Math.floor(random() * count),
+      ).sort((a, b) => a - b);
+      const value = random() < 0.5;
+      const map = bitmapOf(count, (i) => {
+        const crossed = edges.filter((e) => e <= i).length;
+        return crossed % 2 === 0 ? value : !value;
+      });
+      for (const from of [0, ...edges, Math.floor(random() * count)]) {
+        if (from >= count) continue;
+        for (const limit of [count, from + 1 + Math.floor(random() * (count - from))]) {
+          expect(bitRunEnd(map, from, limit)).toBe(naiveRunEnd(map, from, limit));
+        }
       }
     }
   });

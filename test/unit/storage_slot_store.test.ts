@@ -9,6 +9,8 @@ import { isAtomicDiskError } from "../../src/util/errors.js";
 import {
   GROUP_COMMIT_DEPTH,
   GROUP_COMMIT_MAX_SECTORS,
+  HELD_PAGE_SECTORS,
+  HELD_PAGES_MAX,
   SECTOR_SIZE_BYTES,
   SLOT_FILE_GROWTH_SLOTS,
   SLOT_FREE_RESERVE_DIVISOR,
@@ -147,6 +149,46 @@ describe("SlotStore on real files", () => {
       await store.close();
       store = await open(dir);
       for (const [first, count] of ranges) expect(marked(store, first, count)).toEqual(inRange(first, count));
+      await store.close();
+    });
+  });
+
+  it("marks exactly the pages (HELD_PAGE_SECTORS) holding a held sector, over few pages and over far more pages than exist", async () => {
+    await withTempDir(async (dir) => {
+      let store = await open(dir);
+      const written = [1, 1023, 1024, 2047, 3000, 5000, 70_000, 200_000_000];
+      const pagesOf = (first: number, pages: number) => [
+        ...new Set(
+          written
+            .filter((s) => s >= first && s < first + pages * HELD_PAGE_SECTORS)
+            .map((s) => Math.floor((s - first) / HELD_PAGE_SECTORS)),
+        ),
+      ];
+      const markedPages = (first: number, pages: number) => {
+        const out: number[] = [];
+        store.markHeldPages(first, pages, (p) => out.push(p));
+        return [...new Set(out)].sort((a, b) => a - b);
+      };
+      await store.persistMany(
+        written.filter((s) => s !== 3000).map((s) => ({ sectorIndex: s, state: stateOf(s, 1) })),
+      );
+      const queued = store.persist(3000, stateOf(3000, 1)); // page 2 holds it alone, queued only
+      // Few pages (each looked up) and far more pages than the index has (the index scanned).
+      const ranges: Array<[number, number]> = [
+        [0, 1],
+        [1024, 1],
+        [0, 3],
+        [2048, 2],
+        [4096, 70],
+        [0, HELD_PAGES_MAX],
+        [1024 * 100_000, HELD_PAGES_MAX],
+        [1024 * 195_000, HELD_PAGES_MAX],
+      ];
+      for (const [first, pages] of ranges) expect(markedPages(first, pages)).toEqual(pagesOf(first, pages));
+      await queued;
+      await store.close();
+      store = await open(dir);
+      for (const [first, pages] of ranges) expect(markedPages(first, pages)).toEqual(pagesOf(first, pages));
       await store.close();
     });
   });
