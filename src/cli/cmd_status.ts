@@ -6,7 +6,7 @@
 import { pino } from "pino";
 import type { CommandModule } from "yargs";
 import { ReplicaConnection } from "../client/replica_connection.js";
-import { bitAt, bitRunEnd, countBits } from "../protocol/layouts.js";
+import { countBits, setBitRuns } from "../protocol/layouts.js";
 import {
   HELD_MAP_MAX_SECTORS,
   HELD_PAGE_SECTORS,
@@ -107,15 +107,11 @@ async function replicaStatus(
           options.timeoutMs,
           "a HELD_PAGES",
         );
-        for (let i = 0; i < count; ) {
-          const j = bitRunEnd(bits, i, count);
-          if (bitAt(bits, i)) {
-            const end = Math.min(config.sectors, (page + j) * HELD_PAGE_SECTORS);
-            for (let first = (page + i) * HELD_PAGE_SECTORS; first < end; first += HELD_MAP_MAX_SECTORS) {
-              maps.push([first, Math.min(HELD_MAP_MAX_SECTORS, end - first)]);
-            }
+        for (const [from, to] of setBitRuns(bits, count)) {
+          const end = Math.min(config.sectors, (page + to) * HELD_PAGE_SECTORS);
+          for (let first = (page + from) * HELD_PAGE_SECTORS; first < end; first += HELD_MAP_MAX_SECTORS) {
+            maps.push([first, Math.min(HELD_MAP_MAX_SECTORS, end - first)]);
           }
-          i = j;
         }
       }
       let held = 0;

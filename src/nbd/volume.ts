@@ -8,7 +8,7 @@
 // that window piece by piece and never allocate more than their own payload (WRITE_ZEROES holds one
 // held bitmap per 4 GiB and one ZERO_MAP bitmap per run in flight, and shares one zero buffer;
 // TRIM allocates nothing).
-import { bitAt, bitmapBytes, bitRunEnd, orBitmapInto } from "../protocol/layouts.js";
+import { bitAt, bitmapBytes, bitRunEnd, orBitmapInto, setBitRuns } from "../protocol/layouts.js";
 import { assert } from "../util/assert.js";
 import { AtomicDiskError } from "../util/errors.js";
 import {
@@ -278,11 +278,7 @@ export class Volume {
       asks.push(
         this.backend.heldPages(page * HELD_PAGE_SECTORS, count).then((bits) => {
           assert(bits.length === bitmapBytes(count), "a HELD_PAGES answer has a bit per page");
-          for (let i = 0; i < count; ) {
-            const j = bitRunEnd(bits, i, count);
-            if (bitAt(bits, i)) runs.push([page + i, page + j]);
-            i = j;
-          }
+          for (const [from, to] of setBitRuns(bits, count)) runs.push([page + from, page + to]);
         }),
       );
     }

@@ -411,6 +411,17 @@ export function countBits(bits: Buffer, sectorCount: number): number {
   return n;
 }
 
+/** The runs [from, to) of set bits among the first `count` bits of `bits`, ascending. */
+export function setBitRuns(bits: Buffer, count: number): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (let i = 0; i < count; ) {
+    const j = bitRunEnd(bits, i, count);
+    if (bitAt(bits, i)) runs.push([i, j]);
+    i = j;
+  }
+  return runs;
+}
+
 /** Bytes of the blocks bitRunEnd compares at once, natively. */
 const RUN_BLOCK_BYTES = 1024;
 const RUN_BLOCK_BITS = RUN_BLOCK_BYTES * 8;
@@ -421,7 +432,7 @@ const ONES_BLOCK = Buffer.alloc(RUN_BLOCK_BYTES, 0xff);
  * Where the run of equal bits starting at bit `from` ends: the first bit after it, below `limit`,
  * that differs from bit `from`, or `limit`. Whole bytes of the same bit are skipped at once, and
  * whole aligned blocks of RUN_BLOCK_BYTES by one native compare: a BLOCK_STATUS reply covers up to
- * 2^20 sectors, and over a mostly empty volume a byte loop took about 2 ms of each.
+ * 2^20 sectors, and a hole that long took 349-434 µs byte by byte against 39 µs (microbenchmark).
  */
 export function bitRunEnd(bits: Buffer, from: number, limit: number): number {
   const value = bitAt(bits, from);

@@ -12,6 +12,7 @@ import {
   bitmapOfMarked,
   bitRunEnd,
   countBits,
+  setBitRuns,
   zeroBitmap,
 } from "../../src/protocol/layouts.js";
 import { type ClientCommand, type ClientResponse, ResponseStatus } from "../../src/protocol/messages.js";
@@ -69,10 +70,11 @@ describe("ZERO_MAP and HELD_MAP byte layout (messages.ts, built by hand)", () =>
     expect(encodeClientCommand(cmd, clientKey)).toEqual(signed(header(0x8e, 32_768, 2n ** 64n - 1n, 5n)));
   });
 
-  it("responses Ok: count at 4, status at 6, type 0xCD / 0xCE, request number, ceil(count / 8) bytes of bitmap", () => {
+  it("responses Ok: count at 4, status at 6, type 0xCD / 0xCE / 0xCF, request number, ceil(count / 8) bytes of bitmap", () => {
     for (const [command, type] of [
       ["zeroMap", 0xcd],
       ["heldMap", 0xce],
+      ["heldPages", 0xcf],
     ] as const) {
       const map = bits(9, [0, 8]);
       const res: ClientResponse = {
@@ -224,7 +226,7 @@ describe("HELD_PAGES (0x8F): a bit per page of HELD_PAGE_SECTORS sectors", () =>
   // SECTORS = 100,000: pages 0..97, the last one (from sector 99,328) partly past the volume.
   const lastPage = Math.floor((SECTORS - 1) / HELD_PAGE_SECTORS);
 
-  it("is the READ_RANGE header with type 0x8F, the count in pages, answered by type 0xCF", () => {
+  it("is the READ_RANGE header with type 0x8F, the count in pages (its answer: the 0xCF layout above)", () => {
     const cmd: ClientCommand = {
       kind: "clientHeldPages",
       requestNumber: 12n,
@@ -234,21 +236,14 @@ describe("HELD_PAGES (0x8F): a bit per page of HELD_PAGE_SECTORS sectors", () =>
     expect(encodeClientCommand(cmd, clientKey)).toEqual(
       signed(header(0x8f, HELD_PAGES_MAX, 12n, BigInt(3 * HELD_PAGE_SECTORS))),
     );
-    const map = bits(10, [0, 9]);
     const res: ClientResponse = {
       kind: "clientResponse",
       command: "heldPages",
       status: ResponseStatus.Ok,
       requestNumber: 12n,
       sectorCount: 10,
-      data: map,
+      data: bits(10, [0, 9]),
     };
-    const head = Buffer.alloc(16);
-    head.write("atdd", 0, "ascii");
-    head.writeUInt16BE(10, 4);
-    head[7] = 0xcf;
-    head.writeBigUInt64BE(12n, 8);
-    expect(encodeClientResponse(res, clientKey)).toEqual(signed(Buffer.concat([head, map])));
     expect(client().push(encodeClientResponse(res, clientKey))).toEqual([{ kind: "message", message: res }]);
   });
 
@@ -374,6 +369,22 @@ describe("bitmap runs (BLOCK_STATUS extents)", () => {
           expect(bitRunEnd(map, from, limit)).toBe(naiveRunEnd(map, from, limit));
         }
       }
+    }
+  });
+
+  it("lists the runs of set bits, ascending, ignoring padding bits past the count", () => {
+    const random = seededRandom(13);
+    for (const count of [1, 7, 8, 9, 100, 10_000]) {
+      const set = Array.from({ length: count }, (_, i) => i).filter(() => random() < 0.2);
+      const map = bits(count, set);
+      if (count % 8 !== 0) map[map.length - 1] = map[map.length - 1]! | (0xff >> (count % 8));
+      const expanded = setBitRuns(map, count).flatMap(([from, to]) =>
+        Array.from({ length: to - from }, (_, k) => from + k),
+      );
+      expect(expanded).toEqual(set);
+      // Runs are maximal: no two touch.
+      const runs = setBitRuns(map, count);
+      for (let k = 1; k < runs.length; k++) expect(runs[k]![0]).toBeGreaterThan(runs[k - 1]![1]);
     }
   });
 
