@@ -1,6 +1,6 @@
 // Calibration of the machine a benchmark runs on, printed before bench-nbd's jobs so that runs on
 // different VMs can be compared: the same code has measured 2-3x apart in CPU per operation, and
-// nbdkit (the reference) 4x apart, between VMs of the same kind. Each line is one cost the cluster
+// nbdkit (the reference) 4-8x apart, between VMs of the same kind. Each line is one cost the cluster
 // pays many times per operation and nbdkit pays once or not at all:
 // - the round trip of a 64-byte message between two processes on loopback (a VM whose idle vCPUs
 //   halt makes every wakeup of another process cost far more than the copy);

@@ -269,7 +269,7 @@ export class ReplicaPool implements SectorBackend {
     return this.majorityOr(pageCount, (link) => link.heldPages(firstSector, pageCount));
   }
 
-  /** The OR of `bits`-bit answers of `ask` from a majority of replicas (see heldMap). */
+  /** The OR of the `count`-bit answers of `ask` from a majority of replicas (see heldMap). */
   private majorityOr(count: number, ask: (link: ReplicaLink) => Promise<Buffer>): Promise<Buffer> {
     const quorum = Math.floor(this.replicas.length / 2) + 1;
     const held = Buffer.alloc(bitmapBytes(count));

@@ -401,8 +401,11 @@ class FreeSlots {
   }
 }
 
-/** Sectors per page of the index: 4 KiB of slot numbers. */
-const INDEX_PAGE_SECTORS = 1024;
+/**
+ * Sectors per page of the index: 4 KiB of slot numbers. A HELD_PAGES page is an index page, so
+ * markHeldPages answers from which index pages exist.
+ */
+const INDEX_PAGE_SECTORS = HELD_PAGE_SECTORS;
 
 /**
  * sector -> current slot, in pages of INDEX_PAGE_SECTORS entries (slot + 1, 0 = none) made when a
@@ -456,20 +459,19 @@ class SectorIndex {
   }
 
   /**
-   * mark(p) for each page p of [0, pages) of `pageSectors` sectors from `first` (both multiples of
-   * INDEX_PAGE_SECTORS) that holds a slot. Entries are never cleared, so an index page exists only
-   * once one of its sectors has a slot: pages are looked up by number, or, when the range has more
-   * of them than exist, the existing ones are scanned.
+   * mark(p) for each index page p of [0, pages) from `first` (a multiple of INDEX_PAGE_SECTORS)
+   * that holds a slot. Entries are never cleared, so an index page exists only once one of its
+   * sectors has a slot: pages are looked up by number, or, when the range has more of them than
+   * exist, the existing ones are scanned.
    */
-  markPresentPages(first: number, pages: number, pageSectors: number, mark: (p: number) => void): void {
-    assert(first % INDEX_PAGE_SECTORS === 0 && pageSectors % INDEX_PAGE_SECTORS === 0, "page-aligned");
+  markPresentPages(first: number, pages: number, mark: (p: number) => void): void {
+    assert(first % INDEX_PAGE_SECTORS === 0, "markPresentPages: first must start an index page");
     const from = first / INDEX_PAGE_SECTORS;
-    const perPage = pageSectors / INDEX_PAGE_SECTORS;
-    const to = from + pages * perPage;
-    if (to - from <= this.pages.size) {
-      for (let n = from; n < to; n++) if (this.pages.has(n)) mark(Math.floor((n - from) / perPage));
+    const to = from + pages;
+    if (pages <= this.pages.size) {
+      for (let n = from; n < to; n++) if (this.pages.has(n)) mark(n - from);
     } else {
-      for (const n of this.pages.keys()) if (n >= from && n < to) mark(Math.floor((n - from) / perPage));
+      for (const n of this.pages.keys()) if (n >= from && n < to) mark(n - from);
     }
   }
 
@@ -750,7 +752,7 @@ export class SlotStore implements SectorStore {
     assert(first % HELD_PAGE_SECTORS === 0, "markHeldPages: first must start a page");
     checkSector(first);
     const end = first + pages * HELD_PAGE_SECTORS;
-    this.index.markPresentPages(first, pages, HELD_PAGE_SECTORS, mark);
+    this.index.markPresentPages(first, pages, mark);
     for (const sectors of [this.pending.keys(), this.corruptSectors.keys()]) {
       for (const sector of sectors) {
         if (sector >= first && sector < end) mark(Math.floor((sector - first) / HELD_PAGE_SECTORS));

@@ -205,8 +205,8 @@ export const NBD_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
  * NBD: most bytes one BLOCK_STATUS reply describes. A reply may describe less than was asked
  * (proto.md) and clients ask again from where it ended, so this bounds one request's work, not
  * what can be mapped. 4 GiB is more than a request can ask (its length is a u32): the work stays
- * at most 32 HELD_MAPs (HELD_MAP_MAX_SECTORS each) per replica, asked at once, and a 128 KiB
- * bitmap. Replies of 1 GiB made `nbdinfo --map` of a 1 TiB volume 1024 round trips; each costs
+ * one HELD_PAGES and at most 32 HELD_MAPs (HELD_MAP_MAX_SECTORS each, only for held pages) per
+ * replica, and a 128 KiB bitmap. Replies of 1 GiB made `nbdinfo --map` of a 1 TiB volume 1024 round trips; each costs
  * about as much as a 4 GiB one now that maps skip unwritten index pages and whole bytes.
  */
 export const NBD_BLOCK_STATUS_MAX_BYTES = 4 * 1024 * 1024 * 1024;
